@@ -1,0 +1,41 @@
+"""nasq-ray: joint neural-architecture and bit-width search on Ray Tune.
+
+The public Python API, kept small:
+
+* :func:`load_space` - load a search space (shipped name or YAML path) for an input shape.
+* ``space.sample(seed)`` / ``space.validate(cfg)`` / ``space.decode(cfg)`` - configs.
+* :func:`build_model` - the fake-quantized ``torch.nn.Module`` of a decoded config.
+* :func:`measure_cost` - MACs, BitOPs and size in bits (totals and per layer).
+* :func:`load_dataset` - digits (embedded), MNIST/Fashion-MNIST (IDX), CIFAR-10 (pickles), CSV.
+* :func:`run_search` with an :class:`ExperimentConfig` - a whole search through Ray Tune.
+"""
+
+from __future__ import annotations
+
+from .config import ExperimentConfig, from_dict
+from .data import load_dataset
+from .errors import ConfigError, DataError, NasqError, SearchSpaceError, UnknownNameError
+from .models import build_model, measure_cost, register_op
+from .objective import ObjectiveConfig
+from .quant import QuantConfig, quantize_
+from .space import SearchSpace, load_space
+
+__version__ = "0.1.0"
+
+
+def run_search(config: ExperimentConfig | dict | None = None):
+    """Run a search (see :class:`ExperimentConfig`); returns a ``SearchResult`` and writes the results folder."""
+    from .tune import run_search as _run
+
+    if config is None:
+        config = ExperimentConfig()
+    elif isinstance(config, dict):
+        config = from_dict(config)
+    return _run(config)
+
+
+__all__ = [
+    "ConfigError", "DataError", "ExperimentConfig", "NasqError", "ObjectiveConfig", "QuantConfig", "SearchSpace",
+    "SearchSpaceError", "UnknownNameError", "build_model", "load_dataset", "load_space", "measure_cost",
+    "quantize_", "register_op", "run_search",
+]

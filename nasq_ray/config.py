@@ -1,0 +1,202 @@
+"""Experiment configuration: typed dataclasses, loaded from YAML and CLI flags, validated once here.
+
+Precedence: defaults < the ``--config`` YAML file < CLI flags (and ``--set section.key=value``).
+Every error names the field, the value received and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import ConfigError, did_you_mean
+from .objective import ObjectiveConfig
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    dir: str | None = None
+    label_column: str = "label"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    max_train: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class SearchConfig:
+    searcher: str = "tpe"
+    searcher_args: dict = field(default_factory=dict)
+    scheduler: str = "asha"
+    scheduler_args: dict = field(default_factory=dict)
+    num_samples: int = 24
+    max_epochs: int = 15
+    max_concurrent: int | None = None
+    seed: int = 0
+    max_failures: int = 0
+
+
+@dataclass
+class ResourcesConfig:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+
+
+@dataclass
+class ExperimentConfig:
+    name: str | None = None
+    space: str = "digits_small"
+    out: str = "./nasq_results"
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    verbose: bool = False
+    quiet: bool = False
+
+    def __post_init__(self):
+        validate(self)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{Path(self.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out).expanduser().resolve() / self.run_name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "search": SearchConfig, "objective": ObjectiveConfig, "resources": ResourcesConfig}
+
+
+def _coerce(fieldname: str, value: Any, typ: Any) -> Any:
+    """Convert ``value`` (from YAML or a CLI string) to the field's type, or raise naming the field."""
+    text = str(typ)
+    optional = "None" in text
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{fieldname}: a value is required")
+    try:
+        if typ is bool or text == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if "int" in text and "float" not in text:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if "float" in text:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if "dict" in text:
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError
+        return str(value)
+    except (TypeError, ValueError):
+        kind = text.replace("typing.", "").replace("<class '", "").replace("'>", "")
+        raise ConfigError(f"{fieldname}: {value!r} is not allowed; expected {kind}") from None
+
+
+def _build(cls, raw: Any, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"{full}: unknown key{did_you_mean(str(key), names)}; allowed: {', '.join(names)}")
+        if key in _SECTIONS and not prefix:
+            kwargs[key] = _build(_SECTIONS[key], value, key)
+        else:
+            kwargs[key] = _coerce(full, value, hints[key])
+    return cls(**kwargs)
+
+
+def from_dict(raw: dict) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from nested plain data."""
+    return _build(ExperimentConfig, raw, "")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config: file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark else ""
+        raise ConfigError(f"config: {path}:{where} malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    """``set_dotted(raw, "search.num_samples", 8)`` sets ``raw["search"]["num_samples"] = 8``."""
+    parts = dotted.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_kv(items: list[str] | None, flag: str) -> dict:
+    """``["k=v", ...]`` into a dict; values parsed as YAML scalars (``3`` -> int, ``true`` -> bool)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{flag}: '{item}' is not allowed; expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    s, r, d = cfg.search, cfg.resources, cfg.data
+    checks = [
+        (s.num_samples >= 1, "search.num_samples", s.num_samples, "integers >= 1"),
+        (s.max_epochs >= 1, "search.max_epochs", s.max_epochs, "integers >= 1"),
+        (s.max_concurrent is None or s.max_concurrent >= 1, "search.max_concurrent", s.max_concurrent, "integers >= 1"),
+        (s.max_failures >= -1, "search.max_failures", s.max_failures, "integers >= -1 (-1: retry forever)"),
+        (r.cpus_per_trial > 0, "resources.cpus_per_trial", r.cpus_per_trial, "numbers > 0"),
+        (r.gpus_per_trial >= 0, "resources.gpus_per_trial", r.gpus_per_trial, "numbers >= 0"),
+        (d.max_train is None or d.max_train >= 2, "data.max_train", d.max_train, "integers >= 2"),
+        (0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "numbers in (0, 1)"),
+        (0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "numbers in (0, 1)"),
+    ]
+    for ok, name, value, allowed in checks:
+        if not ok:
+            raise ConfigError(f"{name}: {value!r} is not allowed; allowed: {allowed}")
+    if cfg.name is not None and (not cfg.name or "/" in cfg.name):
+        raise ConfigError(f"name: {cfg.name!r} is not allowed; allowed: a non-empty name without '/'")

@@ -1,0 +1,130 @@
+"""Cost model: pure, exact functions of layer shapes and bit-widths.
+
+Per layer (Conv2d or Linear, for one input sample):
+
+* ``macs``      multiply-accumulates: ``out_ch * out_h * out_w * (in_ch / groups) * k_h * k_w``
+                (``in * out`` for a Linear layer). Pooling, BatchNorm, additions and ReLU are not
+                counted, as in ``torch.utils.flop_counter`` (MACs = FLOPs / 2).
+* ``bitops``    ``macs * w_bits * a_bits`` where ``a_bits`` is the bit-width of the layer's input.
+* ``size_bits`` what must be stored to run the layer: weights at ``w_bits``; at 32 bits each: the
+                bias, one weight scale per output channel (when the weights are quantized), the
+                BatchNorm that follows the layer in its inference form (one scale and one shift per
+                channel), and the input quantizer's scale and zero point (when it is quantized).
+
+A float layer is one at 32 bits: no scales, no quantizer parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+FLOAT_BITS = 32
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Shape and bit-widths of one Conv2d/Linear layer (plain data, from ``models.trace_layers``)."""
+
+    name: str
+    kind: str  # "conv" or "linear"
+    in_ch: int
+    out_ch: int
+    kernel: tuple[int, int]
+    groups: int
+    out_hw: tuple[int, int]
+    has_bias: bool
+    bn_channels: int
+    w_bits: int
+    a_bits: int
+
+    @property
+    def n_weights(self) -> int:
+        return self.out_ch * (self.in_ch // self.groups) * self.kernel[0] * self.kernel[1]
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    kind: str
+    w_bits: int
+    a_bits: int
+    n_weights: int
+    macs: int
+    bitops: int
+    size_bits: int
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    macs: int
+    bitops: int
+    size_bits: int
+    n_weights: int
+    avg_w_bits: float
+
+    @property
+    def size_kb(self) -> float:
+        """Size in kilobytes (1 kB = 1000 bytes = 8000 bits)."""
+        return self.size_bits / 8000.0
+
+    def as_metrics(self) -> dict:
+        """The cost entries of a trial report."""
+        return {**asdict(self), "size_kb": self.size_kb}
+
+
+def layer_macs(layer: LayerShape) -> int:
+    return layer.n_weights * layer.out_hw[0] * layer.out_hw[1]
+
+
+def layer_bitops(macs: int, w_bits: int, a_bits: int) -> int:
+    return macs * w_bits * a_bits
+
+
+def layer_size_bits(layer: LayerShape) -> int:
+    w_quant = layer.w_bits < FLOAT_BITS
+    a_quant = layer.a_bits < FLOAT_BITS
+    bits = layer.n_weights * layer.w_bits
+    bits += FLOAT_BITS * layer.out_ch * (int(layer.has_bias) + int(w_quant))
+    bits += FLOAT_BITS * 2 * layer.bn_channels
+    bits += FLOAT_BITS * 2 * int(a_quant)
+    return bits
+
+
+def layer_cost(layer: LayerShape) -> LayerCost:
+    macs = layer_macs(layer)
+    return LayerCost(
+        name=layer.name, kind=layer.kind, w_bits=layer.w_bits, a_bits=layer.a_bits,
+        n_weights=layer.n_weights, macs=macs, bitops=layer_bitops(macs, layer.w_bits, layer.a_bits),
+        size_bits=layer_size_bits(layer),
+    )
+
+
+def summarize(costs: Sequence[LayerCost], extra_size_bits: int = 0) -> CostSummary:
+    """Totals over layers. ``extra_size_bits`` adds storage outside the layers (the logit quantizer)."""
+    n_weights = sum(c.n_weights for c in costs)
+    return CostSummary(
+        macs=sum(c.macs for c in costs),
+        bitops=sum(c.bitops for c in costs),
+        size_bits=sum(c.size_bits for c in costs) + extra_size_bits,
+        n_weights=n_weights,
+        avg_w_bits=sum(c.n_weights * c.w_bits for c in costs) / max(1, n_weights),
+    )
+
+
+def logit_quant_size_bits(logit_bits: int) -> int:
+    """A quantizer on the logits stores its scale and zero point."""
+    return 2 * FLOAT_BITS if logit_bits < FLOAT_BITS else 0
+
+
+def cost_table(costs: Sequence[LayerCost]) -> str:
+    """A per-layer text table."""
+    head = f"{'layer':<22} {'kind':<6} {'W':>3} {'A':>3} {'weights':>8} {'MACs':>10} {'BitOPs':>13} {'size_bits':>10}"
+    rows = [head, "-" * len(head)]
+    for c in costs:
+        rows.append(f"{c.name:<22} {c.kind:<6} {c.w_bits:>3} {c.a_bits:>3} {c.n_weights:>8} {c.macs:>10} "
+                    f"{c.bitops:>13} {c.size_bits:>10}")
+    s = summarize(costs)
+    rows.append("-" * len(head))
+    rows.append(f"{'total':<22} {'':<6} {'':>3} {'':>3} {s.n_weights:>8} {s.macs:>10} {s.bitops:>13} {s.size_bits:>10}")
+    return "\n".join(rows)

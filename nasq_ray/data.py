@@ -1,0 +1,264 @@
+"""Datasets, read locally in their standard published formats; nothing is downloaded.
+
+* ``digits``         scikit-learn's ``load_digits`` (real 8x8 handwritten digits, ships with sklearn).
+* ``mnist`` / ``fashion_mnist``  IDX files (``train-images-idx3-ubyte[.gz]`` ...) in ``data_dir``.
+* ``cifar10``        the python pickle batches (``data_batch_1..5``, ``test_batch``) in ``data_dir``
+                     or ``data_dir/cifar-10-batches-py``.
+* ``csv``            numeric features with a label column: ``data_dir`` is a CSV file, or a folder
+                     with ``train.csv`` (and optionally ``test.csv``).
+
+Splits are stratified with a fixed seed. A dataset with an official test set keeps it as the test
+split and carves validation out of its training set; others are split train / val / test. The
+search sees only train and validation; test accuracy is computed for the final Pareto models.
+Features are standardized with statistics of the training split.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError, unknown_name
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "csv")
+
+
+@dataclass(frozen=True)
+class Split:
+    x: np.ndarray  # float32, (N, *input_shape)
+    y: np.ndarray  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    def without_test(self) -> Dataset:
+        """The same dataset with an empty test split: what trials are given."""
+        empty = Split(self.test.x[:0], self.test.y[:0])
+        return Dataset(self.name, self.train, self.val, empty, self.num_classes)
+
+
+def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, label_column: str = "label",
+                 val_fraction: float = 0.2, test_fraction: float = 0.2, max_train: int | None = None,
+                 seed: int = 0) -> Dataset:
+    """Load ``name`` and split it (stratified, fixed ``seed``). ``max_train`` caps the training split."""
+    if name not in DATASETS:
+        raise unknown_name("data", name, DATASETS)
+    if name != "digits" and data_dir is None:
+        raise DataError(f"data-dir: dataset '{name}' is read from a local folder; give --data-dir")
+    if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DataError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: each must be in (0, 1) "
+                        "and their sum below 1")
+    if name == "digits":
+        x, y, test = _digits()
+    elif name in ("mnist", "fashion_mnist"):
+        x, y, test = _idx(Path(data_dir), name)
+    elif name == "cifar10":
+        x, y, test = _cifar10(Path(data_dir))
+    else:
+        x, y, test = _csv(Path(data_dir), label_column)
+    y, test_y, num_classes = _encode_labels(y, None if test is None else test[1])
+    rng = np.random.default_rng(seed)
+    if test is None:
+        rest, test_idx = _stratified_split(y, test_fraction, rng)
+        test = (x[test_idx], y[test_idx])
+        x, y = x[rest], y[rest]
+        val_fraction = val_fraction / (1.0 - test_fraction)
+    else:
+        test = (test[0], test_y)
+    train_idx, val_idx = _stratified_split(y, val_fraction, rng)
+    if max_train is not None and max_train < len(train_idx):
+        keep, _ = _stratified_split(y[train_idx], 1.0 - max_train / len(train_idx), rng)
+        train_idx = train_idx[keep]
+    xtr, xval, xte = _standardize(x[train_idx], x[val_idx], test[0])
+    return Dataset(name, Split(xtr, y[train_idx]), Split(xval, y[val_idx]), Split(xte, test[1]), num_classes)
+
+
+# --------------------------------------------------------------------------------------- readers
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images.astype(np.float32)[:, None, :, :], d.target, None
+
+
+_IDX_FILES = {
+    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+}
+
+
+def _find(folder: Path, names: list[str], what: str) -> Path:
+    if not folder.is_dir():
+        raise DataError(f"data-dir: '{folder}' is not a folder; expected {what} in it")
+    for sub in (folder, folder / "raw", *[p / "raw" for p in folder.iterdir() if p.is_dir()]):
+        for n in names:
+            for cand in (sub / n, sub / f"{n}.gz"):
+                if cand.is_file():
+                    return cand
+    raise DataError(f"data-dir: '{folder}' has no {names[0]}[.gz]; expected {what}")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzip'd or not."""
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path}: not an IDX file (expected magic bytes 00 00 <type> <ndim>)")
+    dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.get(raw[2])
+    if dtype is None:
+        raise DataError(f"{path}: unknown IDX data type 0x{raw[2]:02x}")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: IDX header truncated")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: IDX header says shape {dims} ({int(np.prod(dims))} values), file holds {data.size}")
+    return data.reshape(dims)
+
+
+def _idx(folder: Path, name: str):
+    what = f"{name} IDX files ({', '.join(_IDX_FILES.values())}, optionally .gz)"
+    arrays = {k: read_idx(_find(folder, [v, v.replace("-idx", ".idx")], what)) for k, v in _IDX_FILES.items()}
+    for split in ("train", "test"):
+        xs, ys = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if xs.ndim != 3 or ys.ndim != 1 or len(xs) != len(ys):
+            raise DataError(f"data-dir '{folder}': {split} images {xs.shape} and labels {ys.shape} do not match "
+                            "(expected (N, H, W) images and (N,) labels)")
+    to_x = lambda a: a.astype(np.float32)[:, None, :, :] / 255.0  # noqa: E731
+    return to_x(arrays["train_x"]), arrays["train_y"].astype(np.int64), (to_x(arrays["test_x"]), arrays["test_y"].astype(np.int64))
+
+
+def _unpickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+        data, labels = d[b"data"], d[b"labels"]
+    except Exception as e:  # noqa: BLE001 - any failure here is a malformed file
+        raise DataError(f"{path}: not a CIFAR-10 python batch (a pickled dict with b'data' and b'labels'): {e}") from None
+    data = np.asarray(data, dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataError(f"{path}: expected data of shape (N, 3072) and N labels, got {data.shape} and {len(labels)}")
+    return data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0, np.asarray(labels, dtype=np.int64)
+
+
+def _cifar10(folder: Path):
+    if not folder.is_dir():
+        raise DataError(f"data-dir: '{folder}' is not a folder; expected CIFAR-10 python batches in it")
+    base = folder / "cifar-10-batches-py" if (folder / "cifar-10-batches-py").is_dir() else folder
+    train_files = sorted(base.glob("data_batch_*"))
+    test_file = base / "test_batch"
+    if not train_files or not test_file.is_file():
+        raise DataError(f"data-dir: '{folder}' has no CIFAR-10 python batches; expected data_batch_1..5 and "
+                        "test_batch (in it or in cifar-10-batches-py/)")
+    parts = [_unpickle(p) for p in train_files]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    return x, y, _unpickle(test_file)
+
+
+def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataError(f"{path}: empty CSV; expected a header row with a '{label_column}' column")
+    header, body = rows[0], rows[1:]
+    if label_column not in header:
+        raise DataError(f"{path}: no label column '{label_column}' in header {header}; set --label-column")
+    li = header.index(label_column)
+    if not body:
+        raise DataError(f"{path}: no data rows")
+    x = np.empty((len(body), len(header) - 1), dtype=np.float32)
+    labels = []
+    for r, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {r} has {len(row)} fields, the header has {len(header)}")
+        feats = row[:li] + row[li + 1:]
+        try:
+            x[r - 2] = [float(v) for v in feats]
+        except ValueError:
+            bad = next(v for v in feats if not _is_float(v))
+            col = [h for h in header if h != label_column][feats.index(bad)]
+            raise DataError(f"{path}: line {r}, column '{col}': '{bad}' is not a number") from None
+        labels.append(row[li])
+    return x, np.asarray(labels)
+
+
+def _is_float(v: str) -> bool:
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
+
+
+def _csv(path: Path, label_column: str):
+    if path.is_dir():
+        train = path / "train.csv"
+        if not train.is_file():
+            raise DataError(f"data-dir: '{path}' has no train.csv; give a CSV file or a folder with train.csv "
+                            "(and optionally test.csv)")
+        x, y = _read_csv(train, label_column)
+        test = _read_csv(path / "test.csv", label_column) if (path / "test.csv").is_file() else None
+        if test is not None and test[0].shape[1] != x.shape[1]:
+            raise DataError(f"{path / 'test.csv'}: {test[0].shape[1]} features, train.csv has {x.shape[1]}")
+        return x, y, test
+    if not path.is_file():
+        raise DataError(f"data-dir: '{path}' does not exist; expected a CSV file or a folder with train.csv")
+    x, y = _read_csv(path, label_column)
+    return x, y, None
+
+
+# ---------------------------------------------------------------------------------------- splits
+
+
+def _encode_labels(y: np.ndarray, test_y: np.ndarray | None):
+    """Map labels (numbers or names) to 0..K-1 in sorted order."""
+    classes = np.unique(y if test_y is None else np.concatenate([y, test_y]))
+    if len(classes) < 2:
+        raise DataError(f"labels: found {len(classes)} class; need at least 2")
+    enc = lambda a: np.searchsorted(classes, a).astype(np.int64)  # noqa: E731
+    return enc(y), None if test_y is None else enc(test_y), len(classes)
+
+
+def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with ``fraction`` of every class held out (at least one where possible)."""
+    keep, held = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        n = int(round(len(idx) * fraction))
+        n = min(max(n, 1 if len(idx) > 1 else 0), len(idx) - 1 if len(idx) > 1 else len(idx))
+        held.append(idx[:n])
+        keep.append(idx[n:])
+    return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def _standardize(*xs: np.ndarray) -> list[np.ndarray]:
+    """Standardize by the first array's statistics (per channel for images, per feature for tables)."""
+    ref = xs[0]
+    axes = (0, 2, 3) if ref.ndim == 4 else (0,)
+    mean = ref.mean(axis=axes, keepdims=True)
+    std = ref.std(axis=axes, keepdims=True)
+    std = np.where(std > 1e-8, std, 1.0)
+    return [((x - mean) / std).astype(np.float32) for x in xs]

@@ -1,0 +1,45 @@
+"""Errors raised for bad user input.
+
+Every error that a user can cause by what they type (a config key, a search space, a data path, a
+CLI flag) is a :class:`NasqError`. The CLI prints its message as one line and exits with code 2; any
+other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class NasqError(Exception):
+    """Bad user input. The message names the field, the value received and what is allowed."""
+
+
+class ConfigError(NasqError):
+    """An experiment config value or CLI flag is invalid."""
+
+
+class SearchSpaceError(NasqError):
+    """A search-space file or a config sampled from it is invalid."""
+
+
+class UnknownNameError(NasqError):
+    """A name (op, searcher, scheduler, dataset, ...) is not registered."""
+
+
+class DataError(NasqError):
+    """A dataset is missing or not in the expected format."""
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` when ``name`` is close to one of ``valid``, else ``""``."""
+    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def unknown_name(field: str, name: object, valid: Iterable[str]) -> UnknownNameError:
+    """Build the standard error for an unknown name, listing the valid ones."""
+    valid = sorted(str(v) for v in valid)
+    return UnknownNameError(
+        f"{field}: unknown name '{name}'{did_you_mean(str(name), valid)}; allowed: {', '.join(valid)}"
+    )

@@ -1,0 +1,134 @@
+"""``build_model(arch, quant, seed)``: an :class:`ArchSpec` becomes a ``torch.nn.Module``.
+
+Module paths are the layer names used by the search space (``s0.b1.op.conv``, ``head.out``), so
+that a :class:`QuantConfig` addresses layers by the same names as the bit-width parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..cost import CostSummary, LayerCost, LayerShape, layer_cost, logit_quant_size_bits, summarize
+from ..quant import QuantConfig, quantize_
+from .blocks import Block
+
+if TYPE_CHECKING:
+    from ..space import ArchSpec
+
+
+class Head(nn.Module):
+    """Fully connected classifier: ``fc0 .. fc{n-1}`` (Linear -> ReLU) then ``out``."""
+
+    def __init__(self, in_features: int, widths: tuple[int, ...], num_classes: int):
+        super().__init__()
+        self.n_hidden = len(widths)
+        for k, w in enumerate(widths):
+            self.add_module(f"fc{k}", nn.Linear(in_features, w))
+            in_features = w
+        self.out = nn.Linear(in_features, num_classes)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        for k in range(self.n_hidden):
+            x = self.act(getattr(self, f"fc{k}")(x))
+        return self.out(x)
+
+
+class Net(nn.Module):
+    """Stages of blocks (``s0``, ``s1``, ...), global average pooling or flattening, the FC head,
+    and ``logit_quant`` on the values that enter the loss."""
+
+    def __init__(self, arch: ArchSpec):
+        super().__init__()
+        self.n_stages = len(arch.stages)
+        for i, stage in enumerate(arch.stages):
+            blocks = OrderedDict(
+                (f"b{j}", Block(b.op, b.connection, b.op_b, b.merge, b.in_ch, b.out_ch, b.stride))
+                for j, b in enumerate(stage)
+            )
+            self.add_module(f"s{i}", nn.Sequential(blocks))
+        feat = arch.feature_shape()
+        self.pool = arch.head_pool if arch.stages else "flatten"
+        in_features = feat[0] if self.pool == "avg" else math.prod(feat)
+        self.head = Head(in_features, arch.head_widths, arch.num_classes)
+        self.logit_quant: nn.Module = nn.Identity()
+
+    def forward(self, x):
+        for i in range(self.n_stages):
+            x = getattr(self, f"s{i}")(x)
+        x = x.mean(dim=(2, 3)) if self.pool == "avg" else x.flatten(1)
+        return self.logit_quant(self.head(x))
+
+
+def build_model(arch: ArchSpec, quant: QuantConfig | None = None, seed: int = 0) -> Net:
+    """Build the network of ``arch``, fake-quantized by ``quant``; deterministic given (arch, quant, seed).
+
+    The global torch RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Net(arch)
+    if quant is not None:
+        quantize_(model, quant)
+    return model
+
+
+@torch.no_grad()
+def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerShape]:
+    """Run one sample through ``model`` and record the shape of every Conv2d/Linear layer, in order.
+
+    A BatchNorm that consumes a layer's output is recorded with that layer (it folds into it at
+    inference). Bit-widths are read from fake-quant layers; float layers count 32 bits.
+    """
+    records: dict[str, dict] = {}
+    outputs: dict[int, str] = {}
+    hooks = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def on_layer(mod, inp, out):
+        name = names[mod]
+        is_conv = isinstance(mod, nn.Conv2d)
+        records[name] = dict(
+            name=name, kind="conv" if is_conv else "linear",
+            in_ch=mod.in_channels if is_conv else mod.in_features,
+            out_ch=mod.out_channels if is_conv else mod.out_features,
+            kernel=tuple(mod.kernel_size) if is_conv else (1, 1),
+            groups=mod.groups if is_conv else 1,
+            out_hw=tuple(out.shape[2:]) if is_conv else (1, 1),
+            has_bias=mod.bias is not None, bn_channels=0,
+            w_bits=getattr(mod, "w_bits", 32), a_bits=getattr(mod, "a_bits", 32),
+        )
+        outputs[id(out)] = name
+
+    def on_bn(mod, inp, out):
+        owner = outputs.get(id(inp[0]))
+        if owner is not None:
+            records[owner]["bn_channels"] = mod.num_features
+
+    for mod in model.modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            hooks.append(mod.register_forward_hook(on_layer))
+        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            hooks.append(mod.register_forward_hook(on_bn))
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        model(torch.zeros((1, *input_shape), device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return [LayerShape(**r) for r in records.values()]
+
+
+def measure_cost(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[CostSummary, list[LayerCost]]:
+    """Totals and the per-layer table of ``model``'s cost (see :mod:`nasq_ray.cost`)."""
+    layers = [layer_cost(s) for s in trace_layers(model, input_shape)]
+    logit_bits = getattr(getattr(model, "logit_quant", None), "bits", 32)
+    return summarize(layers, extra_size_bits=logit_quant_size_bits(logit_bits)), layers

@@ -1,0 +1,102 @@
+"""Objectives: the combined scalar ``score``, the Pareto front and its hypervolume. Pure functions.
+
+Score forms (``acc`` is the accuracy metric, ``cost`` the chosen cost metric):
+
+* ``mnas``    ``acc * (cost / target) ** w``, MnasNet's soft constraint; ``w = alpha`` where
+              ``cost <= target`` and ``w = beta`` above it (alpha = 0, beta = -1 is the hard form).
+* ``linear``  ``acc - penalty * cost / target``.
+* ``acc``     ``acc`` alone (cost ignored by the scalar; still used by multi-objective searchers).
+
+The scalar feeds ASHA and single-objective searchers; ``(acc, cost)`` feeds multi-objective ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError, unknown_name
+
+FORMS = ("mnas", "linear", "acc")
+ACC_METRICS = ("val_acc", "val_f1")
+COST_METRICS = ("size_kb", "size_bits", "bitops", "macs")
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """How a trial is scored, and what the searchers optimize."""
+
+    form: str = "mnas"
+    acc: str = "val_acc"
+    cost: str = "size_kb"
+    target: float = 2.0
+    alpha: float = -0.07
+    beta: float = -0.07
+    penalty: float = 0.05
+    multi: bool = False  # searchers optimize (acc max, cost min) instead of the scalar score
+
+    def __post_init__(self):
+        if self.form not in FORMS:
+            raise unknown_name("objective.form", self.form, FORMS)
+        if self.acc not in ACC_METRICS:
+            raise unknown_name("objective.acc", self.acc, ACC_METRICS)
+        if self.cost not in COST_METRICS:
+            raise unknown_name("objective.cost", self.cost, COST_METRICS)
+        if not self.target > 0:
+            raise ConfigError(f"objective.target: {self.target!r} is not allowed; allowed: numbers > 0")
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Metric names a searcher optimizes."""
+        return (self.acc, self.cost) if self.multi else ("score",)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("max", "min") if self.multi else ("max",)
+
+
+def score(acc: float, cost: float, cfg: ObjectiveConfig) -> float:
+    """The combined accuracy-cost scalar (higher is better)."""
+    if cfg.form == "acc":
+        return float(acc)
+    ratio = cost / cfg.target
+    if cfg.form == "linear":
+        return float(acc - cfg.penalty * ratio)
+    w = cfg.alpha if cost <= cfg.target else cfg.beta
+    return float(acc * ratio**w) if ratio > 0 else float(acc)
+
+
+def pareto_mask(points: Sequence[Sequence[float]], modes: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the non-dominated points. ``modes`` is ``"max"``/``"min"`` per objective.
+
+    Duplicated points are all kept on the front.
+    """
+    pts = np.asarray(points, dtype=float)
+    if pts.size == 0:
+        return np.zeros(0, dtype=bool)
+    signs = np.array([-1.0 if m == "max" else 1.0 for m in modes])
+    v = pts * signs  # now every objective is minimized
+    mask = np.ones(len(v), dtype=bool)
+    for i in range(len(v)):
+        dominated = np.all(v <= v[i], axis=1) & np.any(v < v[i], axis=1)
+        if dominated.any():
+            mask[i] = False
+    return mask
+
+
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float], modes: Sequence[str]) -> float:
+    """Hypervolume dominated by ``points`` up to ``reference`` (Optuna's maintained routine).
+
+    Points that do not dominate the reference point contribute nothing.
+    """
+    from optuna._hypervolume import compute_hypervolume
+
+    signs = np.array([-1.0 if m == "max" else 1.0 for m in modes])
+    pts = np.asarray(points, dtype=float).reshape(-1, len(modes)) * signs
+    ref = np.asarray(reference, dtype=float) * signs
+    pts = pts[np.all(pts < ref, axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    return float(compute_hypervolume(pts, ref))

@@ -1,0 +1,129 @@
+"""Fake-quantized layers: ``QuantConv2d``, ``QuantLinear`` and the activation quantizer ``ActFakeQuant``.
+
+A quantized layer quantizes its *input* activation (``a_bits``, affine per tensor) and its weight
+(``w_bits``, symmetric per output channel), so that BitOPs = MACs x ``w_bits`` x ``a_bits`` describe
+exactly what it computes. Layers convert both ways: ``from_float`` and ``to_float``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .fake_quant import affine_params, fake_quant, fake_quant_weight, is_float, unsigned_range
+
+
+class ActFakeQuant(nn.Module):
+    """Affine per-tensor activation fake-quant with a running (EMA) min/max range.
+
+    In training the range follows an exponential moving average of each batch's min and max (the
+    first batch sets it); in evaluation the range is frozen. ``bits >= 32`` makes it the identity.
+    """
+
+    def __init__(self, bits: int, momentum: float = 0.1):
+        super().__init__()
+        self.bits = int(bits)
+        self.momentum = momentum
+        self.register_buffer("running_min", torch.zeros(()))
+        self.register_buffer("running_max", torch.zeros(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+    @torch.no_grad()
+    def _observe(self, x: torch.Tensor) -> None:
+        lo, hi = x.min(), x.max()
+        if not bool(self.initialized):
+            self.running_min.copy_(lo)
+            self.running_max.copy_(hi)
+            self.initialized.fill_(True)
+        else:
+            self.running_min.lerp_(lo, self.momentum)
+            self.running_max.lerp_(hi, self.momentum)
+
+    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and zero point of the current (running) range."""
+        return affine_params(self.running_min, self.running_max, self.bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_float(self.bits):
+            return x
+        if self.training or not bool(self.initialized):
+            self._observe(x)
+        scale, zero_point = self.qparams()
+        qmin, qmax = unsigned_range(self.bits)
+        return fake_quant(x, scale, zero_point, qmin, qmax)
+
+
+class _QuantMixin:
+    """Shared conversion logic of the quantized layers."""
+
+    _float_cls: type[nn.Module]
+
+    def _init_quant(self, w_bits: int, a_bits: int) -> None:
+        self.w_bits = int(w_bits)
+        self.a_bits = int(a_bits)
+        self.act_quant = ActFakeQuant(a_bits)
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.weight if is_float(self.w_bits) else fake_quant_weight(self.weight, self.w_bits)
+
+    @staticmethod
+    def _hparams(mod: nn.Module) -> tuple[tuple, dict]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_float(cls, mod: nn.Module, w_bits: int, a_bits: int):
+        """A quantized layer that shares ``mod``'s parameters."""
+        args, kwargs = cls._hparams(mod)
+        with torch.device("meta"):
+            new = cls(*args, **kwargs, w_bits=w_bits, a_bits=a_bits)
+        new.act_quant = ActFakeQuant(a_bits).to(mod.weight.device)
+        new.weight, new.bias = mod.weight, mod.bias
+        return new
+
+    def to_float(self) -> nn.Module:
+        """The plain float layer sharing this layer's (unquantized) parameters."""
+        args, kwargs = self._hparams(self)
+        with torch.device("meta"):
+            mod = self._float_cls(*args, **kwargs)
+        mod.weight, mod.bias = self.weight, self.bias
+        return mod
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", w_bits={self.w_bits}, a_bits={self.a_bits}"
+
+
+class QuantConv2d(_QuantMixin, nn.Conv2d):
+    _float_cls = nn.Conv2d
+
+    def __init__(self, *args, w_bits: int = 8, a_bits: int = 8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quant(w_bits, a_bits)
+
+    @staticmethod
+    def _hparams(mod: nn.Conv2d) -> tuple[tuple, dict]:
+        return (mod.in_channels, mod.out_channels, mod.kernel_size), dict(
+            stride=mod.stride, padding=mod.padding, dilation=mod.dilation, groups=mod.groups,
+            bias=mod.bias is not None, padding_mode=mod.padding_mode,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.act_quant(x), self.quantized_weight(), self.bias)
+
+
+class QuantLinear(_QuantMixin, nn.Linear):
+    _float_cls = nn.Linear
+
+    def __init__(self, *args, w_bits: int = 8, a_bits: int = 8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_quant(w_bits, a_bits)
+
+    @staticmethod
+    def _hparams(mod: nn.Linear) -> tuple[tuple, dict]:
+        return (mod.in_features, mod.out_features), dict(bias=mod.bias is not None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.act_quant(x), self.quantized_weight(), self.bias)

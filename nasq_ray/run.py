@@ -1,0 +1,137 @@
+"""``python -m nasq_ray.run``: run a joint architecture + bit-width search.
+
+With no arguments it searches the default space (``digits_small``) on scikit-learn's digits and
+prints the Pareto front of accuracy against size and BitOPs. Bad input exits with code 2 and one
+line on stderr naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import NasqError
+
+EPILOG = """examples:
+  python -m nasq_ray.run                                  # default search on digits (~2-3 min)
+  python -m nasq_ray.run --space mlp --num-samples 40
+  python -m nasq_ray.run --data mnist --data-dir ~/data/mnist --space digits_small --max-train 10000
+  python -m nasq_ray.run --objective multi --searcher nsga2
+  python -m nasq_ray.run --config experiment.yaml --set search.max_epochs=30
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse errors: one line, exit 2 (argparse's own convention)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m nasq_ray.run", description=__doc__.split("\n\n")[0],
+                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--config", metavar="YAML", help="experiment file holding any of the settings below (flags override it)")
+    a("--space", help="search space: a shipped name (digits_small, cifar_cnn, mlp, ...) or a YAML path "
+                      "(default: digits_small)")
+    a("--data", help="dataset: digits (embedded, default), mnist, fashion_mnist, cifar10, csv")
+    a("--data-dir", metavar="PATH", help="folder (or CSV file) holding the dataset in its standard format")
+    a("--label-column", help="label column of a CSV dataset (default: label)")
+    a("--max-train", type=int, metavar="N", help="use at most N training samples (stratified)")
+    a("--searcher", help="search strategy by name (default: tpe); see --list-strategies")
+    a("--searcher-arg", action="append", metavar="K=V", help="keyword argument for the searcher (repeatable)")
+    a("--scheduler", help="trial scheduler by name (default: asha); see --list-strategies")
+    a("--scheduler-arg", action="append", metavar="K=V", help="keyword argument for the scheduler (repeatable)")
+    a("--num-samples", type=int, metavar="N", help="number of trials (default: 24)")
+    a("--max-epochs", type=int, metavar="N", help="epochs per trial; the resource early stopping uses (default: 15)")
+    a("--objective", help="score form: mnas (acc*(cost/target)^w, default), linear (acc - penalty*cost/target), "
+                          "acc; or multi: searchers optimize (accuracy, cost) as two objectives")
+    a("--cost", help="cost metric: size_kb (default), size_bits, bitops, macs")
+    a("--target", type=float, help="cost target of the score (default: 2.0, in the cost metric's unit)")
+    a("--seed", type=int, help="seed of the searcher, model init and data order (default: 0)")
+    a("--out", metavar="DIR", help="results root (default: ./nasq_results); results go to OUT/NAME/")
+    a("--name", help="experiment name (default: <space>-<date>-<time>)")
+    a("--cpus-per-trial", type=float, metavar="N", help="CPUs per trial; also its torch threads (default: 1)")
+    a("--gpus-per-trial", type=float, metavar="N", help="GPUs per trial, fractions allowed (default: 0)")
+    a("--max-concurrent", type=int, metavar="N", help="trials running at once (default: as resources allow)")
+    a("--max-failures", type=int, metavar="N", help="retries of a crashed trial from its last checkpoint (default: 0)")
+    a("--address", help="join a running Ray cluster (host:port or ray://...); also read from RAY_ADDRESS")
+    a("--set", action="append", metavar="SECTION.KEY=V", help="set any config field, e.g. objective.alpha=-0.1")
+    a("--list-strategies", action="store_true", help="list searchers and schedulers (built-in and plug-ins), then exit")
+    a("--verbose", action="store_true", help="show Ray's own logs and progress table")
+    a("--quiet", action="store_true", help="print only the final summary")
+    return p
+
+
+_FLAG_FIELDS = {
+    "space": "space", "data": "data.name", "data_dir": "data.dir", "label_column": "data.label_column",
+    "max_train": "data.max_train", "searcher": "search.searcher", "scheduler": "search.scheduler",
+    "num_samples": "search.num_samples", "max_epochs": "search.max_epochs", "seed": "search.seed",
+    "cost": "objective.cost", "target": "objective.target", "out": "out", "name": "name",
+    "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
+    "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    from .config import from_dict, load_yaml, parse_kv, set_dotted
+
+    raw = load_yaml(args.config) if args.config else {}
+    for flag, dotted in _FLAG_FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            set_dotted(raw, dotted, value)
+    if args.objective is not None:
+        if args.objective == "multi":
+            set_dotted(raw, "objective.multi", True)
+            if args.searcher is None and "searcher" not in raw.get("search", {}):
+                set_dotted(raw, "search.searcher", "nsga2")
+        else:
+            set_dotted(raw, "objective.form", args.objective)
+    if args.searcher_arg:
+        set_dotted(raw, "search.searcher_args", parse_kv(args.searcher_arg, "--searcher-arg"))
+    if args.scheduler_arg:
+        set_dotted(raw, "search.scheduler_args", parse_kv(args.scheduler_arg, "--scheduler-arg"))
+    for k, v in parse_kv(args.set, "--set").items():
+        set_dotted(raw, k, v)
+    if args.verbose:
+        raw["verbose"] = True
+    if args.quiet:
+        raw["quiet"] = True
+    return from_dict(raw)
+
+
+def list_strategies() -> str:
+    from .strategies import SEARCHERS, plugin_searchers
+    from .tune import SCHEDULERS, scheduler_names
+
+    plugins = plugin_searchers()
+    lines = ["searchers:"]
+    lines += [f"  {n:<14} built-in" for n in sorted(SEARCHERS)]
+    lines += [f"  {n:<14} plug-in ({ep.value})" for n, ep in sorted(plugins.items()) if n not in SEARCHERS]
+    lines.append("schedulers:")
+    lines += [f"  {n:<14} {'built-in' if n in SCHEDULERS else 'plug-in'}" for n in scheduler_names()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list_strategies:
+            print(list_strategies())
+            return 0
+        cfg = config_from_args(args)
+        from .tune import effective_objective, run_search, summary
+
+        result = run_search(cfg)
+        print(summary(result, effective_objective(cfg)))
+        return 0
+    except NasqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

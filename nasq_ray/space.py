@@ -1,0 +1,710 @@
+"""One joint search space: architecture, per-layer bit-widths and training hyperparameters.
+
+A space file (``search_spaces/*.yaml``) describes a network as stages of blocks plus a fully
+connected head. :class:`SearchSpace` turns it into an ordered list of :class:`Param` s, each with a
+domain and, where it is conditional, the reason it exists (a block exists only when the stage's
+``repeats`` reach it; a layer's bit-widths exist only when its block holds that layer). Every
+consumer walks the same list: random sampling, the Optuna define-by-run function, validation of a
+given config, mutation, and decoding into a :class:`TrialSpec` for the model builder.
+
+Configs are flat dicts keyed by parameter name, for example::
+
+    {"s0.channels": 16, "s0.b0.op": "conv3x3", "s0.b0.op.conv.w_bits": 4, ..., "train.lr": 0.01}
+
+Bit-width parameters are named ``<module path>.w_bits`` / ``<module path>.a_bits``: the module path
+is the layer's name in the built model.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import itertools
+import math
+from collections import ChainMap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import SearchSpaceError, did_you_mean, unknown_name
+from .models._registry import OPS
+from .models.blocks import CONNECTIONS, MERGES, block_layer_names, branch_channels
+from .quant import ALLOWED_BITS, FLOAT_BITS, LayerBits, QuantConfig, check_bits
+
+def _spaces_dir() -> Path:
+    """The shipped ``search_spaces/`` folder: beside the package in a checkout, inside it when installed."""
+    beside = Path(__file__).resolve().parent.parent / "search_spaces"
+    if beside.is_dir():
+        return beside
+    return Path(str(importlib.resources.files("nasq_ray.search_spaces")))
+
+
+SPACES_DIR = _spaces_dir()
+OPTIMIZERS = ("adam", "adamw", "sgd")
+MAX_REJECTIONS = 500
+
+# --------------------------------------------------------------------------------------- domains
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Unordered categorical choice (op names, connections, optimizers)."""
+
+    values: tuple
+
+    def sample(self, rng: np.random.Generator):
+        return self.values[int(rng.integers(len(self.values)))]
+
+    def contains(self, v) -> bool:
+        return v in self.values
+
+    def neighbors(self, v) -> list:
+        return [x for x in self.values if x != v]
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
+
+
+@dataclass(frozen=True)
+class Ordinal:
+    """Ordered choice (bit-widths, channel counts): neighbouring values are neighbours to a searcher."""
+
+    values: tuple
+
+    def sample(self, rng: np.random.Generator):
+        return self.values[int(rng.integers(len(self.values)))]
+
+    def contains(self, v) -> bool:
+        return not isinstance(v, bool) and v in self.values
+
+    def index(self, v) -> int:
+        return self.values.index(v)
+
+    def neighbors(self, v) -> list:
+        i = self.values.index(v)
+        return [self.values[k] for k in (i - 1, i + 1) if 0 <= k < len(self.values)]
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(str, self.values))
+
+
+@dataclass(frozen=True)
+class Int:
+    low: int
+    high: int
+    log: bool = False
+
+    def sample(self, rng: np.random.Generator):
+        if self.log:
+            return int(min(self.high, max(self.low, round(math.exp(rng.uniform(math.log(self.low), math.log(self.high)))))))
+        return int(rng.integers(self.low, self.high + 1))
+
+    def contains(self, v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and self.low <= v <= self.high
+
+    def neighbors(self, v) -> list:
+        step = max(1, round(v * 0.25)) if self.log else 1
+        return [x for x in (v - step, v + step) if self.low <= x <= self.high]
+
+    def describe(self) -> str:
+        return f"an integer in [{self.low}, {self.high}]" + (" (log)" if self.log else "")
+
+
+@dataclass(frozen=True)
+class Float:
+    low: float
+    high: float
+    log: bool = False
+
+    def sample(self, rng: np.random.Generator):
+        if self.log:
+            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        return float(rng.uniform(self.low, self.high))
+
+    def contains(self, v) -> bool:
+        return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and self.low <= v <= self.high
+
+    def neighbors(self, v) -> list:
+        if self.log:
+            cand = (v / 2.0, v * 2.0)
+        else:
+            span = (self.high - self.low) / 10.0
+            cand = (v - span, v + span)
+        return [min(self.high, max(self.low, float(x))) for x in cand if x != v]
+
+    def describe(self) -> str:
+        return f"a number in [{self.low}, {self.high}]" + (" (log)" if self.log else "")
+
+
+Domain = Choice | Ordinal | Int | Float
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable parameter. ``when`` is None (always active) or a condition tuple:
+    ``("block", i, j)``, ``("parallel", i, j)``, ``("layer", i, j, rel_path)``, ``("head", k)``,
+    ``("sgd",)``."""
+
+    name: str
+    domain: Domain
+    group: str  # "arch", "quant" or "train"
+    when: tuple | None = None
+
+
+# ----------------------------------------------------------------------------------- trial spec
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    op: str
+    connection: str
+    op_b: str | None
+    merge: str | None
+    in_ch: int
+    out_ch: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Plain-data description of one network: what ``build_model`` builds."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    stages: tuple[tuple[BlockSpec, ...], ...]
+    head_widths: tuple[int, ...]
+    head_pool: str = "avg"  # "avg": global average pooling; "flatten": keep the final feature map
+
+    def feature_shape(self) -> tuple[int, ...]:
+        """Shape of what enters the head (before pooling): (C, H, W), or the flat input shape."""
+        if not self.stages:
+            return self.input_shape
+        h, w = self.input_shape[1:]
+        for stage in self.stages:
+            s = stage[0].stride
+            h, w = -(-h // s), -(-w // s)
+        return (self.stages[-1][-1].out_ch, h, w)
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    lr: float = 0.01
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """A decoded config: the network, its bit-widths and how to train it."""
+
+    arch: ArchSpec
+    quant: QuantConfig
+    train: TrainSpec
+
+
+# ---------------------------------------------------------------------------------- YAML parsing
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _Parser:
+    def __init__(self, source: str):
+        self.source = source
+
+    def err(self, path: str, msg: str) -> SearchSpaceError:
+        return SearchSpaceError(f"{self.source}: {path}: {msg}")
+
+    def keys(self, path: str, raw: Any, allowed: tuple[str, ...]) -> dict:
+        if not isinstance(raw, dict):
+            raise self.err(path, f"expected a mapping with keys {', '.join(allowed)}, got {type(raw).__name__}")
+        for k in raw:
+            if k not in allowed:
+                raise self.err(f"{path}.{k}" if path else k,
+                               f"unknown key{did_you_mean(str(k), allowed)}; allowed: {', '.join(allowed)}")
+        return raw
+
+    def domain(self, path: str, raw: Any, check) -> Domain | Any:
+        """A YAML value as a domain: list -> Choice/Ordinal, {low, high, log} -> Int/Float, scalar -> fixed."""
+        if isinstance(raw, list):
+            if not raw:
+                raise self.err(path, "empty choice list; give at least one value")
+            for v in raw:
+                check(path, v)
+            if all(_is_number(v) for v in raw):
+                return Ordinal(tuple(sorted(set(raw))))
+            if all(isinstance(v, str) for v in raw):
+                return Choice(tuple(dict.fromkeys(raw)))
+            raise self.err(path, f"mix of numbers and names in {raw}; use one kind")
+        if isinstance(raw, dict):
+            self.keys(path, raw, ("low", "high", "log"))
+            if "low" not in raw or "high" not in raw:
+                raise self.err(path, "a range needs both 'low' and 'high'")
+            lo, hi, log = raw["low"], raw["high"], raw.get("log", False)
+            if not (_is_number(lo) and _is_number(hi)) or lo > hi:
+                raise self.err(path, f"range low={lo!r} high={hi!r}: expected numbers with low <= high")
+            check(path, lo)
+            check(path, hi)
+            if log and lo <= 0:
+                raise self.err(path, f"a log range needs low > 0, got {lo}")
+            if isinstance(lo, int) and isinstance(hi, int):
+                return Int(lo, hi, bool(log))
+            return Float(float(lo), float(hi), bool(log))
+        if raw is None:
+            raise self.err(path, "missing value")
+        check(path, raw)
+        return raw
+
+    # value checks ------------------------------------------------------------------------
+    def positive_int(self, path, v):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise self.err(path, f"{v!r} is not allowed; allowed: integers >= 1")
+
+    def non_negative_int(self, path, v):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise self.err(path, f"{v!r} is not allowed; allowed: integers >= 0")
+
+    def non_negative(self, path, v):
+        if not _is_number(v) or v < 0:
+            raise self.err(path, f"{v!r} is not allowed; allowed: numbers >= 0")
+
+    def positive(self, path, v):
+        if not _is_number(v) or v <= 0:
+            raise self.err(path, f"{v!r} is not allowed; allowed: numbers > 0")
+
+    def bits(self, path, v):
+        try:
+            check_bits(path, v)
+        except SearchSpaceError:
+            raise self.err(path, f"bit-width {v!r} is not allowed; allowed: {ALLOWED_BITS}") from None
+
+    def name_in(self, allowed):
+        def check(path, v):
+            if v not in allowed:
+                raise self.err(path, str(unknown_name("", v, allowed)).split(": ", 1)[1])
+        return check
+
+
+_STAGE_KEYS = ("channels", "repeats", "stride", "ops", "connections", "branch_ops", "merge")
+_HEAD_KEYS = ("pool", "hidden_layers", "hidden")
+HEAD_POOLS = ("avg", "flatten")
+_QUANT_KEYS = ("w_bits", "a_bits", "logit_bits")
+_TRAIN_KEYS = ("lr", "optimizer", "weight_decay", "batch_size", "momentum")
+_TOP_KEYS = ("name", "description", "input", "input_shape", "num_classes", "stages", "head", "quant", "train")
+_TRAIN_DEFAULTS = {"lr": 0.01, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 64, "momentum": 0.9}
+
+
+# ---------------------------------------------------------------------------------- search space
+
+
+class SearchSpace:
+    """A parsed, validated search space bound to an input shape and a number of classes.
+
+    Build one with :meth:`from_yaml` (a shipped name such as ``"digits_small"`` or a path).
+    """
+
+    def __init__(self, raw: Mapping, input_shape: tuple[int, ...] | None = None,
+                 num_classes: int | None = None, source: str = "<space>"):
+        p = _Parser(source)
+        self.source = source
+        raw = p.keys("", raw, _TOP_KEYS)
+        self.name = str(raw.get("name", Path(source).stem))
+        self.description = str(raw.get("description", ""))
+        self.input_kind = raw.get("input", "image")
+        if self.input_kind not in ("image", "flat"):
+            raise p.err("input", f"'{self.input_kind}' is not allowed; allowed: image, flat")
+        shape = input_shape if input_shape is not None else raw.get("input_shape")
+        if shape is None:
+            raise p.err("input_shape", "not given: the space file or the dataset must say the input shape")
+        self.input_shape = tuple(int(s) for s in shape)
+        self.num_classes = int(num_classes if num_classes is not None else raw.get("num_classes", 0))
+        if self.num_classes < 2:
+            raise p.err("num_classes", f"{self.num_classes} is not allowed; allowed: integers >= 2")
+
+        self.params: list[Param] = []
+        self._by_name: dict[str, Param] = {}
+        self.constants: dict[str, Any] = {}
+        stages = raw.get("stages") or []
+        if self.input_kind == "flat" and stages:
+            raise p.err("stages", "a space with input: flat has no conv stages; use input: image")
+        if self.input_kind == "image":
+            if len(self.input_shape) != 3:
+                raise SearchSpaceError(
+                    f"{source}: space '{self.name}' needs image input (C, H, W); the data has shape "
+                    f"{self.input_shape}: use a flat space such as mlp.yaml")
+            if not stages:
+                raise p.err("stages", "an image space needs at least one stage")
+        if not isinstance(stages, list):
+            raise p.err("stages", "expected a list of stages")
+        self.n_stages = len(stages)
+        q = p.keys("quant", raw.get("quant") or {}, _QUANT_KEYS)
+        self.bits_domains = {
+            "w_bits": p.domain("quant.w_bits", q.get("w_bits", FLOAT_BITS), p.bits),
+            "a_bits": p.domain("quant.a_bits", q.get("a_bits", FLOAT_BITS), p.bits),
+        }
+        for i, st in enumerate(stages):
+            self._add_stage(p, i, st)
+        self._add_head(p, raw.get("head") or {})
+        self._slot("quant.logit_bits", p.domain("quant.logit_bits", q.get("logit_bits", FLOAT_BITS), p.bits), "quant")
+        self._add_train(p, raw.get("train") or {})
+        self._check_feasible()
+
+    # construction -----------------------------------------------------------------------
+    def _slot(self, name: str, value, group: str, when: tuple | None = None) -> None:
+        if isinstance(value, (Choice, Ordinal, Int, Float)):
+            self.params.append(Param(name, value, group, when))
+            self._by_name[name] = self.params[-1]
+        else:
+            self.constants[name] = value
+
+    def _add_stage(self, p: _Parser, i: int, st: Any) -> None:
+        path = f"stages[{i}]"
+        st = p.keys(path, st, _STAGE_KEYS)
+        for req in ("channels", "ops"):
+            if req not in st:
+                raise p.err(f"{path}.{req}", "missing; every stage needs 'channels' and 'ops'")
+        d = {
+            "channels": p.domain(f"{path}.channels", st["channels"], p.positive_int),
+            "stride": p.domain(f"{path}.stride", st.get("stride", 1), p.positive_int),
+            "repeats": p.domain(f"{path}.repeats", st.get("repeats", 1), p.positive_int),
+            "ops": p.domain(f"{path}.ops", st["ops"], p.name_in(OPS)),
+            "connections": p.domain(f"{path}.connections", st.get("connections", "sequential"), p.name_in(CONNECTIONS)),
+        }
+        d["branch_ops"] = p.domain(f"{path}.branch_ops", st.get("branch_ops", st["ops"]), p.name_in(OPS))
+        d["merge"] = p.domain(f"{path}.merge", st.get("merge", "sum"), p.name_in(MERGES))
+        for key in ("ops", "connections", "branch_ops", "merge"):
+            if isinstance(d[key], Ordinal):
+                raise p.err(f"{path}.{key}", "expected names, got numbers")
+        merges = _values(d["merge"])
+        conns = _values(d["connections"])
+        if "parallel" in conns and "concat" in merges and min(_values(d["channels"])) < 2:
+            raise p.err(f"{path}.channels", "concat of parallel branches needs channels >= 2")
+        s = f"s{i}"
+        self._slot(f"{s}.channels", d["channels"], "arch")
+        self._slot(f"{s}.stride", d["stride"], "arch")
+        self._slot(f"{s}.repeats", d["repeats"], "arch")
+        max_rep = max(_values(d["repeats"]))
+        min_rep = min(_values(d["repeats"]))
+        for j in range(max_rep):
+            b = f"{s}.b{j}"
+            when = None if j < min_rep else ("block", i, j)
+            self._slot(f"{b}.op", d["ops"], "arch", when)
+            self._slot(f"{b}.conn", d["connections"], "arch", when)
+            if "parallel" in conns:
+                self._slot(f"{b}.op_b", d["branch_ops"], "arch", ("parallel", i, j))
+                self._slot(f"{b}.merge", d["merge"], "arch", ("parallel", i, j))
+            for rel in self._possible_layers(d, i, j):
+                always = j < min_rep and self._layer_always(d, i, j, rel)
+                self._bits_slots(f"{b}.{rel}", None if always else ("layer", i, j, rel))
+
+    def _possible_layers(self, d: dict, i: int, j: int) -> list[str]:
+        """Every layer any choice could put into block j of stage i (each is conditional)."""
+        names: list[str] = []
+        for op in _values(d["ops"]):
+            for n in OPS[op].layer_names(1, 2, 2):  # shapes chosen so that projections appear
+                names.append(f"op.{n}")
+        if "parallel" in _values(d["connections"]):
+            for op in _values(d["branch_ops"]):
+                for n in OPS[op].layer_names(1, 2, 2):
+                    names.append(f"par.{n}")
+        if "residual" in _values(d["connections"]):
+            names.append("skip")
+        return list(dict.fromkeys(names))
+
+    def _layer_always(self, d: dict, i: int, j: int, rel: str) -> bool:
+        """Whether every combination of choices puts layer ``rel`` into block j (then it is unconditional)."""
+        outs = _values(d["channels"])
+        if j == 0:
+            ins = _values(self._value_domain(f"s{i - 1}.channels")) if i > 0 else (self.input_shape[0],)
+            strides = _values(d["stride"])
+        else:
+            ins, strides = None, (1,)
+        for op, conn, op_b, merge, out_ch, stride in itertools.product(
+                _values(d["ops"]), _values(d["connections"]), _values(d["branch_ops"]), _values(d["merge"]),
+                outs, strides):
+            for in_ch in (ins or (out_ch,)):
+                if rel not in block_layer_names(op, conn, op_b, merge, in_ch, out_ch, stride):
+                    return False
+        return True
+
+    def _bits_slots(self, layer: str, when: tuple | None) -> None:
+        for kind, dom in self.bits_domains.items():
+            self._slot(f"{layer}.{kind}", dom, "quant", when)
+
+    def _add_head(self, p: _Parser, head: Any) -> None:
+        head = p.keys("head", head, _HEAD_KEYS)
+        if self.input_kind == "image":
+            pool = p.domain("head.pool", head.get("pool", "avg"), p.name_in(HEAD_POOLS))
+            if isinstance(pool, Ordinal):
+                raise p.err("head.pool", "expected names, got numbers")
+            self._slot("head.pool", pool, "arch")
+        elif "pool" in head:
+            raise p.err("head.pool", "a flat space has no feature map to pool; remove it")
+        layers = p.domain("head.hidden_layers", head.get("hidden_layers", 0), p.non_negative_int)
+        width = p.domain("head.hidden", head.get("hidden", 64), p.positive_int)
+        self._slot("head.layers", layers, "arch")
+        max_layers = max(_values(layers))
+        min_layers = min(_values(layers))
+        for k in range(max_layers):
+            when = None if k < min_layers else ("head", k)
+            self._slot(f"head.fc{k}.width", width, "arch", when)
+            self._bits_slots(f"head.fc{k}", when)
+        self._bits_slots("head.out", None)
+
+    def _add_train(self, p: _Parser, t: Any) -> None:
+        t = p.keys("train", t, _TRAIN_KEYS)
+        t = {**_TRAIN_DEFAULTS, **t}
+        self._slot("train.lr", p.domain("train.lr", t["lr"], p.positive), "train")
+        opt = p.domain("train.optimizer", t["optimizer"], p.name_in(OPTIMIZERS))
+        self._slot("train.optimizer", opt, "train")
+        self._slot("train.weight_decay", p.domain("train.weight_decay", t["weight_decay"], p.non_negative), "train")
+        self._slot("train.batch_size", p.domain("train.batch_size", t["batch_size"], p.positive_int), "train")
+        uses_sgd = "sgd" in _values(opt)
+        mom = p.domain("train.momentum", t["momentum"], p.non_negative)
+        self._slot("train.momentum", mom, "train", ("sgd",) if isinstance(opt, Choice) and uses_sgd else None)
+
+    def _check_feasible(self) -> None:
+        """A space whose every configuration downsamples too far is an error, not an empty search."""
+        if self.input_kind != "image":
+            return
+        min_strides = [min(_values(self._value_domain(f"s{i}.stride"))) for i in range(self.n_stages)]
+        reason = self._spatial_violation(min_strides)
+        if reason:
+            raise SearchSpaceError(f"{self.source}: no valid architecture for input {self._shape_str()}: {reason}")
+
+    # lookups -------------------------------------------------------------------------------
+    def _value_domain(self, name: str):
+        return self._by_name[name].domain if name in self._by_name else self.constants[name]
+
+    def _shape_str(self) -> str:
+        return "x".join(map(str, self.input_shape))
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    @property
+    def is_flat(self) -> bool:
+        """True when no parameter is conditional: the space is a plain product of domains."""
+        return all(p.when is None for p in self.params)
+
+    def view(self, cfg: Mapping) -> ChainMap:
+        return ChainMap(dict(cfg), self.constants)
+
+    def block_args(self, view: Mapping, i: int, j: int) -> BlockSpec:
+        out_ch = view[f"s{i}.channels"]
+        if j == 0:
+            in_ch = view[f"s{i - 1}.channels"] if i > 0 else self.input_shape[0]
+            stride = view[f"s{i}.stride"]
+        else:
+            in_ch, stride = out_ch, 1
+        conn = view[f"s{i}.b{j}.conn"]
+        par = conn == "parallel"
+        return BlockSpec(
+            op=view[f"s{i}.b{j}.op"], connection=conn,
+            op_b=view[f"s{i}.b{j}.op_b"] if par else None,
+            merge=view[f"s{i}.b{j}.merge"] if par else None,
+            in_ch=in_ch, out_ch=out_ch, stride=stride,
+        )
+
+    def is_active(self, prm: Param, view: Mapping) -> bool:
+        """Whether ``prm`` exists given the values decided before it."""
+        w = prm.when
+        if w is None:
+            return True
+        try:
+            kind = w[0]
+            if kind == "block":
+                return view[f"s{w[1]}.repeats"] > w[2]
+            if kind == "parallel":
+                return view[f"s{w[1]}.repeats"] > w[2] and view[f"s{w[1]}.b{w[2]}.conn"] == "parallel"
+            if kind == "layer":
+                i, j, rel = w[1], w[2], w[3]
+                if view[f"s{i}.repeats"] <= j:
+                    return False
+                b = self.block_args(view, i, j)
+                return rel in block_layer_names(b.op, b.connection, b.op_b, b.merge, b.in_ch, b.out_ch, b.stride)
+            if kind == "head":
+                return view["head.layers"] > w[1]
+            if kind == "sgd":
+                return view["train.optimizer"] == "sgd"
+        except KeyError:
+            return False
+        raise AssertionError(f"unknown condition {w}")
+
+    def describe_when(self, prm: Param) -> str:
+        w = prm.when
+        if w is None:
+            return "always"
+        kind = w[0]
+        if kind == "block":
+            return f"s{w[1]}.repeats > {w[2]}"
+        if kind == "parallel":
+            return f"s{w[1]}.b{w[2]}.conn == parallel"
+        if kind == "layer":
+            return f"block s{w[1]}.b{w[2]} holds layer '{w[3]}'"
+        if kind == "head":
+            return f"head.layers > {w[1]}"
+        return "train.optimizer == sgd"
+
+    # walking ------------------------------------------------------------------------------------
+    def walk(self, ask) -> dict:
+        """Decide every active parameter in order with ``ask(param, view) -> value``; return the config."""
+        cfg: dict = {}
+        view = ChainMap(cfg, self.constants)
+        for prm in self.params:
+            if self.is_active(prm, view):
+                cfg[prm.name] = ask(prm, view)
+        return cfg
+
+    def sample(self, rng: np.random.Generator | int | None = None) -> dict:
+        """A random valid configuration (uniform per parameter, invalid ones rejected)."""
+        rng = np.random.default_rng(rng)
+        reason = ""
+        for _ in range(MAX_REJECTIONS):
+            cfg = self.walk(lambda prm, view: prm.domain.sample(rng))
+            reason = self.violation(cfg)
+            if not reason:
+                return cfg
+        raise SearchSpaceError(f"{self.source}: no valid configuration in {MAX_REJECTIONS} samples: {reason}")
+
+    def complete(self, cfg: Mapping, rng: np.random.Generator | int | None = None) -> dict:
+        """Keep the values of ``cfg`` that are still active, sample those that became active."""
+        rng = np.random.default_rng(rng)
+        return self.walk(lambda prm, view: cfg[prm.name] if prm.name in cfg and prm.domain.contains(cfg[prm.name])
+                         else prm.domain.sample(rng))
+
+    def validate(self, cfg: Mapping) -> dict:
+        """Check a user-given config: every active parameter present and allowed, nothing extra,
+        and the network feasible. Returns the config with only active parameters."""
+        def ask(prm: Param, view):
+            if prm.name not in cfg:
+                raise SearchSpaceError(f"config: missing parameter '{prm.name}' ({prm.domain.describe()})")
+            v = cfg[prm.name]
+            if not prm.domain.contains(v):
+                raise SearchSpaceError(f"config: parameter '{prm.name}' = {v!r} is not allowed; allowed: {prm.domain.describe()}")
+            return v
+
+        out = self.walk(ask)
+        extra = [k for k in cfg if k not in out]
+        if extra:
+            k = extra[0]
+            if k in self._by_name:
+                raise SearchSpaceError(f"config: parameter '{k}' is inactive here (it exists when {self.describe_when(self._by_name[k])})")
+            raise SearchSpaceError(f"config: unknown parameter '{k}'{did_you_mean(k, self._by_name)}")
+        reason = self.violation(out)
+        if reason:
+            raise SearchSpaceError(f"config: invalid architecture: {reason}")
+        return out
+
+    # constraints ---------------------------------------------------------------------------------
+    def _spatial_violation(self, strides: list[int]) -> str:
+        h = min(self.input_shape[1:])
+        for i, s in enumerate(strides):
+            if s > 1:
+                if h < s:
+                    n_ok = sum(1 for _ in _halvings(min(self.input_shape[1:])))
+                    return (f"stage s{i} downsamples a {h}x{h} feature map by {s}; input "
+                            f"{self._shape_str()} allows at most {n_ok} stride-2 stages")
+                h = -(-h // s)
+        return ""
+
+    def violation(self, cfg: Mapping) -> str:
+        """Why ``cfg`` describes an impossible network, or ``""`` when it is fine."""
+        if self.input_kind != "image":
+            return ""
+        view = self.view(cfg)
+        return self._spatial_violation([view[f"s{i}.stride"] for i in range(self.n_stages)])
+
+    # decoding -------------------------------------------------------------------------------------
+    def layers(self, cfg: Mapping) -> list[str]:
+        """Module paths of every quantizable layer of ``cfg``'s network, in forward order."""
+        view = self.view(cfg)
+        out = []
+        for i in range(self.n_stages):
+            for j in range(view[f"s{i}.repeats"]):
+                b = self.block_args(view, i, j)
+                out += [f"s{i}.b{j}.{n}" for n in
+                        block_layer_names(b.op, b.connection, b.op_b, b.merge, b.in_ch, b.out_ch, b.stride)]
+        out += [f"head.fc{k}" for k in range(view["head.layers"])]
+        return out + ["head.out"]
+
+    def decode(self, cfg: Mapping) -> TrialSpec:
+        """Turn a (validated) config into the plain-data spec of network, bit-widths and training."""
+        cfg = self.validate(cfg)
+        view = self.view(cfg)
+        stages = tuple(
+            tuple(self.block_args(view, i, j) for j in range(view[f"s{i}.repeats"]))
+            for i in range(self.n_stages)
+        )
+        head = tuple(view[f"head.fc{k}.width"] for k in range(view["head.layers"]))
+        arch = ArchSpec(self.input_shape, self.num_classes, stages, head, view.get("head.pool", "avg"))
+        quant = QuantConfig(
+            layers={L: LayerBits(view[f"{L}.w_bits"], view[f"{L}.a_bits"]) for L in self.layers(cfg)},
+            logit_bits=view["quant.logit_bits"],
+        )
+        train = TrainSpec(**{k: view[f"train.{k}"] for k in _TRAIN_KEYS})
+        return TrialSpec(arch, quant, train)
+
+    # io ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, name_or_path: str | Path, input_shape: tuple[int, ...] | None = None,
+                  num_classes: int | None = None) -> SearchSpace:
+        """Load a shipped space by name (``digits_small``) or a YAML file by path."""
+        path = resolve_space_path(name_or_path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise SearchSpaceError(f"{path}:{where}: malformed YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(raw, dict):
+            raise SearchSpaceError(f"{path}: expected a mapping at the top level")
+        return cls(raw, input_shape, num_classes, source=str(path))
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r}, {len(self.params)} params, input {self._shape_str()})"
+
+
+def shipped_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def resolve_space_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise SearchSpaceError(f"space: file '{p}' does not exist")
+        return p
+    shipped = SPACES_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise unknown_name("space", name_or_path, shipped_spaces())
+
+
+def load_space(name_or_path: str | Path, input_shape: tuple[int, ...] | None = None,
+               num_classes: int | None = None) -> SearchSpace:
+    """Load a search space: a shipped name (``digits_small``, ``cifar_cnn``, ``mlp``, ...) or a path."""
+    return SearchSpace.from_yaml(name_or_path, input_shape, num_classes)
+
+
+def _values(d) -> tuple:
+    if isinstance(d, (Choice, Ordinal)):
+        return d.values
+    if isinstance(d, Int):
+        return tuple(range(d.low, d.high + 1))
+    if isinstance(d, Float):
+        return (d.low, d.high)
+    return (d,)
+
+
+def _halvings(h: int) -> Iterator[int]:
+    while h >= 2:
+        h = -(-h // 2)
+        yield h

@@ -1,0 +1,72 @@
+"""Search strategies by name: built-ins plus plug-ins from the ``nasq_ray.searchers`` entry-point group.
+
+A searcher plug-in is a factory called as ``factory(space=..., objective=..., seed=..., **kwargs)``
+returning a :class:`BaseStrategy` or a raw Ray Tune ``Searcher``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from ..errors import ConfigError, unknown_name
+from ._base import FINISHED, BaseStrategy
+from ._optuna import NSGA2Strategy, OptunaRandomStrategy, TPEStrategy, define_by_run
+from ._random import RandomStrategy
+
+SEARCHERS: dict[str, Callable] = {}
+ENTRY_POINT_GROUP = "nasq_ray.searchers"
+MULTI_OBJECTIVE_ONLY = {"nsga2"}
+
+
+def register_searcher(name: str, factory: Callable | None = None):
+    """Register a searcher factory under ``name`` (usable as a decorator). Twice is an error."""
+
+    def deco(f):
+        if name in SEARCHERS:
+            raise ValueError(f"searcher '{name}' is already registered")
+        SEARCHERS[name] = f
+        return f
+
+    return deco(factory) if factory is not None else deco
+
+
+register_searcher("random", RandomStrategy)
+register_searcher("tpe", TPEStrategy)
+register_searcher("nsga2", NSGA2Strategy)
+register_searcher("optuna_random", OptunaRandomStrategy)
+
+
+def plugin_searchers() -> dict[str, object]:
+    """Installed plug-ins (entry points), not yet loaded."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def searcher_names() -> list[str]:
+    return sorted(set(SEARCHERS) | set(plugin_searchers()))
+
+
+def get_searcher(name: str) -> Callable:
+    if name in SEARCHERS:
+        return SEARCHERS[name]
+    eps = plugin_searchers()
+    if name in eps:
+        return eps[name].load()
+    raise unknown_name("searcher", name, searcher_names())
+
+
+def make_searcher(name: str, space, objective, seed: int = 0, **kwargs):
+    """Instantiate the searcher ``name``; bad keyword arguments raise a ConfigError naming them."""
+    factory = get_searcher(name)
+    try:
+        inspect.signature(factory).bind(space=space, objective=objective, seed=seed, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"searcher_args: searcher '{name}' does not accept {sorted(kwargs)}: {e}") from None
+    return factory(space=space, objective=objective, seed=seed, **kwargs)
+
+
+__all__ = [
+    "FINISHED", "BaseStrategy", "SEARCHERS", "define_by_run", "get_searcher", "make_searcher",
+    "register_searcher", "searcher_names",
+]

@@ -1,0 +1,129 @@
+"""Optuna samplers (TPE, NSGA-II, random) driven by ask-and-tell over the joint space.
+
+The space's define-by-run walk asks Optuna for each active parameter, so conditional parameters
+(a block's op, a layer's bits) exist only where they apply. Ordinal parameters (bit-widths, channel
+counts) are asked as an integer index, so TPE models neighbouring widths as neighbours.
+
+Trials stopped early by a scheduler are told to Optuna as PRUNED (with their intermediate values
+for single-objective studies), not as completed trials with low-fidelity values; an invalid
+configuration (for example too much downsampling) is told as FAIL and another one is asked.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import ConfigError, SearchSpaceError
+from ..space import MAX_REJECTIONS, Choice, Float, Int, Ordinal, Param
+from ._base import BaseStrategy
+
+optuna.logging.set_verbosity(logging.WARNING)
+
+
+def suggest_param(trial: optuna.Trial, prm: Param):
+    """Ask ``trial`` for ``prm``'s value (Ordinal domains by index)."""
+    d = prm.domain
+    if isinstance(d, Ordinal):
+        return d.values[trial.suggest_int(prm.name, 0, len(d.values) - 1)]
+    if isinstance(d, Choice):
+        return trial.suggest_categorical(prm.name, list(d.values))
+    if isinstance(d, Int):
+        return trial.suggest_int(prm.name, d.low, d.high, log=d.log)
+    if isinstance(d, Float):
+        return trial.suggest_float(prm.name, d.low, d.high, log=d.log)
+    raise TypeError(f"unknown domain {d!r}")
+
+
+def define_by_run(space):
+    """An Optuna define-by-run function for ``space`` (for Ray's ``OptunaSearch(space=...)``).
+
+    It returns the decoded values so that ordinal parameters reach the trial as values, not indices.
+    """
+
+    def fn(trial):
+        return space.walk(lambda prm, view: suggest_param(trial, prm))
+
+    return fn
+
+
+def make_sampler(kind: str, objective, seed: int, **kwargs) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            if kind == "tpe":
+                opts = dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
+                return optuna.samplers.TPESampler(seed=seed, **{**opts, **kwargs})
+            if kind == "nsga2":
+                opts = dict(population_size=16)
+                return optuna.samplers.NSGAIISampler(seed=seed, **{**opts, **kwargs})
+            if kind == "random":
+                return optuna.samplers.RandomSampler(seed=seed, **kwargs)
+        except TypeError as e:
+            raise ConfigError(f"searcher_args: {e}") from None
+    raise ConfigError(f"searcher: unknown Optuna sampler '{kind}'")
+
+
+class OptunaStrategy(BaseStrategy):
+    """An Optuna study as a nasq-ray strategy. ``sampler``: ``tpe``, ``nsga2`` or ``random``;
+    other keyword arguments go to the Optuna sampler."""
+
+    sampler_kind = "tpe"
+
+    def __init__(self, space, objective, seed=0, **sampler_kwargs):
+        super().__init__(space, objective, seed)
+        directions = ["maximize" if m == "max" else "minimize" for m in objective.modes]
+        sampler = make_sampler(self.sampler_kind, objective, seed, **sampler_kwargs)
+        self.study = optuna.create_study(directions=directions, sampler=sampler)
+        self.live: dict[str, optuna.Trial] = {}
+
+    def suggest(self, trial_id):
+        reason = ""
+        for _ in range(MAX_REJECTIONS):
+            trial = self.study.ask()
+            cfg = self.space.walk(lambda prm, view: suggest_param(trial, prm))
+            reason = self.space.violation(cfg)
+            if not reason:
+                self.live[trial_id] = trial
+                return cfg
+            trial.set_user_attr("invalid", reason)
+            self.study.tell(trial, state=TrialState.FAIL)
+        raise SearchSpaceError(f"{self.space.source}: Optuna found no valid configuration in {MAX_REJECTIONS} asks: {reason}")
+
+    def on_trial_result(self, trial_id, result):
+        trial = self.live.get(trial_id)
+        if trial is not None and not self.objective.multi and "score" in result and "epoch" in result:
+            trial.report(float(result["score"]), step=int(result["epoch"]))
+
+    def on_trial_complete(self, trial_id, config, result):
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
+            return
+        status = result.get("status")
+        if status == "complete":
+            vals = self.values(result)
+            self.study.tell(trial, vals if self.objective.multi else vals[0])
+        elif status == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+
+
+class TPEStrategy(OptunaStrategy):
+    """Optuna's TPE (multivariate, grouped for conditional spaces); multi-objective when the
+    objective is (MOTPE)."""
+
+    sampler_kind = "tpe"
+
+
+class NSGA2Strategy(OptunaStrategy):
+    """Optuna's NSGA-II on (accuracy, cost)."""
+
+    sampler_kind = "nsga2"
+
+
+class OptunaRandomStrategy(OptunaStrategy):
+    sampler_kind = "random"

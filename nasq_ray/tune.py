@@ -1,0 +1,350 @@
+"""The Ray Tune adapter: the only module that drives Ray Tune.
+
+* :class:`StrategySearcher` maps a nasq-ray :class:`BaseStrategy` onto Ray's ``Searcher``, telling
+  the strategy how each trial ended (complete, pruned by the scheduler, or failed).
+* ``SCHEDULERS`` builds Ray's schedulers by name (plug-ins: entry-point group ``nasq_ray.schedulers``).
+* :func:`run_search` runs one experiment end to end and writes the results folder.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import pickle
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from .config import ExperimentConfig
+from .data import Dataset, load_dataset
+from .errors import ConfigError, NasqError, unknown_name
+from .objective import ObjectiveConfig
+from .results import TrialRecord, front_table, write_results
+from .space import Choice, Float, Int, Ordinal, SearchSpace, load_space
+from .strategies import FINISHED, MULTI_OBJECTIVE_ONLY, BaseStrategy, make_searcher
+from .trial import TrialContext, run_trial
+
+# Quiet Ray by default; --verbose brings its logs back.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+from ray import tune  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
+
+CHECKPOINT_FILE = "state.pt"
+
+# ------------------------------------------------------------------------------------------ space
+
+
+def to_param_space(space: SearchSpace) -> dict:
+    """A plain Ray Tune ``param_space`` for a flat space (no conditional parameters)."""
+    if not space.is_flat:
+        cond = next(p for p in space.params if p.when is not None)
+        raise ConfigError(f"space '{space.name}' is conditional ('{cond.name}' exists only when "
+                          f"{space.describe_when(cond)}): use its Optuna define-by-run function instead")
+    out = {}
+    for p in space.params:
+        d = p.domain
+        if isinstance(d, (Choice, Ordinal)):
+            out[p.name] = tune.choice(list(d.values))
+        elif isinstance(d, Int):
+            out[p.name] = tune.lograndint(d.low, d.high + 1) if d.log else tune.randint(d.low, d.high + 1)
+        elif isinstance(d, Float):
+            out[p.name] = tune.loguniform(d.low, d.high) if d.log else tune.uniform(d.low, d.high)
+    return out
+
+
+# ------------------------------------------------------------------------------------- searchers
+
+
+def trial_status(result: dict | None, error: bool, max_epochs: int) -> str:
+    """How a trial ended: ``complete``, ``pruned`` (stopped early by a scheduler) or ``failed``."""
+    if error or not result or result.get("status") == "failed":
+        return "failed"
+    return "complete" if int(result.get("epoch", 0)) >= max_epochs else "pruned"
+
+
+class StrategySearcher(Searcher):
+    """Ray ``Searcher`` around a :class:`BaseStrategy`."""
+
+    def __init__(self, strategy: BaseStrategy, max_epochs: int, metric: str = "score", mode: str = "max"):
+        super().__init__(metric=metric, mode=mode)
+        self.strategy = strategy
+        self.max_epochs = max_epochs
+        self.configs: dict[str, dict] = {}
+
+    def suggest(self, trial_id: str):
+        cfg = self.strategy.suggest(trial_id)
+        if cfg is FINISHED or cfg == FINISHED:
+            return Searcher.FINISHED
+        if cfg is not None:
+            self.configs[trial_id] = dict(cfg)
+        return cfg
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.strategy.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        status = trial_status(result, error, self.max_epochs)
+        payload = {**(result or {}), "status": status}
+        self.strategy.on_trial_complete(trial_id, self.configs.get(trial_id, {}), payload)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"strategy": self.strategy.get_state(), "configs": self.configs}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.strategy.set_state(state["strategy"])
+        self.configs = state["configs"]
+
+
+def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig) -> Searcher:
+    s = cfg.search
+    made = make_searcher(s.searcher, space, objective, seed=s.seed, **s.searcher_args)
+    if isinstance(made, BaseStrategy):
+        return StrategySearcher(made, s.max_epochs)
+    if isinstance(made, Searcher):
+        return made
+    raise ConfigError(f"searcher '{s.searcher}': the factory returned {type(made).__name__}; expected a "
+                      "nasq_ray BaseStrategy or a ray.tune.search.Searcher")
+
+
+# ------------------------------------------------------------------------------------ schedulers
+
+
+def _fifo(metric, mode, max_t, seed, **kw):
+    return tune.schedulers.FIFOScheduler(**kw)
+
+
+def _asha(metric, mode, max_t, seed, grace_period=None, reduction_factor=3, **kw):
+    """ASHA; the first rung at a fifth of the budget (low-bit models start slowly)."""
+    grace_period = grace_period or max(1, max_t // 5)
+    return tune.schedulers.ASHAScheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
+                                         reduction_factor=reduction_factor, **kw)
+
+
+SCHEDULERS: dict[str, Callable] = {"fifo": _fifo, "asha": _asha}
+SCHEDULER_ENTRY_POINT_GROUP = "nasq_ray.schedulers"
+
+
+def scheduler_names() -> list[str]:
+    return sorted(set(SCHEDULERS) | {ep.name for ep in entry_points(group=SCHEDULER_ENTRY_POINT_GROUP)})
+
+
+def build_scheduler(cfg: ExperimentConfig):
+    s = cfg.search
+    factory = SCHEDULERS.get(s.scheduler)
+    if factory is None:
+        eps = {ep.name: ep for ep in entry_points(group=SCHEDULER_ENTRY_POINT_GROUP)}
+        if s.scheduler not in eps:
+            raise unknown_name("scheduler", s.scheduler, scheduler_names())
+        factory = eps[s.scheduler].load()
+    kwargs = dict(metric="score", mode="max", max_t=s.max_epochs, seed=s.seed, **s.scheduler_args)
+    try:
+        inspect.signature(factory).bind(**kwargs)
+        return factory(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"scheduler_args: scheduler '{s.scheduler}' rejects {sorted(s.scheduler_args)}: {e}") from None
+
+
+# -------------------------------------------------------------------------------------- trainable
+
+
+def _trainable(config: dict, ctx: TrialContext) -> None:
+    import torch
+
+    state = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=ctx.device, weights_only=False)
+
+    def report(metrics: dict, payload: dict | None) -> None:
+        if payload is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(payload, Path(d) / CHECKPOINT_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    run_trial(config, ctx, report, state)
+
+
+class ProgressCallback(tune.Callback):
+    """One line per finished trial."""
+
+    def __init__(self, num_samples: int, objective: ObjectiveConfig, max_epochs: int, stream=sys.stdout):
+        self.n = num_samples
+        self.done = 0
+        self.objective = objective
+        self.max_epochs = max_epochs
+        self.stream = stream
+        self.t0 = time.time()
+
+    def _line(self, trial, error: bool) -> None:
+        self.done += 1
+        m = trial.last_result or {}
+        status = trial_status(m, error, self.max_epochs)
+        if status == "failed" or "val_acc" not in m:
+            detail = m.get("fail_reason") or "error (see trials.csv)"
+        else:
+            detail = (f"val_acc {m['val_acc']:.4f}  {self.objective.cost} {m[self.objective.cost]:.4g}  "
+                      f"score {m['score']:.4f}  bits {m.get('w_bits_str', '')}")
+        print(f"[{self.done:>3}/{self.n}] {time.time() - self.t0:6.1f}s  {trial.trial_id}  {status:<8} "
+              f"ep {int(m.get('epoch', 0)):>2}  {detail}", file=self.stream, flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._line(trial, error=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._line(trial, error=True)
+
+
+# ---------------------------------------------------------------------------------------- running
+
+
+@dataclass
+class SearchResult:
+    out_dir: Path
+    records: list[TrialRecord]
+    front: list[TrialRecord]
+    best: TrialRecord | None
+    space: SearchSpace
+    dataset: Dataset
+    wall_s: float
+
+
+def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
+    """NSGA-II optimizes (accuracy, cost): it implies a multi-objective run."""
+    obj = cfg.objective
+    if cfg.search.searcher in MULTI_OBJECTIVE_ONLY and not obj.multi:
+        from dataclasses import replace
+
+        obj = replace(obj, multi=True)
+    return obj
+
+
+def init_ray(cfg: ExperimentConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.resources.address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(include_dashboard=False, log_to_driver=cfg.verbose,
+                  logging_level=logging.INFO if cfg.verbose else logging.ERROR)
+    if address:
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError...
+            raise ConfigError(f"address: cannot reach a Ray cluster at '{address}': "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(**kwargs)
+
+
+def collect(grid, max_epochs: int) -> list[TrialRecord]:
+    records = []
+    for r in grid:
+        m = dict(r.metrics or {})
+        error = ""
+        if r.error is not None:
+            lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
+            error = lines[-1] if lines else type(r.error).__name__
+        trial_id = m.get("trial_id") or Path(r.path).name.replace("trial_", "")
+        records.append(TrialRecord(
+            trial_id=str(trial_id), status=trial_status(m, r.error is not None, max_epochs),
+            config={k: v for k, v in (r.config or {}).items()}, metrics=m,
+            time_s=float(m.get("time_total_s", 0.0) or 0.0), error=error,
+            checkpoint=r.checkpoint.path if r.checkpoint is not None else None,
+            node=str(m.get("hostname", "")),
+        ))
+    return records
+
+
+def run_search(cfg: ExperimentConfig) -> SearchResult:
+    """Run the experiment described by ``cfg`` and write its results folder."""
+    t0 = time.time()
+    data = load_dataset(cfg.data.name, cfg.data.dir, label_column=cfg.data.label_column,
+                        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+                        max_train=cfg.data.max_train, seed=cfg.data.seed)
+    space = load_space(cfg.space, data.input_shape, data.num_classes)
+    objective = effective_objective(cfg)
+    searcher = build_searcher(cfg, space, objective)
+    scheduler = build_scheduler(cfg)
+    out_dir = cfg.out_dir
+    if (out_dir / "tuner.pkl").exists():
+        raise ConfigError(f"name: results folder '{out_dir}' already holds an experiment; choose another --name")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    init_ray(cfg)
+    import torch
+
+    device = "cuda" if cfg.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    ctx = TrialContext(space=space, train=data.train, val=data.val, max_epochs=cfg.search.max_epochs,
+                       objective=objective, seed=cfg.search.seed,
+                       threads=max(1, int(cfg.resources.cpus_per_trial)), device=device)
+    resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+    callbacks = [] if cfg.quiet else [ProgressCallback(cfg.search.num_samples, objective, cfg.search.max_epochs)]
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), resources),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.num_samples,
+            max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True,
+            trial_name_creator=lambda t: f"trial_{t.trial_id}", trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=out_dir.name, storage_path=str(out_dir.parent), verbose=1 if cfg.verbose else 0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+    (out_dir / "experiment.yaml").write_text(_dump_config(cfg))
+    with warnings.catch_warnings():
+        if not cfg.verbose:
+            warnings.simplefilter("ignore")
+        grid = tuner.fit()
+    records = collect(grid, cfg.search.max_epochs)
+    front, best = write_results(out_dir, records, space, objective, data.test, seed=cfg.search.seed)
+    return SearchResult(out_dir, records, front, best, space, data, time.time() - t0)
+
+
+def _dump_config(cfg: ExperimentConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def summary(result: SearchResult, objective: ObjectiveConfig) -> str:
+    """The text printed at the end of a search: the front and the best config."""
+    n = len(result.records)
+    by_status = {s: sum(r.status == s for r in result.records) for s in ("complete", "pruned", "failed")}
+    lines = [
+        "",
+        f"{n} trials in {result.wall_s:.0f} s ({by_status['complete']} complete, {by_status['pruned']} pruned, "
+        f"{by_status['failed']} failed); results in {result.out_dir}",
+        "",
+        f"Pareto front ({objective.acc} vs {objective.cost}; test accuracy of front models only):",
+        front_table(result.front, objective),
+    ]
+    if result.best is not None:
+        b = result.best
+        lines += ["", f"Best score {b.metrics['score']:.4f}: trial {b.trial_id}, val_acc {b.metrics['val_acc']:.4f}, "
+                      f"test_acc {b.test_acc if b.test_acc is None else round(b.test_acc, 4)}, "
+                      f"size {b.metrics['size_kb']:.3f} kB, BitOPs {b.metrics['bitops']:,}",
+                  "Best config:"]
+        lines += [f"  {k}: {v}" for k, v in b.config.items()]
+    return "\n".join(lines)
+
+
+
+__all__ = ["NasqError", "SearchResult", "StrategySearcher", "run_search", "summary", "to_param_space"]
