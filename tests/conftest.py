@@ -1,0 +1,25 @@
+"""Shared fixtures. Only tests/test_ray.py starts Ray (one session-scoped local cluster)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+SHIPPED_SPACES = ("digits_small", "cifar_cnn", "mlp")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from nasq_ray.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
