@@ -86,8 +86,7 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, la
         test = (test[0], test_y)
     train_idx, val_idx = _stratified_split(y, val_fraction, rng)
     if max_train is not None and max_train < len(train_idx):
-        keep, _ = _stratified_split(y[train_idx], 1.0 - max_train / len(train_idx), rng)
-        train_idx = train_idx[keep]
+        train_idx = train_idx[_stratified_subset(y[train_idx], max_train, rng)]
     xtr, xval, xte = _standardize(x[train_idx], x[val_idx], test[0])
     return Dataset(name, Split(xtr, y[train_idx]), Split(xval, y[val_idx]), Split(xte, test[1]), num_classes)
 
@@ -121,7 +120,10 @@ def _find(folder: Path, names: list[str], what: str) -> Path:
 
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzip'd or not."""
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e}); expected an IDX file, optionally gzip'd") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise DataError(f"{path}: not an IDX file (expected magic bytes 00 00 <type> <ndim>)")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.get(raw[2])
@@ -131,10 +133,12 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 + 4 * ndim:
         raise DataError(f"{path}: IDX header truncated")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path}: IDX header says shape {dims} ({int(np.prod(dims))} values), file holds {data.size}")
-    return data.reshape(dims)
+    itemsize = np.dtype(dtype).itemsize
+    expected = int(np.prod(dims)) * itemsize
+    if len(raw) - (4 + 4 * ndim) != expected:
+        raise DataError(f"{path}: IDX header says shape {dims} ({expected} bytes of data), file holds "
+                        f"{len(raw) - (4 + 4 * ndim)}")
+    return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * ndim).reshape(dims)
 
 
 def _idx(folder: Path, name: str):
@@ -182,7 +186,8 @@ def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
         rows = list(csv.reader(f))
     if not rows:
         raise DataError(f"{path}: empty CSV; expected a header row with a '{label_column}' column")
-    header, body = rows[0], rows[1:]
+    header = rows[0]
+    body = [(n, r) for n, r in enumerate(rows[1:], start=2) if r]  # (line number, fields); blank lines skipped
     if label_column not in header:
         raise DataError(f"{path}: no label column '{label_column}' in header {header}; set --label-column")
     li = header.index(label_column)
@@ -190,12 +195,12 @@ def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: no data rows")
     x = np.empty((len(body), len(header) - 1), dtype=np.float32)
     labels = []
-    for r, row in enumerate(body, start=2):
+    for i, (r, row) in enumerate(body):
         if len(row) != len(header):
             raise DataError(f"{path}: line {r} has {len(row)} fields, the header has {len(header)}")
         feats = row[:li] + row[li + 1:]
         try:
-            x[r - 2] = [float(v) for v in feats]
+            x[i] = [float(v) for v in feats]
         except ValueError:
             bad = next(v for v in feats if not _is_float(v))
             col = [h for h in header if h != label_column][feats.index(bad)]
@@ -233,12 +238,24 @@ def _csv(path: Path, label_column: str):
 
 
 def _encode_labels(y: np.ndarray, test_y: np.ndarray | None):
-    """Map labels (numbers or names) to 0..K-1 in sorted order."""
+    """Map labels (numbers or names) to 0..K-1 in sorted order (numeric order when all are numbers)."""
+    y, test_y = _numeric_if_possible(y), None if test_y is None else _numeric_if_possible(test_y)
+    if test_y is not None and (y.dtype.kind in "fiu") != (test_y.dtype.kind in "fiu"):
+        y, test_y = y.astype(str), test_y.astype(str)
     classes = np.unique(y if test_y is None else np.concatenate([y, test_y]))
     if len(classes) < 2:
         raise DataError(f"labels: found {len(classes)} class; need at least 2")
     enc = lambda a: np.searchsorted(classes, a).astype(np.int64)  # noqa: E731
     return enc(y), None if test_y is None else enc(test_y), len(classes)
+
+
+def _numeric_if_possible(a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "fiu":
+        return a
+    try:
+        return a.astype(np.float64)
+    except ValueError:
+        return a
 
 
 def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -252,6 +269,21 @@ def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) 
         held.append(idx[:n])
         keep.append(idx[n:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def _stratified_subset(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Exactly ``n`` indices, spread over the classes in proportion (largest remainders first)."""
+    classes, counts = np.unique(y, return_counts=True)
+    share = counts * (n / len(y))
+    take = np.floor(share).astype(int)
+    for k in np.argsort(-(share - take))[: n - take.sum()]:
+        take[k] += 1
+    picked = []
+    for c, k in zip(classes, take):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        picked.append(idx[:k])
+    return np.sort(np.concatenate(picked))
 
 
 def _standardize(*xs: np.ndarray) -> list[np.ndarray]:

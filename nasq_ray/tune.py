@@ -233,6 +233,22 @@ def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
     return obj
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (``ray.init`` waits for minutes) when ``host:port`` does not accept connections."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"address: '{address}' is not allowed; allowed: host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"address: cannot reach a Ray cluster at '{address}' ({e.strerror or e})") from None
+
+
 def init_ray(cfg: ExperimentConfig) -> None:
     import ray
 
@@ -242,6 +258,7 @@ def init_ray(cfg: ExperimentConfig) -> None:
     kwargs = dict(include_dashboard=False, log_to_driver=cfg.verbose,
                   logging_level=logging.INFO if cfg.verbose else logging.ERROR)
     if address:
+        check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError...
@@ -284,8 +301,8 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     out_dir = cfg.out_dir
     if (out_dir / "tuner.pkl").exists():
         raise ConfigError(f"name: results folder '{out_dir}' already holds an experiment; choose another --name")
-    out_dir.mkdir(parents=True, exist_ok=True)
     init_ray(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
     import torch
 
     device = "cuda" if cfg.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"

@@ -61,17 +61,19 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
     is replaced by an activation quantizer at ``config.logit_bits``. Returns ``model``.
     """
     modules = dict(model.named_modules())
-    for path, bits in config.layers.items():
-        mod = modules.get(path)
-        if mod is None or type(mod) not in _QUANT_CLS:
+    for path in config.layers:  # check every path before changing anything
+        if type(modules.get(path)) not in _QUANT_CLS:
             raise SearchSpaceError(f"quant layer '{path}': the model has no Conv2d or Linear layer by that name")
+    for path, bits in config.layers.items():
         if is_float(bits.w_bits) and is_float(bits.a_bits):
             continue
+        mod = modules[path]
         parent_path, _, attr = path.rpartition(".")
         parent = modules[parent_path] if parent_path else model
-        setattr(parent, attr, _QUANT_CLS[type(mod)].from_float(mod, bits.w_bits, bits.a_bits))
+        setattr(parent, attr, _QUANT_CLS[type(mod)].from_float(mod, bits.w_bits, bits.a_bits).train(mod.training))
     if hasattr(model, "logit_quant"):
-        model.logit_quant = nn.Identity() if is_float(config.logit_bits) else ActFakeQuant(config.logit_bits)
+        logit = nn.Identity() if is_float(config.logit_bits) else ActFakeQuant(config.logit_bits)
+        model.logit_quant = logit.train(model.training)
     return model
 
 

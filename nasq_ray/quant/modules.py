@@ -18,7 +18,8 @@ class ActFakeQuant(nn.Module):
     """Affine per-tensor activation fake-quant with a running (EMA) min/max range.
 
     In training the range follows an exponential moving average of each batch's min and max (the
-    first batch sets it); in evaluation the range is frozen. ``bits >= 32`` makes it the identity.
+    first batch sets it); in evaluation the range is frozen (before any training, evaluation uses
+    each input's own range and records nothing). ``bits >= 32`` makes it the identity.
     """
 
     def __init__(self, bits: int, momentum: float = 0.1):
@@ -50,9 +51,13 @@ class ActFakeQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if is_float(self.bits):
             return x
-        if self.training or not bool(self.initialized):
+        if self.training:
             self._observe(x)
-        scale, zero_point = self.qparams()
+            scale, zero_point = self.qparams()
+        elif bool(self.initialized):
+            scale, zero_point = self.qparams()
+        else:  # never trained: use this input's range, record nothing
+            scale, zero_point = affine_params(x.detach().min(), x.detach().max(), self.bits)
         qmin, qmax = unsigned_range(self.bits)
         return fake_quant(x, scale, zero_point, qmin, qmax)
 
