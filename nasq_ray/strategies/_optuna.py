@@ -38,16 +38,18 @@ def suggest_param(trial: optuna.Trial, prm: Param):
     raise TypeError(f"unknown domain {d!r}")
 
 
-def define_by_run(space):
+class define_by_run:  # noqa: N801 - used like a function: define_by_run(space)
     """An Optuna define-by-run function for ``space`` (for Ray's ``OptunaSearch(space=...)``).
 
-    It returns the decoded values so that ordinal parameters reach the trial as values, not indices.
+    It returns the decoded values so that ordinal parameters reach the trial as values, not
+    indices. A class rather than a closure, so that Ray can pickle it into experiment checkpoints.
     """
 
-    def fn(trial):
-        return space.walk(lambda prm, view: suggest_param(trial, prm))
+    def __init__(self, space):
+        self.space = space
 
-    return fn
+    def __call__(self, trial):
+        return self.space.walk(lambda prm, view: suggest_param(trial, prm))
 
 
 def make_sampler(kind: str, objective, seed: int, **kwargs) -> optuna.samplers.BaseSampler:

@@ -1,0 +1,73 @@
+"""Conformance checks for search strategies (like ``optuna.testing``).
+
+Every built-in strategy runs through :func:`check_strategy` in the test suite; a plug-in author can
+run it on theirs::
+
+    from nasq_ray.testing import check_strategy
+    check_strategy(MyStrategy)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+
+from .objective import ObjectiveConfig, score
+from .space import SearchSpace, load_space
+from .strategies import FINISHED
+
+
+def synthetic_result(cfg: dict, objective: ObjectiveConfig, status: str = "complete", epoch: int = 5) -> dict:
+    """A deterministic fake trial result for ``cfg`` (no training): accuracy and cost from a hash."""
+    digest = hashlib.sha256(repr(sorted(cfg.items())).encode()).digest()
+    acc = 0.5 + 0.5 * digest[0] / 255.0
+    size_kb = 1.0 + 10.0 * digest[1] / 255.0
+    metrics = {"val_acc": acc, "val_f1": acc, "size_kb": size_kb, "size_bits": size_kb * 8000,
+               "bitops": size_kb * 1e6, "macs": size_kb * 1e4, "epoch": epoch, "status": status}
+    metrics["score"] = score(acc, metrics[objective.cost], objective)
+    return metrics
+
+
+def _suggestions(strategy, n: int, prefix: str) -> list[dict]:
+    out = []
+    for k in range(n):
+        cfg = strategy.suggest(f"{prefix}{k}")
+        if cfg is None or cfg == FINISHED:
+            break
+        out.append(cfg)
+    return out
+
+
+def check_strategy(factory, space: SearchSpace | None = None, objective: ObjectiveConfig | None = None,
+                   n_trials: int = 12, **kwargs) -> None:
+    """Assert the strategy contract; raises AssertionError naming the broken rule.
+
+    1. Suggestions are valid configs of the space (``space.validate`` accepts them).
+    2. Several suggestions may be outstanding at once (parallel trials).
+    3. It accepts complete, pruned and failed results, and intermediate results.
+    4. The same seed gives the same suggestions.
+    5. ``get_state`` survives pickling, and a restored copy suggests what the original would.
+    """
+    space = space or load_space("digits_small")
+    objective = objective or ObjectiveConfig()
+    make = lambda: factory(space=space, objective=objective, seed=3, **kwargs)  # noqa: E731
+    a, b = make(), make()
+    statuses = ("complete", "pruned", "failed")
+    for rnd in range(max(1, n_trials // 3)):
+        batch_a = _suggestions(a, 3, f"r{rnd}-")
+        batch_b = _suggestions(b, 3, f"r{rnd}-")
+        assert batch_a == batch_b, "rule 4: the same seed must give the same suggestions"
+        for cfg in batch_a:
+            assert space.validate(cfg) == cfg, "rule 1: suggestions must be valid configs of the space"
+        for k, cfg in enumerate(batch_a):
+            tid = f"r{rnd}-{k}"
+            status = statuses[(rnd + k) % 3]
+            for s in (a, b):
+                s.on_trial_result(tid, synthetic_result(cfg, objective, "running", epoch=1))
+                s.on_trial_complete(tid, cfg, synthetic_result(cfg, objective, status))
+        if not batch_a:
+            break
+    restored = make()
+    restored.set_state(pickle.loads(pickle.dumps(a.get_state())))
+    assert _suggestions(restored, 2, "z") == _suggestions(a, 2, "z"), \
+        "rule 5: a restored strategy must suggest what the original would"

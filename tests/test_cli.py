@@ -1,0 +1,147 @@
+"""Bad input on the command line: exit code 2, one line on stderr naming the field, no traceback,
+nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from nasq_ray.run import main
+
+BAD_SPACES = {
+    "unknown_op": ("stages:\n  - channels: 8\n    ops: [conv3x3, conv7x7]\n", "stages[0].ops"),
+    "bits_33": ("stages:\n  - channels: 8\n    ops: conv3x3\nquant:\n  w_bits: [4, 33]\n", "quant.w_bits"),
+    "empty_choice": ("stages:\n  - channels: []\n    ops: conv3x3\n", "stages[0].channels"),
+    "malformed": ("stages:\n  - channels: [8, 16\n    ops: conv3x3\n", "malformed YAML"),
+    "unknown_key": ("stages:\n  - channels: 8\n    opps: conv3x3\n", "did you mean 'ops'"),
+    "too_much_downsampling": (
+        "stages:\n" + "  - {channels: 8, ops: conv3x3, stride: 2}\n" * 4, "no valid architecture"),
+}
+
+
+def _run(capsys, argv):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _assert_one_line_error(rc, err, needle):
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPACES))
+def test_bad_space_file(capsys, tmp_path, case):
+    text, needle = BAD_SPACES[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    rc, _, err = _run(capsys, ["--space", str(path), "--out", str(tmp_path / "out")])
+    _assert_one_line_error(rc, err, needle)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--searcher", "tpee"], "searcher: unknown name 'tpee' (did you mean 'tpe'?)"),
+    (["--scheduler", "ashaa"], "scheduler: unknown name 'ashaa'"),
+    (["--space", "digits_smal"], "space: unknown name 'digits_smal' (did you mean 'digits_small'?)"),
+    (["--num-samples", "0"], "search.num_samples: 0 is not allowed"),
+    (["--max-epochs", "0"], "search.max_epochs"),
+    (["--cpus-per-trial", "0"], "resources.cpus_per_trial"),
+    (["--gpus-per-trial", "-1"], "resources.gpus_per_trial"),
+    (["--max-concurrent", "0"], "search.max_concurrent"),
+    (["--objective", "mnass"], "objective.form: unknown name 'mnass'"),
+    (["--cost", "latency"], "objective.cost: unknown name 'latency'"),
+    (["--target", "0"], "objective.target"),
+    (["--data", "imagenet"], "data: unknown name 'imagenet'"),
+    (["--data", "mnist"], "data-dir"),
+    (["--set", "search.num_samples=abc"], "search.num_samples: 'abc' is not allowed"),
+    (["--set", "search.numsamples=3"], "did you mean 'num_samples'"),
+    (["--searcher-arg", "oops"], "--searcher-arg: 'oops' is not allowed"),
+    (["--searcher", "random", "--searcher-arg", "bogus=1"], "searcher_args"),
+    (["--scheduler-arg", "bogus=1"], "scheduler_args"),
+    (["--name", "a/b"], "name:"),
+])
+def test_bad_flag(capsys, tmp_path, argv, needle):
+    rc, _, err = _run(capsys, [*argv, "--out", str(tmp_path / "out")])
+    _assert_one_line_error(rc, err, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_and_malformed_data_dir(capsys, tmp_path):
+    rc, _, err = _run(capsys, ["--data", "mnist", "--data-dir", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    _assert_one_line_error(rc, err, "nope")
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x08\x08\x08\x03garbage")
+    rc, _, err = _run(capsys, ["--data", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path)])
+    _assert_one_line_error(rc, err, "train-images-idx3-ubyte")
+
+
+def test_csv_without_label_column(capsys, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,target\n1,2,0\n3,4,1\n")
+    rc, _, err = _run(capsys, ["--data", "csv", "--data-dir", str(path), "--space", "mlp", "--out", str(tmp_path / "o")])
+    _assert_one_line_error(rc, err, "no label column 'label'")
+
+
+def test_image_space_on_tabular_data(capsys, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(20)))
+    rc, _, err = _run(capsys, ["--data", "csv", "--data-dir", str(path), "--out", str(tmp_path / "o")])
+    _assert_one_line_error(rc, err, "needs image input")
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("search:\n  num_samples: [1\n", "malformed YAML"),
+    ("serch:\n  num_samples: 3\n", "did you mean 'search'"),
+    ("search:\n  num_samples: -3\n", "search.num_samples"),
+    ("- just\n- a list\n", "expected a mapping"),
+    ("objective:\n  form: pareto\n", "objective.form"),
+])
+def test_bad_experiment_file(capsys, tmp_path, text, needle):
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    rc, _, err = _run(capsys, ["--config", str(path), "--out", str(tmp_path / "o")])
+    _assert_one_line_error(rc, err, needle)
+
+
+def test_missing_experiment_file(capsys, tmp_path):
+    rc, _, err = _run(capsys, ["--config", str(tmp_path / "none.yaml")])
+    _assert_one_line_error(rc, err, "config: file")
+
+
+def test_unreachable_address(capsys, tmp_path):
+    rc, _, err = _run(capsys, ["--address", "127.0.0.1:1", "--out", str(tmp_path / "o")])
+    _assert_one_line_error(rc, err, "address: cannot reach a Ray cluster at '127.0.0.1:1'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_real_process_exit_code_and_argparse_errors(tmp_path):
+    for argv, needle in ((["--searcher", "nope"], "searcher: unknown name"),
+                         (["--num-samples", "abc"], "--num-samples: invalid int value"),
+                         (["--no-such-flag"], "unrecognized arguments")):
+        p = subprocess.run([sys.executable, "-m", "nasq_ray.run", *argv, "--out", str(tmp_path)],
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config", "--space", "--data", "--data-dir", "--searcher", "--scheduler", "--num-samples",
+                 "--max-epochs", "--objective", "--seed", "--out", "--name", "--cpus-per-trial",
+                 "--gpus-per-trial", "--max-concurrent", "--address"):
+        assert flag in out
+
+
+def test_list_strategies(capsys):
+    rc, out, _ = _run(capsys, ["--list-strategies"])
+    assert rc == 0
+    for name in ("random", "tpe", "nsga2", "asha", "fifo"):
+        assert name in out

@@ -1,0 +1,132 @@
+"""The tests that start Ray: real searches end to end on a shared 2-CPU local cluster."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nasq_ray import ExperimentConfig, from_dict, load_space, run_search
+from nasq_ray.space import SearchSpace
+
+pytestmark = pytest.mark.ray
+
+TINY_SPACE = {
+    "name": "tiny", "input": "image",
+    "stages": [{"channels": [4, 8], "ops": ["conv3x3", "dwsep3x3"], "connections": ["sequential", "residual"]}],
+    "head": {"pool": "flatten", "hidden_layers": 0},
+    "quant": {"w_bits": [2, 4, 8, 32], "a_bits": [4, 8], "logit_bits": [8, 32]},
+    "train": {"lr": {"low": 0.005, "high": 0.02, "log": True}, "batch_size": 32},
+}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def tiny_space_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_SPACE))
+    return path
+
+
+def _config(tmp_path, space_file, **search):
+    return from_dict({
+        "name": "exp", "space": str(space_file), "out": str(tmp_path / "results"), "quiet": True,
+        "data": {"max_train": 300},
+        "search": {"num_samples": 4, "max_epochs": 3, "searcher": "tpe", "scheduler": "asha", **search},
+    })
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_search_end_to_end(ray_cluster, tmp_path, tiny_space_file):
+    result = run_search(_config(tmp_path, tiny_space_file))
+    out = tmp_path / "results" / "exp"
+    assert result.out_dir == out
+    rows = _rows(out / "trials.csv")
+    assert len(rows) == 4
+    assert {r["status"] for r in rows} <= {"complete", "pruned"}
+    assert any(r["status"] == "complete" for r in rows)
+    space = load_space(tiny_space_file, (1, 8, 8), 10)
+    for r in rows:
+        assert float(r["val_acc"]) > 0.0 and int(r["macs"]) > 0 and r["node"]
+    front = _rows(out / "pareto.csv")
+    assert front and all(r["test_acc"] != "" for r in front)
+    best = json.loads((out / "best.json").read_text())
+    assert space.validate(best["config"]) == best["config"]
+    assert Path(best["checkpoint"], "state.pt").is_file()
+    # the front is non-dominated on (val_acc max, size_kb min)
+    pts = [(float(r["val_acc"]), float(r["size_kb"])) for r in front]
+    for a in pts:
+        assert not any(b[0] >= a[0] and b[1] <= a[1] and b != a for b in pts)
+
+
+def test_diverging_trials_are_recorded_and_the_search_goes_on(ray_cluster, tmp_path):
+    raw = {**TINY_SPACE, "train": {"lr": 1.0e12, "optimizer": "sgd", "momentum": 0.0}}
+    path = tmp_path / "boom.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run_search(_config(tmp_path, path, num_samples=3, searcher="random", scheduler="fifo"))
+    rows = _rows(result.out_dir / "trials.csv")
+    assert len(rows) == 3
+    assert all(r["status"] == "failed" and "non-finite" in r["error"] for r in rows)
+    assert _rows(result.out_dir / "pareto.csv") == []
+
+
+def test_flat_space_as_plain_tune_param_space(ray_cluster, tmp_path):
+    from ray import tune
+
+    from nasq_ray.tune import to_param_space
+
+    raw = {"name": "flat", "stages": [{"channels": [4, 8], "ops": "conv3x3"}], "quant": {"w_bits": [2, 4]}}
+    space = SearchSpace(raw, (1, 8, 8), 10, source="flat")
+
+    def check(config):
+        tune.report({"valid": int(space.validate(config) == config)})
+
+    grid = tune.Tuner(check, param_space=to_param_space(space),
+                      tune_config=tune.TuneConfig(num_samples=4),
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    assert [r.metrics["valid"] for r in grid] == [1, 1, 1, 1]
+
+
+def test_define_by_run_with_rays_optuna_search(ray_cluster, tmp_path):
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from nasq_ray.strategies import define_by_run
+
+    space = load_space("digits_small")
+
+    def check(config):
+        tune.report({"valid": int(space.validate(config) == config), "score": 1.0})
+
+    searcher = OptunaSearch(space=define_by_run(space), metric="score", mode="max", seed=0)
+    grid = tune.Tuner(check, tune_config=tune.TuneConfig(search_alg=searcher, num_samples=4),
+                      run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    assert [r.metrics["valid"] for r in grid] == [1, 1, 1, 1]
+
+
+def test_cli_runs_a_search_and_prints_the_front(tmp_path, tiny_space_file):
+    p = subprocess.run(
+        [sys.executable, "-m", "nasq_ray.run", "--space", str(tiny_space_file), "--num-samples", "3",
+         "--max-epochs", "2", "--max-train", "200", "--out", str(tmp_path), "--name", "cli", "--seed", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Pareto front" in p.stdout and "Best config:" in p.stdout
+    assert len(_rows(tmp_path / "cli" / "trials.csv")) == 3
+    assert "Traceback" not in p.stderr
