@@ -34,6 +34,7 @@ from .trial import TrialContext, run_trial
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new reporter prints a header even at verbose=0
 
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402

@@ -11,6 +11,7 @@ Conventions: ``bits >= FLOAT_BITS`` (32) means float, i.e. no quantizer at all.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 FLOAT_BITS = 32
@@ -40,13 +41,37 @@ def unsigned_range(bits: int) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
+def _f32(v: float) -> float:
+    """``v`` rounded to float32, as the quantization kernels hold it."""
+    return float(np.float32(v))
+
+
 class _FakeQuantSTE(torch.autograd.Function):
+    """Quantize-dequantize with the clipped straight-through gradient.
+
+    Written for speed on small tensors: the zero point is folded into the clamp bounds
+    (``clamp(round(x / s) + z, qmin, qmax) - z == clamp(round(x / s), qmin - z, qmax - z)``
+    exactly, all values being small integers), bounds and per-tensor qparams are Python numbers
+    (tensor bounds take a slow path in ``torch.clamp``), and the mask is kept as a float tensor
+    (boolean kernels are several times slower on CPU).
+    """
+
     @staticmethod
     def forward(ctx, x, scale, zero_point, qmin: int, qmax: int):  # noqa: D401 - autograd API
-        q = torch.round(x * (1.0 / scale)) + zero_point
-        inside = (q >= qmin) & (q <= qmax)
+        if isinstance(scale, torch.Tensor):
+            inv = 1.0 / scale
+        else:
+            scale = _f32(scale)
+            inv = float(np.float32(1.0) / np.float32(scale))  # torch's kernels: 1.0f / scale
+        if isinstance(zero_point, torch.Tensor):
+            lo, hi = qmin - zero_point, qmax - zero_point
+        else:
+            lo, hi = float(qmin - zero_point), float(qmax - zero_point)
+        rounded = (x * inv).round_()
+        clamped = torch.clamp(rounded, lo, hi)
+        inside = rounded.eq_(clamped)  # 1.0 where nothing was clipped
         ctx.save_for_backward(inside)
-        return (q.clamp(qmin, qmax) - zero_point) * scale
+        return clamped.mul_(scale)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -71,8 +96,8 @@ class _BinarySTE(torch.autograd.Function):
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | int, qmin: int, qmax: int) -> torch.Tensor:
     """Quantize-dequantize ``x`` with a straight-through gradient.
 
-    ``scale`` and ``zero_point`` broadcast against ``x`` (a scalar for per-tensor, shape ``(C, 1, ...)``
-    for per-channel along dimension 0).
+    ``scale`` and ``zero_point`` are numbers (per tensor) or tensors that broadcast against ``x``
+    (shape ``(C, 1, ...)`` for per-channel along dimension 0).
     """
     return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
 
@@ -80,31 +105,43 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | 
 def weight_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
     """Symmetric per-output-channel scale, shaped to broadcast against ``w``."""
     dims = tuple(range(1, w.dim()))
+    w = w.detach()
     if bits == 1:
-        s = w.detach().abs().mean(dim=dims, keepdim=True)
+        s = w.abs().mean(dim=dims, keepdim=True)
     else:
-        s = w.detach().abs().amax(dim=dims, keepdim=True) / signed_range(bits)[1]
-    return s.clamp_min(_EPS)
+        s = torch.linalg.vector_norm(w, ord=float("inf"), dim=dims, keepdim=True).div_(signed_range(bits)[1])
+    return s.clamp_min_(_EPS)
+
+
+class _MaxAbsWeightSTE(torch.autograd.Function):
+    """Weight fake-quant with the max-abs scale. That scale never clips (``|w| / s <= qmax``), so
+    the clipped straight-through estimator is the identity here: no mask is computed or kept."""
+
+    @staticmethod
+    def forward(ctx, w, scale, qmax: int):
+        return (w * (1.0 / scale)).round_().clamp_(-qmax, qmax).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out, None, None
 
 
 def fake_quant_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric per-output-channel weight fake-quant (zero point 0)."""
+    """Symmetric per-output-channel weight fake-quant (zero point 0, max-abs scale)."""
     scale = weight_scale(w, bits)
     if bits == 1:
         return _BinarySTE.apply(w, scale)
-    qmin, qmax = signed_range(bits)
-    return fake_quant(w, scale, 0, qmin, qmax)
+    return _MaxAbsWeightSTE.apply(w, scale, signed_range(bits)[1])
 
 
-def affine_params(lo: torch.Tensor, hi: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and integer zero point of an affine quantizer for the range ``[lo, hi]``.
+def affine_qparams(lo: float, hi: float, bits: int) -> tuple[float, float]:
+    """Scale (float32) and integer zero point of an affine quantizer for the range ``[lo, hi]``.
 
     The range is widened to hold 0, so that zero (padding, ReLU's output) is exact. After a ReLU
     ``lo == 0`` and the zero point is 0: the quantizer is unsigned.
     """
     qmin, qmax = unsigned_range(bits)
-    lo = torch.clamp(lo, max=0.0)
-    hi = torch.clamp(hi, min=0.0)
-    scale = ((hi - lo) / float(qmax - qmin)).clamp_min(_EPS)
-    zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(_f32((hi - lo) / (qmax - qmin)), _EPS)
+    zero_point = float(min(max(qmin - round(lo / scale), qmin), qmax))
     return scale, zero_point

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fake_quant import affine_params, fake_quant, fake_quant_weight, is_float, unsigned_range
+from .fake_quant import affine_qparams, fake_quant, fake_quant_weight, is_float, unsigned_range
 
 
 class ActFakeQuant(nn.Module):
@@ -29,35 +29,50 @@ class ActFakeQuant(nn.Module):
         self.register_buffer("running_min", torch.zeros(()))
         self.register_buffer("running_max", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._range: tuple[float, float] | None = None
+        self._qparams: tuple[float, float] = (1.0, 0.0)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
 
-    @torch.no_grad()
-    def _observe(self, x: torch.Tensor) -> None:
-        lo, hi = x.min(), x.max()
-        if not bool(self.initialized):
-            self.running_min.copy_(lo)
-            self.running_max.copy_(hi)
-            self.initialized.fill_(True)
+    def _observe(self, x: torch.Tensor) -> None:  # no torch.no_grad(): x is detached, and it costs 20 us
+        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if self._range is not None:
+            m, (old_lo, old_hi) = self.momentum, self._range
+            lo, hi = old_lo + m * (lo - old_lo), old_hi + m * (hi - old_hi)
         else:
-            self.running_min.lerp_(lo, self.momentum)
-            self.running_max.lerp_(hi, self.momentum)
+            self.initialized.fill_(True)
+        self.running_min.fill_(lo)
+        self.running_max.fill_(hi)
+        self._set_range(float(self.running_min), float(self.running_max))
 
-    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _set_range(self, lo: float, hi: float) -> None:
+        # Python copies of the buffers: reading a tensor per forward costs more than the quantization
+        # (set through __dict__: nn.Module.__setattr__ is slow)
+        self.__dict__["_range"] = (lo, hi)
+        self.__dict__["_qparams"] = affine_qparams(lo, hi, self.bits)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.__dict__["_range"] = None
+        if bool(self.initialized):
+            self._set_range(float(self.running_min), float(self.running_max))
+
+    def qparams(self) -> tuple[float, float]:
         """Scale and zero point of the current (running) range."""
-        return affine_params(self.running_min, self.running_max, self.bits)
+        return affine_qparams(float(self.running_min), float(self.running_max), self.bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if is_float(self.bits):
             return x
         if self.training:
             self._observe(x)
-            scale, zero_point = self.qparams()
-        elif bool(self.initialized):
-            scale, zero_point = self.qparams()
+            scale, zero_point = self._qparams
+        elif self._range is not None:
+            scale, zero_point = self._qparams
         else:  # never trained: use this input's range, record nothing
-            scale, zero_point = affine_params(x.detach().min(), x.detach().max(), self.bits)
+            lo, hi = torch.aminmax(x.detach())
+            scale, zero_point = affine_qparams(float(lo), float(hi), self.bits)
         qmin, qmax = unsigned_range(self.bits)
         return fake_quant(x, scale, zero_point, qmin, qmax)
 
