@@ -496,3 +496,14 @@ def test_quantize_unknown_layer_path(path):
         quantize_(m, QuantConfig({path: LayerBits(4, 4)}))
     assert f"'{path}'" in str(e.value)
     assert type(m.conv) is nn.Conv2d and type(m.fc) is nn.Linear
+
+
+def test_act_quant_survives_non_finite_input_without_poisoning_its_range():
+    aq = ActFakeQuant(4).train()
+    aq(torch.linspace(-1.0, 3.0, 20))
+    lo, hi = float(aq.running_min), float(aq.running_max)
+    y = aq(torch.tensor([float("nan"), float("inf"), 1.0]))  # diverging batch: no exception
+    assert torch.isnan(y[0])
+    assert (float(aq.running_min), float(aq.running_max)) == (lo, hi)
+    fresh = ActFakeQuant(4).eval()
+    assert torch.isnan(fresh(torch.tensor([float("nan"), 1.0]))[0])

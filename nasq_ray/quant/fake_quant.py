@@ -11,6 +11,8 @@ Conventions: ``bits >= FLOAT_BITS`` (32) means float, i.e. no quantizer at all.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -141,6 +143,8 @@ def affine_qparams(lo: float, hi: float, bits: int) -> tuple[float, float]:
     ``lo == 0`` and the zero point is 0: the quantizer is unsigned.
     """
     qmin, qmax = unsigned_range(bits)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo = hi = 0.0  # a non-finite input has no meaningful range; its output is non-finite anyway
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     scale = max(_f32((hi - lo) / (qmax - qmin)), _EPS)
     zero_point = float(min(max(qmin - round(lo / scale), qmin), qmax))

@@ -7,6 +7,8 @@ exactly what it computes. Layers convert both ways: ``from_float`` and ``to_floa
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +39,8 @@ class ActFakeQuant(nn.Module):
 
     def _observe(self, x: torch.Tensor) -> None:  # no torch.no_grad(): x is detached, and it costs 20 us
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return  # a diverging batch must not poison the range; the loss check ends the trial
         if self._range is not None:
             m, (old_lo, old_hi) = self.momentum, self._range
             lo, hi = old_lo + m * (lo - old_lo), old_hi + m * (hi - old_hi)
@@ -67,8 +71,7 @@ class ActFakeQuant(nn.Module):
             return x
         if self.training:
             self._observe(x)
-            scale, zero_point = self._qparams
-        elif self._range is not None:
+        if self._range is not None:
             scale, zero_point = self._qparams
         else:  # never trained: use this input's range, record nothing
             lo, hi = torch.aminmax(x.detach())
