@@ -1,11 +1,15 @@
 """Epoch time with fake-quant (4-bit weights and activations) over float, on the default space's models.
 
-For each sampled architecture of ``digits_small`` the same network is built twice, all layers at
-32 bits (float) and all at W4/A4 (logits float in both), and one training epoch on the digits
-training split is timed for each, alternating (float, quant, float, quant, ...) so that machine
-noise hits both alike. Reported: per-model median ratio and the median over models.
+For each sampled architecture of a space (default ``digits_small``) the same network is built
+twice, all layers at 32 bits (float) and all at W4/A4 (logits float in both), and one training
+epoch is timed for each, alternating (float, quant, float, quant, ...) so that machine noise hits
+both alike. Reported: per-model median ratio and the median over models.
 
-    python benchmarks/fakequant_overhead.py [--models 10] [--repeats 7]
+The data is the digits training split for ``digits_small``; for other spaces (``--space
+cifar_cnn``) random inputs of the space's input shape stand in (``--samples`` of them): only time
+is measured.
+
+    python benchmarks/fakequant_overhead.py [--models 10] [--repeats 7] [--space cifar_cnn --samples 512]
 """
 
 from __future__ import annotations
@@ -43,12 +47,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--space", default="digits_small")
+    ap.add_argument("--samples", type=int, default=512, help="random inputs for spaces other than digits_small")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    data = load_dataset("digits")
-    space = load_space("digits_small", data.input_shape, data.num_classes)
-    x, y = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
-    print(f"digits_small, {len(y)} training samples, W{args.bits}/A{args.bits} vs float, "
+    if args.space == "digits_small":
+        data = load_dataset("digits")
+        space = load_space("digits_small", data.input_shape, data.num_classes)
+        x, y = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
+    else:
+        space = load_space(args.space)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn((args.samples, *space.input_shape), generator=gen)
+        y = torch.randint(0, space.num_classes, (args.samples,), generator=gen)
+    print(f"{space.name}, {len(y)} training samples of shape {tuple(x.shape[1:])}, W{args.bits}/A{args.bits} vs float, "
           f"{args.repeats} interleaved epochs per model, {args.threads} thread(s)")
     print(f"{'model':>5} {'params':>7} {'float_ms':>9} {'quant_ms':>9} {'ratio':>6}  ops")
     ratios = []

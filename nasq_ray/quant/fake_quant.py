@@ -71,8 +71,8 @@ class _FakeQuantSTE(torch.autograd.Function):
             lo, hi = float(qmin - zero_point), float(qmax - zero_point)
         rounded = (x * inv).round_()
         clamped = torch.clamp(rounded, lo, hi)
-        inside = rounded.eq_(clamped)  # 1.0 where nothing was clipped
-        ctx.save_for_backward(inside)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(rounded.eq_(clamped))  # 1.0 where nothing was clipped
         return clamped.mul_(scale)
 
     @staticmethod
