@@ -43,6 +43,16 @@ class SearchConfig:
 
 
 @dataclass
+class TableConfig:
+    """Tabular trials: look metrics up in a table instead of training (a space may name a default)."""
+
+    path: str | None = None
+    acc: str | None = None
+    cost: str | None = None
+    test: str | None = None
+
+
+@dataclass
 class ResourcesConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -58,6 +68,7 @@ class ExperimentConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    table: TableConfig = field(default_factory=TableConfig)
     verbose: bool = False
     quiet: bool = False
 
@@ -76,7 +87,8 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": DataConfig, "search": SearchConfig, "objective": ObjectiveConfig, "resources": ResourcesConfig}
+_SECTIONS = {"data": DataConfig, "search": SearchConfig, "objective": ObjectiveConfig, "resources": ResourcesConfig,
+             "table": TableConfig}
 
 
 def _coerce(fieldname: str, value: Any, typ: Any) -> Any:

@@ -12,6 +12,7 @@ The scalar feeds ASHA and single-objective searchers; ``(acc, cost)`` feeds mult
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,8 +43,9 @@ class ObjectiveConfig:
             raise unknown_name("objective.form", self.form, FORMS)
         if self.acc not in ACC_METRICS:
             raise unknown_name("objective.acc", self.acc, ACC_METRICS)
-        if self.cost not in COST_METRICS:
-            raise unknown_name("objective.cost", self.cost, COST_METRICS)
+        if not isinstance(self.cost, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.cost):
+            raise ConfigError(f"objective.cost: {self.cost!r} is not allowed; allowed: a metric name such as "
+                              f"{', '.join(COST_METRICS)} (or a table's cost column)")
         if not self.target > 0:
             raise ConfigError(f"objective.target: {self.target!r} is not allowed; allowed: numbers > 0")
 
@@ -55,6 +57,12 @@ class ObjectiveConfig:
     @property
     def modes(self) -> tuple[str, ...]:
         return ("max", "min") if self.multi else ("max",)
+
+
+def check_training_cost(cfg: ObjectiveConfig) -> None:
+    """A trained trial reports the cost metrics in ``COST_METRICS``; refuse any other name."""
+    if cfg.cost not in COST_METRICS:
+        raise unknown_name("objective.cost", cfg.cost, COST_METRICS)
 
 
 def score(acc: float, cost: float, cfg: ObjectiveConfig) -> float:

@@ -87,40 +87,48 @@ def _fmt(v):
     return "" if v is None else v
 
 
-def _row(r: TrialRecord, param_names: list[str]) -> dict:
+def _row(r: TrialRecord, param_names: list[str], metric_columns: tuple[str, ...]) -> dict:
     row = {"trial_id": r.trial_id, "status": r.status, "epochs": r.epochs}
-    row.update({k: _fmt(r.metrics.get(k)) for k in METRIC_COLUMNS})
+    row.update({k: _fmt(r.metrics.get(k)) for k in metric_columns})
     row.update({"test_acc": _fmt(r.test_acc), "test_f1": _fmt(r.test_f1), "bits": r.metrics.get("w_bits_str", ""),
                 "time_s": _fmt(r.time_s), "node": r.node, "error": r.error or r.metrics.get("fail_reason", "")})
     row.update({k: _fmt(r.config.get(k)) for k in param_names})
     return row
 
 
-def write_csv(path: Path, records: list[TrialRecord], space: SearchSpace) -> None:
+def write_csv(path: Path, records: list[TrialRecord], space: SearchSpace, objective: ObjectiveConfig | None = None) -> None:
     names = space.names
-    rows = [_row(r, names) for r in records]
-    fields = list(_row(TrialRecord("", "", {}, {}), names))
+    metrics = METRIC_COLUMNS
+    if objective is not None and objective.cost not in metrics:
+        metrics = (*metrics, objective.cost)
+    fields = list(_row(TrialRecord("", "", {}, {}), names, metrics))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(_row(r, names, metrics) for r in records)
 
 
 def write_results(out_dir: Path, records: list[TrialRecord], space: SearchSpace, objective: ObjectiveConfig,
-                  test: Split | None, seed: int = 0) -> tuple[list[TrialRecord], TrialRecord | None]:
-    """Write trials.csv, pareto.csv and best.json; evaluate the front (and best) on ``test``."""
+                  test: Split | None, seed: int = 0, test_metric: str | None = None
+                  ) -> tuple[list[TrialRecord], TrialRecord | None]:
+    """Write trials.csv, pareto.csv and best.json; give the front (and best) a test accuracy:
+    evaluated on ``test`` from their checkpoints, or read from the metric ``test_metric`` (tables)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     front = pareto_records(records, objective)
     best = best_record(records)
-    if test is not None and len(test):
-        evaluate_on_test(front + ([best] if best else []), space, test, seed)
+    chosen = front + ([best] if best else [])
+    if test_metric is not None:
+        for r in chosen:
+            r.test_acc = r.metrics.get(test_metric)
+    elif test is not None and len(test):
+        evaluate_on_test(chosen, space, test, seed)
     records = sorted(records, key=lambda r: r.trial_id)
-    write_csv(out_dir / "trials.csv", records, space)
-    write_csv(out_dir / "pareto.csv", front, space)
+    write_csv(out_dir / "trials.csv", records, space, objective)
+    write_csv(out_dir / "pareto.csv", front, space, objective)
     if best is not None:
         payload = {
             "trial_id": best.trial_id, "status": best.status, "epochs": best.epochs,
-            "metrics": {k: best.metrics.get(k) for k in METRIC_COLUMNS},
+            "metrics": {k: best.metrics.get(k) for k in (*METRIC_COLUMNS, objective.cost) if k in best.metrics},
             "test_acc": best.test_acc, "test_f1": best.test_f1, "bits": best.metrics.get("w_bits_str", ""),
             "checkpoint": best.checkpoint, "config": best.config,
         }
@@ -137,13 +145,24 @@ def _json_default(o):
 
 
 def front_table(front: list[TrialRecord], objective: ObjectiveConfig) -> str:
-    """The Pareto front as a text table."""
-    head = (f"{'trial':<10} {'val_acc':>7} {'test_acc':>8} {'size_kb':>8} {'bitops':>12} {'avg_w':>5} "
-            f"{'epochs':>6}  bits (W/A per layer)")
+    """The Pareto front as a text table (cost columns that the trials report)."""
+    extra = [c for c in ("size_kb", "bitops", "avg_w_bits") if c != objective.cost and front and c in front[0].metrics]
+    cols = [objective.cost, *extra]
+    head = f"{'trial':<10} {objective.acc:>9} {'test_acc':>9} " + " ".join(f"{c:>12}" for c in cols)
+    head += f" {'epochs':>6}" + ("  bits (W/A per layer)" if front and "w_bits_str" in front[0].metrics else "")
     lines = [head, "-" * len(head)]
     for r in front:
         m = r.metrics
         test = f"{r.test_acc:.4f}" if r.test_acc is not None else "-"
-        lines.append(f"{r.trial_id:<10} {m['val_acc']:>7.4f} {test:>8} {m['size_kb']:>8.3f} {m['bitops']:>12,} "
-                     f"{m['avg_w_bits']:>5.2f} {r.epochs:>6}  {m.get('w_bits_str', '')}")
+        vals = " ".join(f"{_num(m.get(c)):>12}" for c in cols)
+        lines.append(f"{r.trial_id:<10} {m[objective.acc]:>9.4f} {test:>9} {vals} {r.epochs:>6}  {m.get('w_bits_str', '')}".rstrip())
     return "\n".join(lines)
+
+
+def _num(v) -> str:
+    """A metric for a table cell: integers with thousands separators, others to 4 significant digits."""
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    return f"{int(v):,}"

@@ -296,7 +296,8 @@ _HEAD_KEYS = ("pool", "hidden_layers", "hidden")
 HEAD_POOLS = ("avg", "flatten")
 _QUANT_KEYS = ("w_bits", "a_bits", "logit_bits")
 _TRAIN_KEYS = ("lr", "optimizer", "weight_decay", "batch_size", "momentum")
-_TOP_KEYS = ("name", "description", "input", "input_shape", "num_classes", "stages", "head", "quant", "train")
+_TOP_KEYS = ("name", "description", "input", "input_shape", "num_classes", "stages", "head", "quant", "train",
+             "params", "table")
 _TRAIN_DEFAULTS = {"lr": 0.01, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 64, "momentum": 0.9}
 
 
@@ -316,6 +317,13 @@ class SearchSpace:
         raw = p.keys("", raw, _TOP_KEYS)
         self.name = str(raw.get("name", Path(source).stem))
         self.description = str(raw.get("description", ""))
+        self.params: list[Param] = []
+        self._by_name: dict[str, Param] = {}
+        self.constants: dict[str, Any] = {}
+        self.table = self._parse_table(p, raw.get("table"))
+        if "params" in raw:
+            self._init_abstract(p, raw)
+            return
         self.input_kind = raw.get("input", "image")
         if self.input_kind not in ("image", "flat"):
             raise p.err("input", f"'{self.input_kind}' is not allowed; allowed: image, flat")
@@ -327,9 +335,6 @@ class SearchSpace:
         if self.num_classes < 2:
             raise p.err("num_classes", f"{self.num_classes} is not allowed; allowed: integers >= 2")
 
-        self.params: list[Param] = []
-        self._by_name: dict[str, Param] = {}
-        self.constants: dict[str, Any] = {}
         stages = raw.get("stages") or []
         if self.input_kind == "flat" and stages:
             raise p.err("stages", "a space with input: flat has no conv stages; use input: image")
@@ -354,6 +359,34 @@ class SearchSpace:
         self._slot("quant.logit_bits", p.domain("quant.logit_bits", q.get("logit_bits", FLOAT_BITS), p.bits), "quant")
         self._add_train(p, raw.get("train") or {})
         self._check_feasible()
+
+    def _init_abstract(self, p: _Parser, raw: Mapping) -> None:
+        """A space of plain named parameters (``params:``): no network to build, for tabular trials."""
+        for key in ("input", "input_shape", "num_classes", "stages", "head", "quant", "train"):
+            if key in raw:
+                raise p.err(key, "a space with 'params' is abstract (no network); remove this key")
+        params = raw["params"]
+        if not isinstance(params, dict) or not params:
+            raise p.err("params", "expected a mapping of parameter names to choice lists or ranges")
+        self.input_kind = "none"
+        self.input_shape = ()
+        self.num_classes = 0
+        self.n_stages = 0
+        for name, value in params.items():
+            self._slot(str(name), p.domain(f"params.{name}", value, lambda path, v: None), "arch")
+
+    @staticmethod
+    def _parse_table(p: _Parser, raw) -> dict | None:
+        """The space's default table for tabular trials: ``{path, acc, cost}`` (path relative to the file)."""
+        if raw is None:
+            return None
+        raw = p.keys("table", raw, ("path", "acc", "cost"))
+        if "path" not in raw:
+            raise p.err("table.path", "missing; give the table file")
+        path = Path(raw["path"])
+        if not path.is_absolute() and p.source not in ("<space>",):
+            path = Path(p.source).resolve().parent / path
+        return {"path": str(path), "acc": raw.get("acc"), "cost": raw.get("cost")}
 
     # construction -----------------------------------------------------------------------
     def _slot(self, name: str, value, group: str, when: tuple | None = None) -> None:
@@ -635,8 +668,16 @@ class SearchSpace:
         out += [f"head.fc{k}" for k in range(view["head.layers"])]
         return out + ["head.out"]
 
+    @property
+    def is_abstract(self) -> bool:
+        """True for a space of plain parameters (``params:``): configs index a table, not a network."""
+        return self.input_kind == "none"
+
     def decode(self, cfg: Mapping) -> TrialSpec:
         """Turn a (validated) config into the plain-data spec of network, bit-widths and training."""
+        if self.is_abstract:
+            raise SearchSpaceError(f"space '{self.name}' is abstract (a 'params' space): it describes no network; "
+                                   "use it with a table (--table)")
         cfg = self.validate(cfg)
         view = self.view(cfg)
         stages = tuple(
@@ -658,18 +699,24 @@ class SearchSpace:
                   num_classes: int | None = None) -> SearchSpace:
         """Load a shipped space by name (``digits_small``) or a YAML file by path."""
         path = resolve_space_path(name_or_path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise SearchSpaceError(f"{path}:{where}: malformed YAML: {getattr(e, 'problem', e)}") from None
-        if not isinstance(raw, dict):
-            raise SearchSpaceError(f"{path}: expected a mapping at the top level")
-        return cls(raw, input_shape, num_classes, source=str(path))
+        return cls(read_space_yaml(path), input_shape, num_classes, source=str(path))
 
     def __repr__(self) -> str:
-        return f"SearchSpace({self.name!r}, {len(self.params)} params, input {self._shape_str()})"
+        where = "abstract" if self.is_abstract else f"input {self._shape_str()}"
+        return f"SearchSpace({self.name!r}, {len(self.params)} params, {where})"
+
+
+def read_space_yaml(path: Path) -> dict:
+    """The raw mapping of a space file; malformed YAML raises with the line."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SearchSpaceError(f"{path}:{where}: malformed YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise SearchSpaceError(f"{path}: expected a mapping at the top level")
+    return raw
 
 
 def shipped_spaces() -> list[str]:

@@ -17,16 +17,17 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from .config import ExperimentConfig
 from .data import Dataset, load_dataset
 from .errors import ConfigError, NasqError, unknown_name
-from .objective import ObjectiveConfig
-from .results import TrialRecord, front_table, write_results
-from .space import Choice, Float, Int, Ordinal, SearchSpace, load_space
+from .objective import ObjectiveConfig, check_training_cost
+from .results import TrialRecord, _num, front_table, write_results
+from .space import Choice, Float, Int, Ordinal, SearchSpace, read_space_yaml, resolve_space_path
+from .table import Table, TableContext, default_test_column, run_table_trial
 from .strategies import FINISHED, MULTI_OBJECTIVE_ONLY, BaseStrategy, make_searcher
 from .trial import TrialContext, run_trial
 
@@ -163,6 +164,9 @@ def build_scheduler(cfg: ExperimentConfig):
 def _trainable(config: dict, ctx: TrialContext) -> None:
     import torch
 
+    if isinstance(ctx, TableContext):
+        run_table_trial(config, ctx, lambda metrics, payload: tune.report(metrics))
+        return
     state = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -198,8 +202,9 @@ class ProgressCallback(tune.Callback):
         if status == "failed" or "val_acc" not in m:
             detail = m.get("fail_reason") or "error (see trials.csv)"
         else:
+            bits = f"  bits {m['w_bits_str']}" if "w_bits_str" in m else ""
             detail = (f"val_acc {m['val_acc']:.4f}  {self.objective.cost} {m[self.objective.cost]:.4g}  "
-                      f"score {m['score']:.4f}  bits {m.get('w_bits_str', '')}")
+                      f"score {m['score']:.4f}{bits}")
         print(f"[{self.done:>3}/{self.n}] {time.time() - self.t0:6.1f}s  {trial.trial_id}  {status:<8} "
               f"ep {int(m.get('epoch', 0)):>2}  {detail}", file=self.stream, flush=True)
 
@@ -220,16 +225,15 @@ class SearchResult:
     front: list[TrialRecord]
     best: TrialRecord | None
     space: SearchSpace
-    dataset: Dataset
+    dataset: Dataset | None
     wall_s: float
+    objective: ObjectiveConfig
 
 
 def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
     """NSGA-II optimizes (accuracy, cost): it implies a multi-objective run."""
     obj = cfg.objective
     if cfg.search.searcher in MULTI_OBJECTIVE_ONLY and not obj.multi:
-        from dataclasses import replace
-
         obj = replace(obj, multi=True)
     return obj
 
@@ -289,14 +293,62 @@ def collect(grid, max_epochs: int) -> list[TrialRecord]:
     return records
 
 
-def run_search(cfg: ExperimentConfig) -> SearchResult:
-    """Run the experiment described by ``cfg`` and write its results folder."""
-    t0 = time.time()
+@dataclass
+class Prepared:
+    """Everything validated before Ray starts: the bound space, the trial context, the objective."""
+
+    space: SearchSpace
+    context: TrialContext | TableContext
+    objective: ObjectiveConfig
+    dataset: Dataset | None
+    table: Table | None
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    """Resolve the trial kind (trained, or looked up in a table), load and check its inputs."""
+    objective = effective_objective(cfg)
+    path = resolve_space_path(cfg.space)
+    raw = read_space_yaml(path)
+    table_path = cfg.table.path or (raw.get("table") or {}).get("path")
+    if table_path:
+        space = SearchSpace(raw, source=str(path))
+        default = space.table or {}
+        if cfg.table.path:
+            table_path = cfg.table.path
+        elif default:
+            table_path = default["path"]
+        acc = cfg.table.acc or default.get("acc")
+        cost = cfg.table.cost or default.get("cost")
+        for field, value in (("table.acc", acc), ("table.cost", cost)):
+            if not value:
+                raise ConfigError(f"{field}: name the table's {field.split('.')[1]} column (--table-{field.split('.')[1]})")
+        objective = replace(objective, cost=cost)
+        table = Table(table_path, space, acc, cost)
+        test = cfg.table.test or default_test_column(acc, table.numeric)
+        table = Table(table_path, space, acc, cost, test) if test != table.test else table
+        ctx = TableContext(space, table, objective, cfg.search.max_epochs)
+        return Prepared(space, ctx, objective, None, table)
+    check_training_cost(objective)
     data = load_dataset(cfg.data.name, cfg.data.dir, label_column=cfg.data.label_column,
                         val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
                         max_train=cfg.data.max_train, seed=cfg.data.seed)
-    space = load_space(cfg.space, data.input_shape, data.num_classes)
-    objective = effective_objective(cfg)
+    space = SearchSpace(raw, data.input_shape, data.num_classes, source=str(path))
+    if space.is_abstract:
+        raise ConfigError(f"space: '{space.name}' is abstract (a 'params' space) and has no table; give --table")
+    import torch
+
+    device = "cuda" if cfg.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+    ctx = TrialContext(space=space, train=data.train, val=data.val, max_epochs=cfg.search.max_epochs,
+                       objective=objective, seed=cfg.search.seed,
+                       threads=max(1, int(cfg.resources.cpus_per_trial)), device=device)
+    return Prepared(space, ctx, objective, data, None)
+
+
+def run_search(cfg: ExperimentConfig) -> SearchResult:
+    """Run the experiment described by ``cfg`` and write its results folder."""
+    t0 = time.time()
+    prep = prepare(cfg)
+    space, objective = prep.space, prep.objective
     searcher = build_searcher(cfg, space, objective)
     scheduler = build_scheduler(cfg)
     out_dir = cfg.out_dir
@@ -304,16 +356,10 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         raise ConfigError(f"name: results folder '{out_dir}' already holds an experiment; choose another --name")
     init_ray(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    import torch
-
-    device = "cuda" if cfg.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
-    ctx = TrialContext(space=space, train=data.train, val=data.val, max_epochs=cfg.search.max_epochs,
-                       objective=objective, seed=cfg.search.seed,
-                       threads=max(1, int(cfg.resources.cpus_per_trial)), device=device)
     resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
     callbacks = [] if cfg.quiet else [ProgressCallback(cfg.search.num_samples, objective, cfg.search.max_epochs)]
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), resources),
+        tune.with_resources(tune.with_parameters(_trainable, ctx=prep.context), resources),
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.num_samples,
             max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True,
@@ -332,8 +378,11 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
             warnings.simplefilter("ignore")
         grid = tuner.fit()
     records = collect(grid, cfg.search.max_epochs)
-    front, best = write_results(out_dir, records, space, objective, data.test, seed=cfg.search.seed)
-    return SearchResult(out_dir, records, front, best, space, data, time.time() - t0)
+    test_split = prep.dataset.test if prep.dataset is not None else None
+    test_metric = prep.table.test if prep.table is not None else None
+    front, best = write_results(out_dir, records, space, objective, test_split, seed=cfg.search.seed,
+                                test_metric=test_metric)
+    return SearchResult(out_dir, records, front, best, space, prep.dataset, time.time() - t0, objective)
 
 
 def _dump_config(cfg: ExperimentConfig) -> str:
@@ -342,8 +391,9 @@ def _dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-def summary(result: SearchResult, objective: ObjectiveConfig) -> str:
+def summary(result: SearchResult) -> str:
     """The text printed at the end of a search: the front and the best config."""
+    objective = result.objective
     n = len(result.records)
     by_status = {s: sum(r.status == s for r in result.records) for s in ("complete", "pruned", "failed")}
     lines = [
@@ -356,13 +406,14 @@ def summary(result: SearchResult, objective: ObjectiveConfig) -> str:
     ]
     if result.best is not None:
         b = result.best
-        lines += ["", f"Best score {b.metrics['score']:.4f}: trial {b.trial_id}, val_acc {b.metrics['val_acc']:.4f}, "
-                      f"test_acc {b.test_acc if b.test_acc is None else round(b.test_acc, 4)}, "
-                      f"size {b.metrics['size_kb']:.3f} kB, BitOPs {b.metrics['bitops']:,}",
+        m = b.metrics
+        size = f", size {m['size_kb']:.3f} kB, BitOPs {m['bitops']:,}" if "size_kb" in m else ""
+        test = "-" if b.test_acc is None else round(b.test_acc, 4)
+        lines += ["", f"Best score {m['score']:.4f}: trial {b.trial_id}, {objective.acc} {m[objective.acc]:.4f}, "
+                      f"test_acc {test}, {objective.cost} {_num(m[objective.cost])}{size}",
                   "Best config:"]
         lines += [f"  {k}: {v}" for k, v in b.config.items()]
     return "\n".join(lines)
-
 
 
 __all__ = ["NasqError", "SearchResult", "StrategySearcher", "run_search", "summary", "to_param_space"]

@@ -73,13 +73,31 @@ def test_score_returns_float():
         assert type(score(np.float32(0.5), np.float64(1.5), ObjectiveConfig(form=form))) is float
 
 
-@pytest.mark.parametrize("field,value", [("form", "mnasnet"), ("acc", "val_accuracy"), ("cost", "flops")])
+@pytest.mark.parametrize("field,value", [("form", "mnasnet"), ("acc", "val_accuracy")])
 def test_unknown_names(field, value):
     with pytest.raises(UnknownNameError) as e:
         ObjectiveConfig(**{field: value})
     msg = str(e.value)
     assert "\n" not in msg
     assert f"objective.{field}" in msg and f"'{value}'" in msg and "allowed" in msg
+
+
+@pytest.mark.parametrize("value", ["", "size kb", "1macs", None])
+def test_cost_must_be_a_metric_name(value):
+    # any metric name is allowed here (a table's cost column); which names a training run reports is
+    # checked when the run starts (tests/test_cli.py: --cost latency)
+    with pytest.raises(ConfigError, match="objective.cost"):
+        ObjectiveConfig(cost=value)
+    assert ObjectiveConfig(cost="latency_ms").cost == "latency_ms"
+
+
+def test_known_training_cost_metrics():
+    from nasq_ray.objective import check_training_cost
+
+    for name in ("size_kb", "size_bits", "bitops", "macs"):
+        check_training_cost(ObjectiveConfig(cost=name))
+    with pytest.raises(UnknownNameError, match="objective.cost: unknown name 'flops'.*allowed: bitops, macs"):
+        check_training_cost(ObjectiveConfig(cost="flops"))
 
 
 @pytest.mark.parametrize("target", [0, 0.0, -1.0, float("nan")])
