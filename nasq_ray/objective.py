@@ -108,3 +108,33 @@ def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float], m
     if len(pts) == 0:
         return 0.0
     return float(compute_hypervolume(pts, ref))
+
+
+def nondominated_ranks(points: Sequence[Sequence[float]], modes: Sequence[str]) -> np.ndarray:
+    """Rank of each point in non-dominated sorting (0 = the Pareto front, 1 = front of the rest, ...)."""
+    pts = np.asarray(points, dtype=float).reshape(len(points), len(modes)) if len(points) else np.zeros((0, len(modes)))
+    ranks = np.full(len(pts), -1, dtype=int)
+    remaining = np.arange(len(pts))
+    r = 0
+    while len(remaining):
+        mask = pareto_mask(pts[remaining], modes)
+        ranks[remaining[mask]] = r
+        remaining = remaining[~mask]
+        r += 1
+    return ranks
+
+
+def crowding_distance(points: Sequence[Sequence[float]]) -> np.ndarray:
+    """NSGA-II's crowding distance (per-objective normalized gaps; extremes are infinite)."""
+    pts = np.asarray(points, dtype=float)
+    n = len(pts)
+    if n <= 2:
+        return np.full(n, np.inf)
+    dist = np.zeros(n)
+    for k in range(pts.shape[1]):
+        order = np.argsort(pts[:, k], kind="stable")
+        span = pts[order[-1], k] - pts[order[0], k]
+        dist[order[0]] = dist[order[-1]] = np.inf
+        if span > 0:
+            dist[order[1:-1]] += (pts[order[2:], k] - pts[order[:-2], k]) / span
+    return dist

@@ -613,6 +613,66 @@ class SearchSpace:
         return self.walk(lambda prm, view: cfg[prm.name] if prm.name in cfg and prm.domain.contains(cfg[prm.name])
                          else prm.domain.sample(rng))
 
+    # moves (for local search, annealing and evolution) -----------------------------------------
+    @staticmethod
+    def param_kind(name: str) -> str:
+        """What a parameter decides: ``op``, ``width``, ``depth``, ``connection``, ``bits``, ``train``,
+        or ``param`` (an abstract space's plain parameter)."""
+        last = name.rsplit(".", 1)[-1]
+        if name.startswith("train."):
+            return "train"
+        if last in ("w_bits", "a_bits", "logit_bits"):
+            return "bits"
+        if last in ("op", "op_b"):
+            return "op"
+        if last in ("channels", "width"):
+            return "width"
+        if last in ("repeats", "layers"):
+            return "depth"
+        if last in ("conn", "merge", "pool", "stride"):
+            return "connection"
+        return "param"
+
+    def move(self, cfg: Mapping, name: str, value, rng: np.random.Generator | int | None = None) -> dict | None:
+        """``cfg`` with one parameter changed (newly active parameters sampled, inactive ones dropped);
+        None if the result is an invalid network."""
+        new = self.complete({**cfg, name: value}, rng)
+        return None if self.violation(new) else new
+
+    def neighbors(self, cfg: Mapping, rng: np.random.Generator | int | None = None) -> list[dict]:
+        """Every valid config one move away: one active parameter set to one of its domain's
+        neighbouring values (adjacent for ordered domains, any other value for categorical ones)."""
+        rng = np.random.default_rng(rng)
+        out = []
+        for prm in self.params:
+            if prm.name in cfg:
+                for v in prm.domain.neighbors(cfg[prm.name]):
+                    new = self.move(cfg, prm.name, v, rng)
+                    if new is not None:
+                        out.append(new)
+        return out
+
+    def mutate(self, cfg: Mapping, rng: np.random.Generator | int | None = None, tries: int = 50) -> dict:
+        """A random one-move change of ``cfg``: first a kind of decision (op, width, depth,
+        connection, bits, train) uniformly among those present, then one such parameter, then a
+        neighbouring value. Conditional parameters follow: a new block gets sampled values."""
+        rng = np.random.default_rng(rng)
+        by_kind: dict[str, list[Param]] = {}
+        for prm in self.params:
+            if prm.name in cfg and prm.domain.neighbors(cfg[prm.name]):
+                by_kind.setdefault(self.param_kind(prm.name), []).append(prm)
+        if not by_kind:
+            return dict(cfg)
+        kinds = sorted(by_kind)
+        for _ in range(tries):
+            group = by_kind[kinds[int(rng.integers(len(kinds)))]]
+            prm = group[int(rng.integers(len(group)))]
+            options = prm.domain.neighbors(cfg[prm.name])
+            new = self.move(cfg, prm.name, options[int(rng.integers(len(options)))], rng)
+            if new is not None:
+                return new
+        return dict(cfg)
+
     def validate(self, cfg: Mapping) -> dict:
         """Check a user-given config: every active parameter present and allowed, nothing extra,
         and the network feasible. Returns the config with only active parameters."""

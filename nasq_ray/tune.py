@@ -111,7 +111,7 @@ class StrategySearcher(Searcher):
 
 def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig) -> Searcher:
     s = cfg.search
-    made = make_searcher(s.searcher, space, objective, seed=s.seed, **s.searcher_args)
+    made = make_searcher(s.searcher, space, objective, seed=s.seed, budget=s.num_samples, **s.searcher_args)
     if isinstance(made, BaseStrategy):
         return StrategySearcher(made, s.max_epochs)
     if isinstance(made, Searcher):

@@ -12,7 +12,10 @@ from importlib.metadata import entry_points
 
 from ..errors import ConfigError, unknown_name
 from ._base import FINISHED, BaseStrategy
-from ._optuna import NSGA2Strategy, OptunaRandomStrategy, TPEStrategy, define_by_run
+from ._evolution import EvolutionStrategy
+from ._grid import GridStrategy
+from ._local import AnnealStrategy, GreedyStrategy
+from ._optuna import NSGA2Strategy, TPEStrategy, define_by_run
 from ._random import RandomStrategy
 
 SEARCHERS: dict[str, Callable] = {}
@@ -35,7 +38,10 @@ def register_searcher(name: str, factory: Callable | None = None):
 register_searcher("random", RandomStrategy)
 register_searcher("tpe", TPEStrategy)
 register_searcher("nsga2", NSGA2Strategy)
-register_searcher("optuna_random", OptunaRandomStrategy)
+register_searcher("grid", GridStrategy)
+register_searcher("evolution", EvolutionStrategy)
+register_searcher("greedy", GreedyStrategy)
+register_searcher("anneal", AnnealStrategy)
 
 
 def plugin_searchers() -> dict[str, object]:
@@ -56,9 +62,18 @@ def get_searcher(name: str) -> Callable:
     raise unknown_name("searcher", name, searcher_names())
 
 
-def make_searcher(name: str, space, objective, seed: int = 0, **kwargs):
-    """Instantiate the searcher ``name``; bad keyword arguments raise a ConfigError naming them."""
+def make_searcher(name: str, space, objective, seed: int = 0, budget: int | None = None, **kwargs):
+    """Instantiate the searcher ``name``; bad keyword arguments raise a ConfigError naming them.
+
+    ``budget`` (the number of trials) is passed to factories that accept it.
+    """
     factory = get_searcher(name)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if budget is not None and "budget" in params and "budget" not in kwargs:
+        kwargs["budget"] = budget
     try:
         inspect.signature(factory).bind(space=space, objective=objective, seed=seed, **kwargs)
     except TypeError as e:

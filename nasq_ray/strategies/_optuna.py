@@ -6,7 +6,8 @@ counts) are asked as an integer index, so TPE models neighbouring widths as neig
 
 Trials stopped early by a scheduler are told to Optuna as PRUNED (with their intermediate values
 for single-objective studies), not as completed trials with low-fidelity values; an invalid
-configuration (for example too much downsampling) is told as FAIL and another one is asked.
+configuration (for example too much downsampling) is told as FAIL and another one is asked; a
+config that already finished is answered from memory (not trained twice) and another one asked.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from optuna.trial import TrialState
 
 from ..errors import ConfigError, SearchSpaceError
 from ..space import MAX_REJECTIONS, Choice, Float, Int, Ordinal, Param
-from ._base import BaseStrategy
+from ._base import FINISHED, BaseStrategy
+from ._history import config_key
 
 optuna.logging.set_verbosity(logging.WARNING)
 
@@ -81,19 +83,28 @@ class OptunaStrategy(BaseStrategy):
         sampler = make_sampler(self.sampler_kind, objective, seed, **sampler_kwargs)
         self.study = optuna.create_study(directions=directions, sampler=sampler)
         self.live: dict[str, optuna.Trial] = {}
+        self.configs: dict[str, tuple] = {}  # running trial -> its config's key
+        self.done: dict[tuple, object] = {}  # finished config -> the values told
 
     def suggest(self, trial_id):
         reason = ""
         for _ in range(MAX_REJECTIONS):
             trial = self.study.ask()
             cfg = self.space.walk(lambda prm, view: suggest_param(trial, prm))
+            key = config_key(cfg)
+            if key in self.done:  # asked again for a finished config: answer from memory, ask anew
+                self.study.tell(trial, self.done[key])
+                continue
             reason = self.space.violation(cfg)
             if not reason:
                 self.live[trial_id] = trial
+                self.configs[trial_id] = key
                 return cfg
             trial.set_user_attr("invalid", reason)
             self.study.tell(trial, state=TrialState.FAIL)
-        raise SearchSpaceError(f"{self.space.source}: Optuna found no valid configuration in {MAX_REJECTIONS} asks: {reason}")
+        if reason:
+            raise SearchSpaceError(f"{self.space.source}: Optuna found no valid configuration in {MAX_REJECTIONS} asks: {reason}")
+        return FINISHED  # every suggestion repeats a finished config: the space is exhausted
 
     def on_trial_result(self, trial_id, result):
         trial = self.live.get(trial_id)
@@ -105,9 +116,13 @@ class OptunaStrategy(BaseStrategy):
         if trial is None:
             return
         status = result.get("status")
+        key = self.configs.pop(trial_id, None)
         if status == "complete":
             vals = self.values(result)
-            self.study.tell(trial, vals if self.objective.multi else vals[0])
+            told = vals if self.objective.multi else vals[0]
+            self.study.tell(trial, told)
+            if key is not None:
+                self.done[key] = told
         elif status == "pruned":
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
@@ -125,7 +140,3 @@ class NSGA2Strategy(OptunaStrategy):
     """Optuna's NSGA-II on (accuracy, cost)."""
 
     sampler_kind = "nsga2"
-
-
-class OptunaRandomStrategy(OptunaStrategy):
-    sampler_kind = "random"

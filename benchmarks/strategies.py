@@ -1,0 +1,146 @@
+"""Strategies compared on NAS-Bench-201 (tabular) and on real training (digits).
+
+Tabular part: on the mini NAS-Bench-201 table with objectives (cifar10_val_acc max, macs min), every
+built-in strategy that can run on a table (all but ``dnas``, which trains a super-network) at
+budgets 50, 100 and 200 trials, ``--seeds`` seeds each, in multi-objective mode. Score: hypervolume
+of the found front / hypervolume of the true front, reference point = the true front's nadir plus
+10% of each objective's range (Optuna's hypervolume routine). Trials run in process, one at a time
+(the strategy loop without Ray). Peers: plain Optuna ``RandomSampler``, ``TPESampler(multivariate=True)``
+and ``NSGAIISampler`` in their own ``study.optimize`` loop.
+
+Real part (``--real-seconds S``): each strategy runs the default search (digits_small, training)
+through Ray for S seconds of wall time; reported: trials finished and the hypervolume of the
+(val_acc, size_kb) front, with a reference point shared by all runs.
+
+    python benchmarks/strategies.py [--seeds 10] [--budgets 50,100,200] [--real-seconds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+import numpy as np
+import optuna
+
+from nasq_ray.objective import ObjectiveConfig, hypervolume, pareto_mask
+from nasq_ray.space import load_space
+from nasq_ray.strategies import FINISHED, SEARCHERS, make_searcher
+from nasq_ray.table import Table
+
+MODES = ("max", "min")
+TABULAR = [n for n in sorted(SEARCHERS) if n != "dnas"]
+
+
+def load_nb201():
+    space = load_space("nb201")
+    t = space.table
+    table = Table(t["path"], space, t["acc"], t["cost"])
+    points = np.array([(r[t["acc"]], r[t["cost"]]) for r in table.rows.values()])
+    front = points[pareto_mask(points, MODES)]
+    nadir = np.array([front[:, 0].min(), front[:, 1].max()])
+    ideal = np.array([front[:, 0].max(), front[:, 1].min()])
+    ref = np.array([nadir[0] - 0.1 * (ideal[0] - nadir[0]), nadir[1] + 0.1 * (nadir[1] - ideal[1])])
+    return space, table, ref, hypervolume(front, ref, MODES)
+
+
+def run_nasq(name, space, table, budget, seed):
+    obj = ObjectiveConfig(cost=table.cost, multi=True)
+    strategy = make_searcher(name, space, obj, seed=seed, budget=budget)
+    found = []
+    for k in range(budget):
+        cfg = strategy.suggest(str(k))
+        if cfg is None or cfg == FINISHED:
+            break
+        row = table.lookup(cfg)
+        result = {"val_acc": row[table.acc], table.cost: row[table.cost], "epoch": 1, "status": "complete",
+                  "score": row[table.acc]}
+        strategy.on_trial_result(str(k), result)
+        strategy.on_trial_complete(str(k), cfg, result)
+        found.append((row[table.acc], row[table.cost]))
+    return found
+
+
+def run_optuna(kind, space, table, budget, seed):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = {"random": lambda: optuna.samplers.RandomSampler(seed=seed),
+                   "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+                   "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed)}[kind]()
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    found = []
+
+    def objective(trial):
+        cfg = {p.name: trial.suggest_categorical(p.name, list(p.domain.values)) for p in space.params}
+        row = table.lookup(cfg)
+        found.append((row[table.acc], row[table.cost]))
+        return row[table.acc], row[table.cost]
+
+    study.optimize(objective, n_trials=budget)
+    return found
+
+
+def tabular(seeds: int, budgets: list[int]) -> None:
+    space, table, ref, hv_true = load_nb201()
+    print(f"NB201 tabular: {len(table)} cells, objectives ({table.acc} max, {table.cost} min), reference point "
+          f"({ref[0]:.3f}, {ref[1]:.4g}), true front hypervolume {hv_true:.6g}; {seeds} seeds; mean +- std of "
+          f"HV(found) / HV(true)")
+    runners = [(f"nasq-ray {n}", lambda b, s, n=n: run_nasq(n, space, table, b, s)) for n in TABULAR]
+    runners += [(f"optuna {k} (peer)", lambda b, s, k=k: run_optuna(k, space, table, b, s)) for k in ("random", "tpe", "nsga2")]
+    print(f"{'strategy':<28}" + "".join(f"{f'{b} trials':>18}" for b in budgets) + f"{'s/run':>8}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for label, fn in runners:
+        cells = []
+        t0 = time.time()
+        for b in budgets:
+            ratios = [hypervolume(fn(b, seed), ref, MODES) / hv_true for seed in range(seeds)]
+            cells.append(f"{statistics.mean(ratios):.3f} +- {statistics.stdev(ratios) if len(ratios) > 1 else 0:.3f}")
+        per_run = (time.time() - t0) / (seeds * len(budgets))
+        print(f"{label:<28}" + "".join(f"{c:>18}" for c in cells) + f"{per_run:>8.2f}", flush=True)
+
+
+def real(seconds: float, seed: int) -> None:
+    import tempfile
+
+    import ray
+
+    from nasq_ray.config import from_dict
+    from nasq_ray.tune import run_search
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    print(f"\nReal training (digits_small, TPE/ASHA defaults otherwise), {seconds:.0f} s of wall time per strategy, "
+          f"seed {seed}; hypervolume of the (val_acc, size_kb) front of complete trials, reference (0.5, 40 kB)")
+    print(f"{'strategy':<14} {'trials':>6} {'complete':>8} {'front':>5} {'HV':>8} {'best val_acc':>12}")
+    ref = (0.5, 40.0)
+    with tempfile.TemporaryDirectory() as out:
+        for name in sorted(SEARCHERS):
+            cfg = from_dict({"name": name, "out": out, "quiet": True,
+                             "search": {"searcher": name, "num_samples": 1000, "seed": seed,
+                                        "time_budget_s": seconds}})
+            res = run_search(cfg)
+            ray.shutdown()
+            done = [r for r in res.records if r.status == "complete"]
+            pts = [(r.metrics["val_acc"], r.metrics["size_kb"]) for r in done]
+            hv = hypervolume(pts, ref, MODES) if pts else 0.0
+            best = max((p[0] for p in pts), default=float("nan"))
+            print(f"{name:<14} {len(res.records):>6} {len(done):>8} {len(res.front):>5} {hv:>8.3f} {best:>12.4f}",
+                  flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--budgets", default="50,100,200")
+    ap.add_argument("--real-seconds", type=float, default=0.0)
+    ap.add_argument("--real-seed", type=int, default=0)
+    args = ap.parse_args()
+    tabular(args.seeds, [int(b) for b in args.budgets.split(",")])
+    if args.real_seconds > 0:
+        real(args.real_seconds, args.real_seed)
+
+
+if __name__ == "__main__":
+    main()
