@@ -31,7 +31,7 @@ class DataConfig:
 
 @dataclass
 class SearchConfig:
-    searcher: str = "tpe"
+    searcher: str | None = None  # None: tpe (random under the pbt scheduler)
     searcher_args: dict = field(default_factory=dict)
     scheduler: str = "asha"
     scheduler_args: dict = field(default_factory=dict)
@@ -40,6 +40,7 @@ class SearchConfig:
     max_concurrent: int | None = None
     seed: int = 0
     max_failures: int = 0
+    time_budget_s: float | None = None  # stop starting trials after this many seconds
 
 
 @dataclass
@@ -201,6 +202,7 @@ def validate(cfg: ExperimentConfig) -> None:
         (s.max_epochs >= 1, "search.max_epochs", s.max_epochs, "integers >= 1"),
         (s.max_concurrent is None or s.max_concurrent >= 1, "search.max_concurrent", s.max_concurrent, "integers >= 1"),
         (s.max_failures >= -1, "search.max_failures", s.max_failures, "integers >= -1 (-1: retry forever)"),
+        (s.time_budget_s is None or s.time_budget_s > 0, "search.time_budget_s", s.time_budget_s, "numbers > 0"),
         (r.cpus_per_trial > 0, "resources.cpus_per_trial", r.cpus_per_trial, "numbers > 0"),
         (r.gpus_per_trial >= 0, "resources.gpus_per_trial", r.gpus_per_trial, "numbers >= 0"),
         (d.max_train is None or d.max_train >= 2, "data.max_train", d.max_train, "integers >= 2"),

@@ -93,6 +93,7 @@ def _row(r: TrialRecord, param_names: list[str], metric_columns: tuple[str, ...]
     row.update({"test_acc": _fmt(r.test_acc), "test_f1": _fmt(r.test_f1), "bits": r.metrics.get("w_bits_str", ""),
                 "time_s": _fmt(r.time_s), "node": r.node, "error": r.error or r.metrics.get("fail_reason", "")})
     row.update({k: _fmt(r.config.get(k)) for k in param_names})
+    row.update({k: _fmt(v) for k, v in r.extra.items()})
     return row
 
 
@@ -101,9 +102,10 @@ def write_csv(path: Path, records: list[TrialRecord], space: SearchSpace, object
     metrics = METRIC_COLUMNS
     if objective is not None and objective.cost not in metrics:
         metrics = (*metrics, objective.cost)
-    fields = list(_row(TrialRecord("", "", {}, {}), names, metrics))
+    extras = {k: None for r in records for k in r.extra}
+    fields = list(_row(TrialRecord("", "", {}, {}, extra=extras), names, metrics))
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(_row(r, names, metrics) for r in records)
 

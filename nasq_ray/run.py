@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-dir", metavar="PATH", help="folder (or CSV file) holding the dataset in its standard format")
     a("--label-column", help="label column of a CSV dataset (default: label)")
     a("--max-train", type=int, metavar="N", help="use at most N training samples (stratified)")
-    a("--searcher", help="search strategy by name (default: tpe); see --list-strategies")
+    a("--searcher", help="search strategy by name (default: tpe; random with --scheduler pbt); see --list-strategies")
     a("--searcher-arg", action="append", metavar="K=V", help="keyword argument for the searcher (repeatable)")
-    a("--scheduler", help="trial scheduler by name (default: asha); see --list-strategies")
+    a("--scheduler", help="trial scheduler: asha (default), fifo, hyperband, median, pbt, moasha; see --list-strategies")
     a("--scheduler-arg", action="append", metavar="K=V", help="keyword argument for the scheduler (repeatable)")
     a("--num-samples", type=int, metavar="N", help="number of trials (default: 24)")
     a("--max-epochs", type=int, metavar="N", help="epochs per trial; the resource early stopping uses (default: 15)")
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--gpus-per-trial", type=float, metavar="N", help="GPUs per trial, fractions allowed (default: 0)")
     a("--max-concurrent", type=int, metavar="N", help="trials running at once (default: as resources allow)")
     a("--max-failures", type=int, metavar="N", help="retries of a crashed trial from its last checkpoint (default: 0)")
+    a("--time-budget", type=float, metavar="SECONDS", help="start no new trial after this much wall time")
     a("--address", help="join a running Ray cluster (host:port or ray://...); also read from RAY_ADDRESS")
     a("--set", action="append", metavar="SECTION.KEY=V", help="set any config field, e.g. objective.alpha=-0.1")
     a("--list-strategies", action="store_true", help="list searchers and schedulers (built-in and plug-ins), then exit")
@@ -73,7 +74,7 @@ _FLAG_FIELDS = {
     "cost": "objective.cost", "target": "objective.target", "out": "out", "name": "name",
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
-    "table": "table.path", "table_acc": "table.acc", "table_cost": "table.cost",
+    "time_budget": "search.time_budget_s", "table": "table.path", "table_acc": "table.acc", "table_cost": "table.cost",
 }
 
 
@@ -88,7 +89,7 @@ def config_from_args(args: argparse.Namespace):
     if args.objective is not None:
         if args.objective == "multi":
             set_dotted(raw, "objective.multi", True)
-            if args.searcher is None and "searcher" not in raw.get("search", {}):
+            if args.searcher is None and not raw.get("search", {}).get("searcher"):
                 set_dotted(raw, "search.searcher", "nsga2")
         else:
             set_dotted(raw, "objective.form", args.objective)
@@ -107,7 +108,7 @@ def config_from_args(args: argparse.Namespace):
 
 def list_strategies() -> str:
     from .strategies import SEARCHERS, plugin_searchers
-    from .tune import SCHEDULERS, scheduler_names
+    from .schedulers import SCHEDULERS, scheduler_names
 
     plugins = plugin_searchers()
     lines = ["searchers:"]

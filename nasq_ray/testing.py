@@ -16,6 +16,8 @@ from .objective import ObjectiveConfig, score
 from .space import SearchSpace, load_space
 from .strategies import FINISHED
 
+TRIAL_OPTION_PREFIXES = ("dnas.",)
+
 
 def synthetic_result(cfg: dict, objective: ObjectiveConfig, status: str = "complete", epoch: int = 5) -> dict:
     """A deterministic fake trial result for ``cfg`` (no training): accuracy and cost from a hash."""
@@ -42,7 +44,8 @@ def check_strategy(factory, space: SearchSpace | None = None, objective: Objecti
                    n_trials: int = 12, **kwargs) -> None:
     """Assert the strategy contract; raises AssertionError naming the broken rule.
 
-    1. Suggestions are valid configs of the space (``space.validate`` accepts them).
+    1. Suggestions are valid configs of the space (``space.validate`` accepts them; keys starting
+       with a trial-option prefix such as ``dnas.`` are options of the trial, not of the space).
     2. Several suggestions may be outstanding at once (parallel trials).
     3. It accepts complete, pruned and failed results, and intermediate results.
     4. The same seed gives the same suggestions.
@@ -58,7 +61,8 @@ def check_strategy(factory, space: SearchSpace | None = None, objective: Objecti
         batch_b = _suggestions(b, 3, f"r{rnd}-")
         assert batch_a == batch_b, "rule 4: the same seed must give the same suggestions"
         for cfg in batch_a:
-            assert space.validate(cfg) == cfg, "rule 1: suggestions must be valid configs of the space"
+            plain = {k: v for k, v in cfg.items() if not k.startswith(TRIAL_OPTION_PREFIXES)}
+            assert space.validate(plain) == plain, "rule 1: suggestions must be valid configs of the space"
         for k, cfg in enumerate(batch_a):
             tid = f"r{rnd}-{k}"
             status = statuses[(rnd + k) % 3]

@@ -63,6 +63,7 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
         lr_sched.load_state_dict(state["lr_sched"])
         gen.set_state(state["generator"])
         first_epoch = state["epoch"] + 1
+        apply_hyperparameters(optimizer, lr_sched, spec.train)
     xtr, ytr = _tensors(ctx.train, ctx.device)
     xval, yval = _tensors(ctx.val, ctx.device)
     base = {**cost.as_metrics(), "w_bits_str": bits_summary(spec.quant)}
@@ -88,6 +89,19 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
         report(metrics, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "lr_sched": lr_sched.state_dict(), "generator": gen.get_state(), "epoch": epoch})
     return metrics
+
+
+def apply_hyperparameters(optimizer, lr_sched, train) -> None:
+    """Make a restored optimizer use ``train``'s values (PBT may have perturbed them since the
+    checkpoint): learning rate (continuing the cosine schedule), weight decay, momentum."""
+    lr_sched.base_lrs = [train.lr for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["initial_lr"] = train.lr
+        group["weight_decay"] = train.weight_decay
+        if "momentum" in group:
+            group["momentum"] = train.momentum
+    for group, lr in zip(optimizer.param_groups, lr_sched._get_closed_form_lr()):
+        group["lr"] = lr
 
 
 def bits_summary(quant) -> str:

@@ -2,13 +2,13 @@
 
 * :class:`StrategySearcher` maps a nasq-ray :class:`BaseStrategy` onto Ray's ``Searcher``, telling
   the strategy how each trial ended (complete, pruned by the scheduler, or failed).
-* ``SCHEDULERS`` builds Ray's schedulers by name (plug-ins: entry-point group ``nasq_ray.schedulers``).
+* schedulers come from ``schedulers.py`` by name; PBT runs without a searcher, from random configs.
 * :func:`run_search` runs one experiment end to end and writes the results folder.
 """
 
 from __future__ import annotations
 
-import inspect
+import json
 import logging
 import os
 import pickle
@@ -18,7 +18,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from .config import ExperimentConfig
@@ -28,8 +27,11 @@ from .objective import ObjectiveConfig, check_training_cost
 from .results import TrialRecord, _num, front_table, write_results
 from .space import Choice, Float, Int, Ordinal, SearchSpace, read_space_yaml, resolve_space_path
 from .table import Table, TableContext, default_test_column, run_table_trial
+from .schedulers import build_scheduler
 from .strategies import FINISHED, MULTI_OBJECTIVE_ONLY, BaseStrategy, make_searcher
 from .trial import TrialContext, run_trial
+
+DNAS_PREFIX = "dnas."
 
 # Quiet Ray by default; --verbose brings its logs back.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -37,6 +39,7 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new reporter prints a header even at verbose=0
 
+import numpy as np  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
@@ -111,51 +114,79 @@ class StrategySearcher(Searcher):
 
 def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig) -> Searcher:
     s = cfg.search
-    made = make_searcher(s.searcher, space, objective, seed=s.seed, budget=s.num_samples, **s.searcher_args)
+    name = resolve_searcher(cfg)
+    made = make_searcher(name, space, objective, seed=s.seed, budget=s.num_samples, **s.searcher_args)
     if isinstance(made, BaseStrategy):
         return StrategySearcher(made, s.max_epochs)
     if isinstance(made, Searcher):
         return made
-    raise ConfigError(f"searcher '{s.searcher}': the factory returned {type(made).__name__}; expected a "
+    raise ConfigError(f"searcher '{name}': the factory returned {type(made).__name__}; expected a "
                       "nasq_ray BaseStrategy or a ray.tune.search.Searcher")
 
 
-# ------------------------------------------------------------------------------------ schedulers
+# ----------------------------------------------------------------------------- pbt (no searcher)
+
+PBT_MUTABLE = ("train.lr", "train.weight_decay", "train.momentum", "train.batch_size")
+PBT_ARCH_KEY = "__config"
 
 
-def _fifo(metric, mode, max_t, seed, **kw):
-    return tune.schedulers.FIFOScheduler(**kw)
+def pbt_mutations(space: SearchSpace | None) -> dict:
+    """Tune domains of the training hyperparameters PBT may perturb while a model trains."""
+    params = {p.name: p for p in (space.params if space is not None else [])}
+    out = {}
+    for name in PBT_MUTABLE:
+        p = params.get(name)
+        if p is None or p.when is not None:
+            continue
+        d = p.domain
+        if isinstance(d, (Choice, Ordinal)):
+            out[name] = list(d.values)
+        elif isinstance(d, Float):
+            out[name] = tune.loguniform(d.low, d.high) if d.log else tune.uniform(d.low, d.high)
+        elif isinstance(d, Int):
+            out[name] = tune.randint(d.low, d.high + 1)
+    if not out:
+        raise ConfigError(f"scheduler: pbt perturbs training hyperparameters, and space '{getattr(space, 'name', '?')}' "
+                          f"searches none of {', '.join(PBT_MUTABLE)}; use another scheduler")
+    return out
 
 
-def _asha(metric, mode, max_t, seed, grace_period=None, reduction_factor=3, **kw):
-    """ASHA; the first rung at a fifth of the budget (low-bit models start slowly)."""
-    grace_period = grace_period or max(1, max_t // 5)
-    return tune.schedulers.ASHAScheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
-                                         reduction_factor=reduction_factor, **kw)
+class _SampleConfig:
+    """A picklable ``tune.sample_from`` function: a random config of the space (PBT's starting points)."""
+
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space = space
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, spec):
+        return self.space.sample(self.rng)
 
 
-SCHEDULERS: dict[str, Callable] = {"fifo": _fifo, "asha": _asha}
-SCHEDULER_ENTRY_POINT_GROUP = "nasq_ray.schedulers"
+def pbt_param_space(space: SearchSpace, seed: int) -> dict:
+    """PBT's ``param_space``: a whole random config, with the mutable hyperparameters beside it at
+    the top level where PBT can perturb them."""
+    return {PBT_ARCH_KEY: tune.sample_from(_SampleConfig(space, seed))}
 
 
-def scheduler_names() -> list[str]:
-    return sorted(set(SCHEDULERS) | {ep.name for ep in entry_points(group=SCHEDULER_ENTRY_POINT_GROUP)})
+def flat_config(config: dict) -> dict:
+    """The space config of a trial (PBT keeps it under a key, with perturbed values beside it)."""
+    if PBT_ARCH_KEY not in config:
+        return config
+    base = dict(config[PBT_ARCH_KEY])
+    base.update({k: v for k, v in config.items() if k != PBT_ARCH_KEY and k in base})
+    return base
 
 
-def build_scheduler(cfg: ExperimentConfig):
+def resolve_searcher(cfg: ExperimentConfig) -> str:
+    """The searcher to use: the one asked for, else ``tpe`` (``random`` under PBT)."""
     s = cfg.search
-    factory = SCHEDULERS.get(s.scheduler)
-    if factory is None:
-        eps = {ep.name: ep for ep in entry_points(group=SCHEDULER_ENTRY_POINT_GROUP)}
-        if s.scheduler not in eps:
-            raise unknown_name("scheduler", s.scheduler, scheduler_names())
-        factory = eps[s.scheduler].load()
-    kwargs = dict(metric="score", mode="max", max_t=s.max_epochs, seed=s.seed, **s.scheduler_args)
-    try:
-        inspect.signature(factory).bind(**kwargs)
-        return factory(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"scheduler_args: scheduler '{s.scheduler}' rejects {sorted(s.scheduler_args)}: {e}") from None
+    if s.scheduler == "pbt":
+        if s.searcher not in (None, "random"):
+            raise ConfigError(f"scheduler: pbt cannot be combined with searcher '{s.searcher}': Ray Tune refuses a "
+                              "search algorithm with PBT (PBT starts from random configs, then copies and perturbs "
+                              "the best); use --searcher random, or another scheduler with this searcher")
+        return "random"
+    return s.searcher or "tpe"
 
 
 # -------------------------------------------------------------------------------------- trainable
@@ -164,9 +195,13 @@ def build_scheduler(cfg: ExperimentConfig):
 def _trainable(config: dict, ctx: TrialContext) -> None:
     import torch
 
+    config = flat_config(config)
     if isinstance(ctx, TableContext):
         run_table_trial(config, ctx, lambda metrics, payload: tune.report(metrics))
         return
+    run = run_trial
+    if any(k.startswith(DNAS_PREFIX) for k in config):
+        from .dnas import run_dnas_trial as run
     state = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -181,7 +216,7 @@ def _trainable(config: dict, ctx: TrialContext) -> None:
             torch.save(payload, Path(d) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    run_trial(config, ctx, report, state)
+    run(config, ctx, report, state)
 
 
 class ProgressCallback(tune.Callback):
@@ -233,7 +268,7 @@ class SearchResult:
 def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
     """NSGA-II optimizes (accuracy, cost): it implies a multi-objective run."""
     obj = cfg.objective
-    if cfg.search.searcher in MULTI_OBJECTIVE_ONLY and not obj.multi:
+    if resolve_searcher(cfg) in MULTI_OBJECTIVE_ONLY and not obj.multi:
         obj = replace(obj, multi=True)
     return obj
 
@@ -283,9 +318,13 @@ def collect(grid, max_epochs: int) -> list[TrialRecord]:
             lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
             error = lines[-1] if lines else type(r.error).__name__
         trial_id = m.get("trial_id") or Path(r.path).name.replace("trial_", "")
+        config = flat_config(dict(r.config or {}))
+        extra = {k: v for k, v in config.items() if k.startswith(DNAS_PREFIX)}
+        if "derived_config" in m:  # a DNAS trial: what it trained is the derived network
+            config = json.loads(m["derived_config"])
         records.append(TrialRecord(
             trial_id=str(trial_id), status=trial_status(m, r.error is not None, max_epochs),
-            config={k: v for k, v in (r.config or {}).items()}, metrics=m,
+            config=config, metrics=m, extra=extra,
             time_s=float(m.get("time_total_s", 0.0) or 0.0), error=error,
             checkpoint=r.checkpoint.path if r.checkpoint is not None else None,
             node=str(m.get("hostname", "")),
@@ -349,8 +388,14 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     t0 = time.time()
     prep = prepare(cfg)
     space, objective = prep.space, prep.objective
-    searcher = build_searcher(cfg, space, objective)
-    scheduler = build_scheduler(cfg)
+    pbt = cfg.search.scheduler == "pbt"
+    if pbt and prep.table is not None:
+        raise ConfigError("scheduler: pbt perturbs training; a table run reports once per trial; use fifo")
+    searcher = None if pbt else build_searcher(cfg, space, objective)
+    if pbt:
+        resolve_searcher(cfg)  # refuses a searcher other than random, with the reason
+    scheduler = build_scheduler(cfg.search.scheduler, cfg.search.scheduler_args, metric="score", mode="max",
+                                max_t=cfg.search.max_epochs, seed=cfg.search.seed, objective=objective, space=space)
     out_dir = cfg.out_dir
     if (out_dir / "tuner.pkl").exists():
         raise ConfigError(f"name: results folder '{out_dir}' already holds an experiment; choose another --name")
@@ -360,14 +405,17 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     callbacks = [] if cfg.quiet else [ProgressCallback(cfg.search.num_samples, objective, cfg.search.max_epochs)]
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(_trainable, ctx=prep.context), resources),
+        param_space=pbt_param_space(space, cfg.search.seed) if pbt else None,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.num_samples,
             max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True,
+            time_budget_s=cfg.search.time_budget_s,
             trial_name_creator=lambda t: f"trial_{t.trial_id}", trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
         ),
         run_config=tune.RunConfig(
             name=out_dir.name, storage_path=str(out_dir.parent), verbose=1 if cfg.verbose else 0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # PBT restores other trials' checkpoints a little later: keep a few, or they are gone
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if pbt else 1),
             failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
             callbacks=callbacks,
         ),

@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 
 from ..errors import ConfigError, unknown_name
 from ._base import FINISHED, BaseStrategy
+from ._dnas import DNASStrategy
 from ._evolution import EvolutionStrategy
 from ._grid import GridStrategy
 from ._local import AnnealStrategy, GreedyStrategy
@@ -42,6 +43,7 @@ register_searcher("grid", GridStrategy)
 register_searcher("evolution", EvolutionStrategy)
 register_searcher("greedy", GreedyStrategy)
 register_searcher("anneal", AnnealStrategy)
+register_searcher("dnas", DNASStrategy)
 
 
 def plugin_searchers() -> dict[str, object]:
