@@ -362,9 +362,9 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
             if not value:
                 raise ConfigError(f"{field}: name the table's {field.split('.')[1]} column (--table-{field.split('.')[1]})")
         objective = replace(objective, cost=cost)
-        table = Table(table_path, space, acc, cost)
-        test = cfg.table.test or default_test_column(acc, table.numeric)
-        table = Table(table_path, space, acc, cost, test) if test != table.test else table
+        table = Table(table_path, space, acc, cost, cfg.table.test)
+        if cfg.table.test is None:
+            table.test = default_test_column(acc, table.numeric)
         ctx = TableContext(space, table, objective, cfg.search.max_epochs)
         return Prepared(space, ctx, objective, None, table)
     check_training_cost(objective)

@@ -130,3 +130,71 @@ def test_cli_runs_a_search_and_prints_the_front(tmp_path, tiny_space_file):
     assert "Pareto front" in p.stdout and "Best config:" in p.stdout
     assert len(_rows(tmp_path / "cli" / "trials.csv")) == 3
     assert "Traceback" not in p.stderr
+
+
+# ----------------------------------------------------------- every strategy and scheduler, from the CLI
+
+from nasq_ray.run import main  # noqa: E402
+from nasq_ray.schedulers import SCHEDULERS  # noqa: E402
+from nasq_ray.strategies import SEARCHERS  # noqa: E402
+
+DIGITS_TINY = ["--space", "digits_small", "--max-train", "120", "--max-epochs", "2", "--quiet"]
+
+
+def _cli(capsys, tmp_path, name, *argv):
+    rc = main([*argv, "--out", str(tmp_path), "--name", name])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("searcher", sorted(SEARCHERS))
+def test_every_searcher_runs_on_the_default_space(ray_cluster, tmp_path, capsys, searcher):
+    rc, out, err = _cli(capsys, tmp_path, searcher, *DIGITS_TINY, "--searcher", searcher, "--num-samples", "2",
+                        "--scheduler", "fifo")
+    assert rc == 0, err
+    rows = _rows(tmp_path / searcher / "trials.csv")
+    assert len(rows) == 2 and all(r["status"] == "complete" for r in rows), rows
+    assert "Pareto front" in out
+
+
+@pytest.mark.parametrize("searcher", sorted(set(SEARCHERS) - {"dnas"}))
+def test_every_searcher_runs_on_nb201(ray_cluster, tmp_path, capsys, searcher):
+    rc, out, err = _cli(capsys, tmp_path, searcher, "--space", "nb201", "--searcher", searcher,
+                        "--num-samples", "8", "--objective", "multi", "--quiet")
+    assert rc == 0, err
+    rows = _rows(tmp_path / searcher / "trials.csv")
+    assert len(rows) == 8 and all(r["status"] == "complete" and float(r["val_acc"]) > 0 for r in rows)
+    front = _rows(tmp_path / searcher / "pareto.csv")
+    assert front and all(float(r["test_acc"]) > 0 for r in front)  # the table's cifar10_test_acc
+
+
+def test_dnas_on_a_table_is_refused_with_the_reason(tmp_path, capsys):
+    rc, _, err = _cli(capsys, tmp_path, "d", "--space", "nb201", "--searcher", "dnas")
+    assert rc == 2 and "dnas trains a super-network" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_every_scheduler_runs_on_the_default_space(ray_cluster, tmp_path, capsys, scheduler):
+    searcher = "random" if scheduler == "pbt" else "tpe"
+    rc, _, err = _cli(capsys, tmp_path, scheduler, "--space", "digits_small", "--max-train", "120",
+                      "--max-epochs", "4", "--num-samples", "4", "--scheduler", scheduler, "--searcher", searcher,
+                      "--quiet")
+    assert rc == 0, err
+    rows = _rows(tmp_path / scheduler / "trials.csv")
+    assert len(rows) == 4 and {r["status"] for r in rows} <= {"complete", "pruned"}
+    assert any(r["status"] == "complete" for r in rows)
+
+
+@pytest.mark.parametrize("scheduler", sorted(set(SCHEDULERS) - {"pbt"}))
+def test_every_scheduler_runs_on_nb201(ray_cluster, tmp_path, capsys, scheduler):
+    rc, _, err = _cli(capsys, tmp_path, scheduler, "--space", "nb201", "--num-samples", "6", "--scheduler",
+                      scheduler, "--quiet")
+    assert rc == 0, err
+    assert len(_rows(tmp_path / scheduler / "trials.csv")) == 6
+
+
+def test_pbt_refuses_a_searcher_and_tables(tmp_path, capsys):
+    rc, _, err = _cli(capsys, tmp_path, "p", *DIGITS_TINY, "--scheduler", "pbt", "--searcher", "tpe")
+    assert rc == 2 and "pbt cannot be combined with searcher 'tpe'" in err
+    rc, _, err = _cli(capsys, tmp_path, "p2", "--space", "nb201", "--scheduler", "pbt")
+    assert rc == 2 and "scheduler: pbt" in err

@@ -1,0 +1,69 @@
+"""Scheduler construction and MOASHA's Pareto promotion rule (no Ray cluster needed)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from nasq_ray.errors import ConfigError, UnknownNameError
+from nasq_ray.objective import ObjectiveConfig
+from nasq_ray.schedulers import SCHEDULERS, MOASHAScheduler, build_scheduler
+from nasq_ray.space import load_space
+
+OBJ = ObjectiveConfig(cost="size_kb")
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_builtin_scheduler_builds(name):
+    sched = build_scheduler(name, {}, metric="score", mode="max", max_t=15, seed=0, objective=OBJ,
+                            space=load_space("digits_small"))
+    assert isinstance(sched, TrialScheduler)
+
+
+def test_unknown_scheduler_and_arguments():
+    with pytest.raises(UnknownNameError, match="scheduler: unknown name 'ashaa'.*allowed: asha"):
+        build_scheduler("ashaa", {}, metric="score", mode="max", max_t=9, seed=0, objective=OBJ)
+    with pytest.raises(ConfigError, match="scheduler_args: scheduler 'asha' does not accept \\['brackets'\\]"):
+        build_scheduler("asha", {"brackets": 2}, metric="score", mode="max", max_t=9, seed=0, objective=OBJ)
+
+
+def test_pbt_needs_training_hyperparameters_to_perturb():
+    from nasq_ray.space import SearchSpace
+
+    fixed = SearchSpace({"stages": [{"channels": 4, "ops": "conv3x3"}], "quant": {"w_bits": [4, 8]}},
+                        (1, 8, 8), 10, source="fixed-train")
+    with pytest.raises(ConfigError, match="pbt perturbs training hyperparameters"):
+        build_scheduler("pbt", {}, metric="score", mode="max", max_t=9, seed=0, objective=OBJ, space=fixed)
+
+
+def _result(t, acc, cost):
+    return {"training_iteration": t, "val_acc": acc, "size_kb": cost, "score": acc}
+
+
+def test_moasha_rungs_follow_grace_period_and_reduction_factor():
+    s = MOASHAScheduler(OBJ, max_t=27, grace_period=1, reduction_factor=3)
+    assert s.rungs == [1, 3, 9]
+
+
+def test_moasha_keeps_a_cheap_trial_that_a_scalar_rule_would_stop():
+    s = MOASHAScheduler(OBJ, max_t=10, grace_period=2, reduction_factor=3)
+    trials = [SimpleNamespace(trial_id=f"t{k}") for k in range(6)]
+    # five accurate, expensive trials, then a cheap one that is far less accurate
+    points = [(0.95, 10.0), (0.94, 11.0), (0.93, 12.0), (0.92, 13.0), (0.91, 14.0), (0.60, 1.0)]
+    decisions = [s.on_trial_result(None, t, _result(2, *p)) for t, p in zip(trials, points)]
+    assert decisions[-1] == TrialScheduler.CONTINUE  # non-dominated: the cheapest
+    # dominated by the first trial (less accurate and more expensive) -> stopped at this rung
+    late = SimpleNamespace(trial_id="late")
+    assert s.on_trial_result(None, late, _result(2, 0.90, 15.0)) == TrialScheduler.STOP
+    # off-rung epochs continue; the last epoch stops
+    assert s.on_trial_result(None, late, _result(3, 0.90, 15.0)) == TrialScheduler.CONTINUE
+    assert s.on_trial_result(None, late, _result(10, 0.90, 15.0)) == TrialScheduler.STOP
+
+
+def test_moasha_promotes_the_top_fraction_by_rank_then_crowding():
+    s = MOASHAScheduler(OBJ, max_t=10, grace_period=2, reduction_factor=2)
+    rung = {"a": (0.9, 5.0), "b": (0.8, 2.0), "c": (0.85, 3.0), "d": (0.7, 6.0)}
+    # front: a, b, c (d is dominated by all); keep 4 / 2 = 2: the extremes a and b (infinite crowding)
+    assert [t for t in rung if s.promotable(rung, t)] == ["a", "b"]
