@@ -28,7 +28,8 @@ import optuna
 
 from nasq_ray.objective import ObjectiveConfig, hypervolume, pareto_mask
 from nasq_ray.space import load_space
-from nasq_ray.strategies import FINISHED, SEARCHERS, make_searcher
+from nasq_ray.strategies import SEARCHERS, make_searcher
+from nasq_ray.testing import run_in_process
 from nasq_ray.table import Table
 
 MODES = ("max", "min")
@@ -50,18 +51,13 @@ def load_nb201():
 def run_nasq(name, space, table, budget, seed):
     obj = ObjectiveConfig(cost=table.cost, multi=True)
     strategy = make_searcher(name, space, obj, seed=seed, budget=budget)
-    found = []
-    for k in range(budget):
-        cfg = strategy.suggest(str(k))
-        if cfg is None or cfg == FINISHED:
-            break
+
+    def evaluate(cfg):
         row = table.lookup(cfg)
-        result = {"val_acc": row[table.acc], table.cost: row[table.cost], "epoch": 1, "status": "complete",
-                  "score": row[table.acc]}
-        strategy.on_trial_result(str(k), result)
-        strategy.on_trial_complete(str(k), cfg, result)
-        found.append((row[table.acc], row[table.cost]))
-    return found
+        return {"val_acc": row[table.acc], table.cost: row[table.cost], "epoch": 1, "status": "complete",
+                "score": row[table.acc]}
+
+    return [(r["val_acc"], r[table.cost]) for _, r in run_in_process(strategy, evaluate, budget)]
 
 
 def run_optuna(kind, space, table, budget, seed):

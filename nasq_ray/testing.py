@@ -30,6 +30,22 @@ def synthetic_result(cfg: dict, objective: ObjectiveConfig, status: str = "compl
     return metrics
 
 
+def run_in_process(strategy, evaluate, budget: int) -> list[tuple[dict, dict]]:
+    """Drive a strategy without Ray, one trial at a time: ``evaluate(config) -> result`` (a dict of
+    metrics with ``status``). Returns the (config, result) pairs in order. This is how strategies
+    are compared in seconds on a table (``benchmarks/strategies.py``)."""
+    done = []
+    for k in range(budget):
+        cfg = strategy.suggest(str(k))
+        if cfg is None or cfg == FINISHED:
+            break
+        result = evaluate(cfg)
+        strategy.on_trial_result(str(k), result)
+        strategy.on_trial_complete(str(k), cfg, result)
+        done.append((cfg, result))
+    return done
+
+
 def _suggestions(strategy, n: int, prefix: str) -> list[dict]:
     out = []
     for k in range(n):

@@ -13,6 +13,22 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 SHIPPED_SPACES = ("digits_small", "cifar_cnn", "mlp")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Trials run with one torch thread; so do the tests (faster on 2 cores, and reproducible)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def spaces():
+    """Every shipped network space, bound to its file's default input shape."""
+    from nasq_ray.space import load_space
+
+    return {name: load_space(name) for name in SHIPPED_SPACES}
+
+
 @pytest.fixture(scope="session")
 def digits():
     from nasq_ray.data import load_dataset

@@ -17,19 +17,6 @@ from nasq_ray.space import SearchSpace, load_space
 N_SAMPLES = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def spaces():
-    return {name: load_space(name) for name in SHIPPED_SPACES}
-
-
 def _quantizable(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
 

@@ -22,19 +22,6 @@ SHAPES = [  # (in_ch, out_ch, stride)
 HW = (7, 10)  # odd and even sizes, so that ceil(H / stride) matters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def spaces():
-    return {name: load_space(name) for name in SHIPPED_SPACES}
-
-
 def _conv_paths(module: nn.Module) -> list[str]:
     return [n for n, m in module.named_modules() if isinstance(m, nn.Conv2d)]
 

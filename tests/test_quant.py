@@ -17,14 +17,6 @@ from nasq_ray.quant.fake_quant import signed_range, unsigned_range, weight_scale
 BITS = (2, 3, 4, 5, 6, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tensor(seed: int, shape=(4096,), spread: float = 3.0) -> torch.Tensor:
     """Random values, a share of them far outside any quantizer range (to exercise clipping)."""
     g = torch.Generator().manual_seed(seed)

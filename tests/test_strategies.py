@@ -11,7 +11,7 @@ from nasq_ray.errors import ConfigError, UnknownNameError
 from nasq_ray.objective import ObjectiveConfig, hypervolume
 from nasq_ray.space import SearchSpace, load_space
 from nasq_ray.strategies import FINISHED, SEARCHERS, make_searcher
-from nasq_ray.testing import check_strategy, synthetic_result
+from nasq_ray.testing import check_strategy, run_in_process, synthetic_result
 
 FLAT = {
     "name": "flat", "input": "image",
@@ -57,17 +57,12 @@ def _run(name: str, multi: bool, budget: int, seed: int) -> list[tuple[float, fl
     space = SearchSpace(TOY, source="toy")
     obj = ObjectiveConfig(form="acc", cost="cost", multi=multi)
     s = make_searcher(name, space, obj, seed=seed, budget=budget)
-    out = []
-    for k in range(budget):
-        cfg = s.suggest(str(k))
-        if cfg is None or cfg == FINISHED:
-            break
+
+    def evaluate(cfg):
         acc, cost = toy_metrics(cfg)
-        result = {"val_acc": acc, "cost": cost, "score": acc, "epoch": 1, "status": "complete"}
-        s.on_trial_result(str(k), result)
-        s.on_trial_complete(str(k), cfg, result)
-        out.append((acc, cost))
-    return out
+        return {"val_acc": acc, "cost": cost, "score": acc, "epoch": 1, "status": "complete"}
+
+    return [(r["val_acc"], r["cost"]) for _, r in run_in_process(s, evaluate, budget)]
 
 
 @pytest.mark.parametrize("name", TABLE_LIKE)
