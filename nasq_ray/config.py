@@ -41,6 +41,7 @@ class SearchConfig:
     seed: int = 0
     max_failures: int = 0
     time_budget_s: float | None = None  # stop starting trials after this many seconds
+    keep_checkpoints: int = 1  # checkpoints kept per trial (PBT keeps at least 4)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class ExperimentConfig:
     name: str | None = None
     space: str = "digits_small"
     out: str = "./nasq_results"
+    storage: str | None = None  # Ray Tune's experiment state and checkpoints (default: out); path or URI
     data: DataConfig = field(default_factory=DataConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -83,6 +85,17 @@ class ExperimentConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.out).expanduser().resolve() / self.run_name
+
+    @property
+    def storage_root(self) -> str:
+        """Where Ray Tune keeps the experiment: a local folder or a URI (s3://, gs://, ...)."""
+        if self.storage and "://" in self.storage:
+            return self.storage.rstrip("/")
+        return str(Path(self.storage or self.out).expanduser().resolve())
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage_root}/{self.run_name}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -203,6 +216,7 @@ def validate(cfg: ExperimentConfig) -> None:
         (s.max_concurrent is None or s.max_concurrent >= 1, "search.max_concurrent", s.max_concurrent, "integers >= 1"),
         (s.max_failures >= -1, "search.max_failures", s.max_failures, "integers >= -1 (-1: retry forever)"),
         (s.time_budget_s is None or s.time_budget_s > 0, "search.time_budget_s", s.time_budget_s, "numbers > 0"),
+        (s.keep_checkpoints >= 1, "search.keep_checkpoints", s.keep_checkpoints, "integers >= 1"),
         (r.cpus_per_trial > 0, "resources.cpus_per_trial", r.cpus_per_trial, "numbers > 0"),
         (r.gpus_per_trial >= 0, "resources.gpus_per_trial", r.gpus_per_trial, "numbers >= 0"),
         (d.max_train is None or d.max_train >= 2, "data.max_train", d.max_train, "integers >= 2"),

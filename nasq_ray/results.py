@@ -34,6 +34,7 @@ class TrialRecord:
     test_acc: float | None = None
     test_f1: float | None = None
     extra: dict = field(default_factory=dict)
+    checkpoint_obj: object = None  # ray.tune.Checkpoint (local or remote storage)
 
     @property
     def epochs(self) -> int:
@@ -72,13 +73,24 @@ def evaluate_on_test(records: list[TrialRecord], space: SearchSpace, test: Split
     from .trial import evaluate_state
 
     for r in records:
-        if r.test_acc is not None or not r.checkpoint:
+        if r.test_acc is not None or not (r.checkpoint or r.checkpoint_obj):
             continue
-        path = Path(r.checkpoint) / "state.pt"
-        if not path.is_file():
+        state = load_checkpoint_state(r)
+        if state is None:
             continue
-        state = torch.load(path, map_location="cpu", weights_only=False)
         r.test_acc, r.test_f1 = evaluate_state(space, r.config, state["model"], test, seed)
+
+
+def load_checkpoint_state(r: TrialRecord) -> dict | None:
+    """The saved training state of a trial's last checkpoint (downloaded first if it is remote)."""
+    import torch
+
+    if r.checkpoint_obj is not None:
+        with r.checkpoint_obj.as_directory() as d:
+            path = Path(d) / "state.pt"
+            return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+    path = Path(r.checkpoint) / "state.pt"
+    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
 def _fmt(v):

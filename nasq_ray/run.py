@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import NasqError
+from .errors import ConfigError, NasqError
 
 EPILOG = """examples:
   python -m nasq_ray.run                                  # default search on digits (~2-3 min)
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-failures", type=int, metavar="N", help="retries of a crashed trial from its last checkpoint (default: 0)")
     a("--time-budget", type=float, metavar="SECONDS", help="start no new trial after this much wall time")
     a("--address", help="join a running Ray cluster (host:port or ray://...); also read from RAY_ADDRESS")
+    a("--storage", metavar="PATH|URI", help="where Ray Tune keeps experiment state and checkpoints: a local or "
+                                          "shared path, or s3:// gs:// ... (default: --out)")
+    a("--keep-checkpoints", type=int, metavar="N", help="checkpoints kept per trial (default: 1)")
+    a("--resume", metavar="RESULT_DIR", help="continue an interrupted experiment (its results folder); "
+                                             "--address, --quiet and --verbose may be given with it")
     a("--set", action="append", metavar="SECTION.KEY=V", help="set any config field, e.g. objective.alpha=-0.1")
     a("--list-strategies", action="store_true", help="list searchers and schedulers (built-in and plug-ins), then exit")
     a("--verbose", action="store_true", help="show Ray's own logs and progress table")
@@ -74,7 +79,8 @@ _FLAG_FIELDS = {
     "cost": "objective.cost", "target": "objective.target", "out": "out", "name": "name",
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
-    "time_budget": "search.time_budget_s", "table": "table.path", "table_acc": "table.acc", "table_cost": "table.cost",
+    "time_budget": "search.time_budget_s", "table": "table.path", "storage": "storage",
+    "keep_checkpoints": "search.keep_checkpoints", "table_acc": "table.acc", "table_cost": "table.cost",
 }
 
 
@@ -119,23 +125,45 @@ def list_strategies() -> str:
     return "\n".join(lines)
 
 
+_RESUME_ALLOWED = {"resume", "address", "quiet", "verbose", "list_strategies"}
+
+
+def _resume_overrides(args: argparse.Namespace) -> dict:
+    """With --resume the experiment runs as it was configured; only where and how loudly may change."""
+    given = [k for k, v in vars(args).items() if k not in _RESUME_ALLOWED and v not in (None, False, [])]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ConfigError(f"{flag}: not allowed with --resume (the experiment continues as configured); "
+                          "allowed with it: --address, --quiet, --verbose")
+    out = {"quiet": args.quiet, "verbose": args.verbose}
+    if args.address:
+        out["address"] = args.address
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.list_strategies:
             print(list_strategies())
             return 0
-        cfg = config_from_args(args)
-        from .tune import run_search, summary
+        from .tune import resume_search, run_search, summary
 
-        result = run_search(cfg)
+        if args.resume:
+            result = resume_search(args.resume, **_resume_overrides(args))
+        else:
+            result = run_search(config_from_args(args))
         print(summary(result))
+        if result.interrupted:
+            print(f"interrupted: {result.finished} of {result.requested} trials finished; resume with:\n"
+                  f"  python -m nasq_ray.run --resume {result.out_dir}", file=sys.stderr)
+            return 130
         return 0
     except NasqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print("\ninterrupted before the search started; nothing to resume", file=sys.stderr)
         return 130
 
 

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import pickle
-import sys
 import tempfile
 import time
 import warnings
@@ -20,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import ExperimentConfig
+from .checkpoint_gc import CheckpointGC
+from .config import ExperimentConfig, from_dict, load_yaml
 from .data import Dataset, load_dataset
 from .errors import ConfigError, NasqError, unknown_name
 from .objective import ObjectiveConfig, check_training_cost
@@ -70,7 +70,7 @@ def to_param_space(space: SearchSpace) -> dict:
 
 
 def trial_status(result: dict | None, error: bool, max_epochs: int) -> str:
-    """How a trial ended: ``complete``, ``pruned`` (stopped early by a scheduler) or ``failed``."""
+    """How a finished trial ended: ``complete``, ``pruned`` (stopped early by a scheduler) or ``failed``."""
     if error or not result or result.get("status") == "failed":
         return "failed"
     return "complete" if int(result.get("epoch", 0)) >= max_epochs else "pruned"
@@ -192,12 +192,28 @@ def resolve_searcher(cfg: ExperimentConfig) -> str:
 # -------------------------------------------------------------------------------------- trainable
 
 
+def _crash_once(epoch: int) -> None:
+    """Fault injection for the tests (``NASQ_CRASH_ONCE_DIR``): kill this trial's worker process
+    after its second epoch, once per trial (``always``: after every epoch from the second on)."""
+    where = os.environ.get("NASQ_CRASH_ONCE_DIR")
+    if not where or epoch < 2:
+        return
+    if where != "always":
+        mark = Path(where) / tune.get_context().get_trial_id()
+        if mark.exists():
+            return
+        mark.touch()
+    os._exit(17)
+
+
 def _trainable(config: dict, ctx: TrialContext) -> None:
+    import ray
     import torch
 
+    node = ray.get_runtime_context().get_node_id()
     config = flat_config(config)
     if isinstance(ctx, TableContext):
-        run_table_trial(config, ctx, lambda metrics, payload: tune.report(metrics))
+        run_table_trial(config, ctx, lambda metrics, payload: tune.report({**metrics, "node_id": node}))
         return
     run = run_trial
     if any(k.startswith(DNAS_PREFIX) for k in config):
@@ -209,29 +225,32 @@ def _trainable(config: dict, ctx: TrialContext) -> None:
             state = torch.load(Path(d) / CHECKPOINT_FILE, map_location=ctx.device, weights_only=False)
 
     def report(metrics: dict, payload: dict | None) -> None:
+        metrics = {**metrics, "node_id": node}
         if payload is None:
             tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as d:
-            torch.save(payload, Path(d) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(payload, Path(d) / CHECKPOINT_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        _crash_once(int(metrics.get("epoch", 0)))
 
     run(config, ctx, report, state)
 
 
 class ProgressCallback(tune.Callback):
-    """One line per finished trial."""
+    """One line per finished trial (counted from Ray's own trial list, so a resumed run goes on)."""
 
-    def __init__(self, num_samples: int, objective: ObjectiveConfig, max_epochs: int, stream=sys.stdout):
+    def __init__(self, num_samples: int, objective: ObjectiveConfig, max_epochs: int):
         self.n = num_samples
-        self.done = 0
         self.objective = objective
         self.max_epochs = max_epochs
-        self.stream = stream
         self.t0 = time.time()
 
-    def _line(self, trial, error: bool) -> None:
-        self.done += 1
+    def setup(self, **info):
+        self.t0 = time.time()  # also when a resumed experiment starts again
+
+    def _line(self, trials, trial, error: bool) -> None:
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
         m = trial.last_result or {}
         status = trial_status(m, error, self.max_epochs)
         if status == "failed" or "val_acc" not in m:
@@ -240,14 +259,14 @@ class ProgressCallback(tune.Callback):
             bits = f"  bits {m['w_bits_str']}" if "w_bits_str" in m else ""
             detail = (f"val_acc {m['val_acc']:.4f}  {self.objective.cost} {m[self.objective.cost]:.4g}  "
                       f"score {m['score']:.4f}{bits}")
-        print(f"[{self.done:>3}/{self.n}] {time.time() - self.t0:6.1f}s  {trial.trial_id}  {status:<8} "
-              f"ep {int(m.get('epoch', 0)):>2}  {detail}", file=self.stream, flush=True)
+        print(f"[{min(done, self.n):>3}/{self.n}] {time.time() - self.t0:6.1f}s  {trial.trial_id}  {status:<8} "
+              f"ep {int(m.get('epoch', 0)):>2}  {detail}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trial, error=False)
+        self._line(trials, trial, error=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trial, error=True)
+        self._line(trials, trial, error=True)
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -263,6 +282,14 @@ class SearchResult:
     dataset: Dataset | None
     wall_s: float
     objective: ObjectiveConfig
+    requested: int = 0
+    interrupted: bool = False
+
+    @property
+    def finished(self) -> int:
+        return len(self.records) - self.unfinished
+
+    unfinished: int = 0
 
 
 def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
@@ -277,16 +304,44 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast (``ray.init`` waits for minutes) when ``host:port`` does not accept connections."""
     import socket
 
-    if address == "auto":
+    if address in ("auto", "local"):
         return
     hostport = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = hostport.rpartition(":")
     if not sep or not port.isdigit():
-        raise ConfigError(f"address: '{address}' is not allowed; allowed: host:port, ray://host:port or auto")
+        raise ConfigError(f"address: '{address}' is not allowed; allowed: host:port, ray://host:port, auto or local")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
         raise ConfigError(f"address: cannot reach a Ray cluster at '{address}' ({e.strerror or e})") from None
+
+
+def check_storage(cfg: ExperimentConfig) -> None:
+    """Fail before Ray starts when ``--storage`` cannot be opened or written."""
+    root = cfg.storage_root
+    try:
+        if "://" in root:
+            import pyarrow.fs
+
+            pyarrow.fs.FileSystem.from_uri(root)
+        else:  # nothing is created yet: the nearest existing folder must be writable
+            existing = next(p for p in (Path(root), *Path(root).parents) if p.exists())
+            if not existing.is_dir() or not os.access(existing, os.W_OK):
+                raise PermissionError(f"'{existing}' is not a writable folder")
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError...
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"storage: cannot use '{root}' ({reason}); allowed: a writable local or shared path, "
+                          "or a URI pyarrow can open (s3://, gs://, hdfs://, file://)") from None
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM stops a search the way Ctrl-C does: Ray Tune saves the experiment, the CLI prints how to
+    resume. Installed after ``ray.init``, whose own handler would otherwise end the driver at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 def init_ray(cfg: ExperimentConfig) -> None:
@@ -297,7 +352,7 @@ def init_ray(cfg: ExperimentConfig) -> None:
     address = cfg.resources.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=False, log_to_driver=cfg.verbose,
                   logging_level=logging.INFO if cfg.verbose else logging.ERROR)
-    if address:
+    if address and address != "local":
         check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
@@ -305,13 +360,32 @@ def init_ray(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"address: cannot reach a Ray cluster at '{address}': "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     else:
+        # "local": always a private instance, never a stale cluster named in /tmp/ray/ray_current_cluster
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(**kwargs)
+        ray.init(address="local", **kwargs)
+    _sigterm_as_interrupt()
 
 
-def collect(grid, max_epochs: int) -> list[TrialRecord]:
+def saved_statuses(experiment_path: str) -> dict[str, str]:
+    """Trial statuses in the experiment state on storage: what ``--resume`` will see."""
+    import pyarrow.fs
+
+    from .experiment_state import read_saved_state, saved_trial_statuses
+
+    if "://" in experiment_path:
+        fs, path = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    else:
+        fs, path = pyarrow.fs.LocalFileSystem(), experiment_path
+    text = read_saved_state(fs, path)
+    return saved_trial_statuses(text) if text else {}
+
+
+def collect(grid, max_epochs: int, statuses: dict[str, str] | None = None) -> list[TrialRecord]:
+    """One record per trial. ``statuses`` (from the saved experiment state) tell a trial a scheduler
+    stopped from one the driver's stop interrupted: after Ctrl-C Ray marks both TERMINATED in memory."""
     records = []
-    for r in grid:
+    trials = grid._experiment_analysis.trials  # same order as the results
+    for r, trial in zip(grid, trials):
         m = dict(r.metrics or {})
         error = ""
         if r.error is not None:
@@ -322,12 +396,17 @@ def collect(grid, max_epochs: int) -> list[TrialRecord]:
         extra = {k: v for k, v in config.items() if k.startswith(DNAS_PREFIX)}
         if "derived_config" in m:  # a DNAS trial: what it trained is the derived network
             config = json.loads(m["derived_config"])
+        status = trial_status(m, r.error is not None, max_epochs)
+        tune_status = (statuses or {}).get(str(trial_id), trial.status)
+        if status != "failed" and tune_status not in ("TERMINATED", "ERROR"):
+            status = "unfinished"  # stopped with the driver, not by a scheduler: --resume continues it
         records.append(TrialRecord(
-            trial_id=str(trial_id), status=trial_status(m, r.error is not None, max_epochs),
+            trial_id=str(trial_id), status=status,
             config=config, metrics=m, extra=extra,
             time_s=float(m.get("time_total_s", 0.0) or 0.0), error=error,
             checkpoint=r.checkpoint.path if r.checkpoint is not None else None,
-            node=str(m.get("hostname", "")),
+            node=f"{m.get('hostname', '')}/{str(m.get('node_id', ''))[:8]}".strip("/"),
+            checkpoint_obj=r.checkpoint,
         ))
     return records
 
@@ -383,6 +462,44 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     return Prepared(space, ctx, objective, data, None)
 
 
+def _tuner_parts(cfg: ExperimentConfig, prep: Prepared):
+    """The trainable, tune config pieces and run config shared by a new and a resumed search."""
+    pbt = cfg.search.scheduler == "pbt"
+    resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=prep.context), resources)
+    callbacks = [] if cfg.quiet else [ProgressCallback(cfg.search.num_samples, prep.objective, cfg.search.max_epochs)]
+    # PBT restores other trials' checkpoints a little later: keep a few, or they are gone
+    keep = max(cfg.search.keep_checkpoints, 4) if pbt else cfg.search.keep_checkpoints
+    callbacks.append(CheckpointGC(keep))  # not Ray's num_to_keep: see checkpoint_gc for why
+    run_config = tune.RunConfig(
+        name=cfg.run_name, storage_path=cfg.storage_root, verbose=1 if cfg.verbose else 0,
+        failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+        callbacks=callbacks,
+    )
+    return trainable, run_config
+
+
+def _fit(cfg: ExperimentConfig, prep: Prepared, tuner, t0: float) -> SearchResult:
+    with warnings.catch_warnings():
+        if not cfg.verbose:
+            warnings.simplefilter("ignore")
+        grid = tuner.fit()
+    records = collect(grid, cfg.search.max_epochs, saved_statuses(cfg.experiment_path))
+    out_dir = cfg.out_dir
+    test_split = prep.dataset.test if prep.dataset is not None else None
+    test_metric = prep.table.test if prep.table is not None else None
+    front, best = write_results(out_dir, records, prep.space, prep.objective, test_split, seed=cfg.search.seed,
+                                test_metric=test_metric)
+    unfinished = sum(r.status == "unfinished" for r in records)
+    interrupted = (unfinished > 0 or len(records) < cfg.search.num_samples) and not _budget_spent(cfg, t0)
+    return SearchResult(out_dir, records, front, best, prep.space, prep.dataset, time.time() - t0, prep.objective,
+                        requested=cfg.search.num_samples, interrupted=interrupted, unfinished=unfinished)
+
+
+def _budget_spent(cfg: ExperimentConfig, t0: float) -> bool:
+    return cfg.search.time_budget_s is not None and time.time() - t0 >= cfg.search.time_budget_s
+
+
 def run_search(cfg: ExperimentConfig) -> SearchResult:
     """Run the experiment described by ``cfg`` and write its results folder."""
     t0 = time.time()
@@ -396,41 +513,79 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         resolve_searcher(cfg)  # refuses a searcher other than random, with the reason
     scheduler = build_scheduler(cfg.search.scheduler, cfg.search.scheduler_args, metric="score", mode="max",
                                 max_t=cfg.search.max_epochs, seed=cfg.search.seed, objective=objective, space=space)
-    out_dir = cfg.out_dir
-    if (out_dir / "tuner.pkl").exists():
-        raise ConfigError(f"name: results folder '{out_dir}' already holds an experiment; choose another --name")
+    check_storage(cfg)
     init_ray(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
-    callbacks = [] if cfg.quiet else [ProgressCallback(cfg.search.num_samples, objective, cfg.search.max_epochs)]
+    _allow_pending_trials(cfg)
+    if tune.Tuner.can_restore(cfg.experiment_path):
+        raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
+                          f"or continue it with --resume {cfg.out_dir}")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    trainable, run_config = _tuner_parts(cfg, prep)
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trainable, ctx=prep.context), resources),
+        trainable,
         param_space=pbt_param_space(space, cfg.search.seed) if pbt else None,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.num_samples,
             max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True,
             time_budget_s=cfg.search.time_budget_s,
-            trial_name_creator=lambda t: f"trial_{t.trial_id}", trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
-        run_config=tune.RunConfig(
-            name=out_dir.name, storage_path=str(out_dir.parent), verbose=1 if cfg.verbose else 0,
-            # PBT restores other trials' checkpoints a little later: keep a few, or they are gone
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if pbt else 1),
-            failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-            callbacks=callbacks,
-        ),
+        run_config=run_config,
     )
-    (out_dir / "experiment.yaml").write_text(_dump_config(cfg))
-    with warnings.catch_warnings():
-        if not cfg.verbose:
-            warnings.simplefilter("ignore")
-        grid = tuner.fit()
-    records = collect(grid, cfg.search.max_epochs)
-    test_split = prep.dataset.test if prep.dataset is not None else None
-    test_metric = prep.table.test if prep.table is not None else None
-    front, best = write_results(out_dir, records, space, objective, test_split, seed=cfg.search.seed,
-                                test_metric=test_metric)
-    return SearchResult(out_dir, records, front, best, space, prep.dataset, time.time() - t0, objective)
+    (cfg.out_dir / "experiment.yaml").write_text(_dump_config(cfg))
+    return _fit(cfg, prep, tuner, t0)
+
+
+def _allow_pending_trials(cfg: ExperimentConfig) -> None:
+    """Let as many trials wait for their actors as the cluster has trial slots.
+
+    With a search algorithm Ray Tune keeps one pending trial at a time by default, so on a cluster
+    each new trial waits for the previous one's actor to start, and short trials never spread to
+    more nodes than the first. (``TUNE_MAX_PENDING_TRIALS_PG`` set by the user wins.)
+    """
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    slots = int(cpus // max(cfg.resources.cpus_per_trial, 1e-9)) or 1
+    if cfg.search.max_concurrent:
+        slots = min(slots, cfg.search.max_concurrent)
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, slots)))
+
+
+def _trial_name(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
+    """Continue an interrupted experiment from its results folder: finished trials are kept,
+    unfinished ones continue from their last checkpoint, the searcher's state is restored."""
+    t0 = time.time()
+    folder = Path(result_dir).expanduser().resolve()
+    saved = folder / "experiment.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume: '{folder}' holds no nasq-ray experiment (no experiment.yaml); give the "
+                          "results folder of an earlier run (OUT/NAME)")
+    raw = load_yaml(saved)
+    raw.update({"name": folder.name, "out": str(folder.parent)})
+    for key, value in overrides.items():
+        if key == "address":
+            raw.setdefault("resources", {})["address"] = value
+        else:
+            raw[key] = value
+    cfg = from_dict(raw)
+    prep = prepare(cfg)
+    check_storage(cfg)
+    init_ray(cfg)
+    _allow_pending_trials(cfg)
+    if not tune.Tuner.can_restore(cfg.experiment_path):
+        raise ConfigError(f"resume: no Ray Tune experiment state at '{cfg.experiment_path}' (the run stopped before "
+                          "its first trial started); start it again instead")
+    trainable, _ = _tuner_parts(cfg, prep)  # the run config (callbacks, storage) is restored with the state
+    tuner = tune.Tuner.restore(cfg.experiment_path, trainable=trainable, resume_unfinished=True,
+                               resume_errored=True, restart_errored=False,
+                               param_space=pbt_param_space(prep.space, cfg.search.seed)
+                               if cfg.search.scheduler == "pbt" else None)
+    return _fit(cfg, prep, tuner, t0)
 
 
 def _dump_config(cfg: ExperimentConfig) -> str:
@@ -443,11 +598,13 @@ def summary(result: SearchResult) -> str:
     """The text printed at the end of a search: the front and the best config."""
     objective = result.objective
     n = len(result.records)
-    by_status = {s: sum(r.status == s for r in result.records) for s in ("complete", "pruned", "failed")}
+    by_status = {s: sum(r.status == s for r in result.records)
+                 for s in ("complete", "pruned", "failed", "unfinished")}
     lines = [
         "",
         f"{n} trials in {result.wall_s:.0f} s ({by_status['complete']} complete, {by_status['pruned']} pruned, "
-        f"{by_status['failed']} failed); results in {result.out_dir}",
+        f"{by_status['failed']} failed" + (f", {by_status['unfinished']} unfinished" if by_status["unfinished"] else "")
+        + f"); results in {result.out_dir}",
         "",
         f"Pareto front ({objective.acc} vs {objective.cost}; test accuracy of front models only):",
         front_table(result.front, objective),

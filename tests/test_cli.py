@@ -119,6 +119,47 @@ def test_unreachable_address(capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_unusable_storage(capsys, tmp_path):
+    rc, _, err = _run(capsys, ["--storage", "foo://bucket/x", "--out", str(tmp_path / "o")])
+    _assert_one_line_error(rc, err, "storage: cannot use 'foo://bucket/x'")
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_of_a_folder_without_an_experiment(capsys, tmp_path):
+    rc, _, err = _run(capsys, ["--resume", str(tmp_path)])
+    _assert_one_line_error(rc, err, "resume:")
+
+
+def test_resume_refuses_flags_that_would_change_the_experiment(capsys, tmp_path):
+    rc, _, err = _run(capsys, ["--resume", str(tmp_path), "--num-samples", "5"])
+    _assert_one_line_error(rc, err, "--num-samples: not allowed with --resume")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--keep-checkpoints", "0"], "search.keep_checkpoints: 0 is not allowed"),
+    (["--time-budget", "-1"], "search.time_budget_s"),
+    (["--address", "nohost"], "address: 'nohost' is not allowed"),
+])
+def test_bad_cluster_flag(capsys, tmp_path, argv, needle):
+    rc, _, err = _run(capsys, [*argv, "--out", str(tmp_path / "o")])
+    _assert_one_line_error(rc, err, needle)
+
+
+def test_without_an_address_a_private_ray_is_started(monkeypatch):
+    """Never the cluster a stale /tmp/ray/ray_current_cluster names (that hangs a laptop run)."""
+    import ray
+
+    from nasq_ray.config import from_dict
+    from nasq_ray.tune import init_ray
+
+    seen = {}
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    init_ray(from_dict({}))
+    assert seen["address"] == "local"
+
+
 def test_real_process_exit_code_and_argparse_errors(tmp_path):
     for argv, needle in ((["--searcher", "nope"], "searcher: unknown name"),
                          (["--num-samples", "abc"], "--num-samples: invalid int value"),

@@ -1,0 +1,274 @@
+"""Cluster configs are valid for their tools; a real 2-node cluster on loopback runs a search;
+a killed driver resumes; a crashed trial is retried; runs are reproducible."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = ROOT / "cluster"
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+
+
+# ------------------------------------------------------------------------------ configs are valid
+
+@pytest.mark.parametrize("name", ["ray-aws.yaml", "ray-local.yaml"])
+def test_cluster_launcher_configs_validate_against_rays_schema(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = yaml.safe_load((CLUSTER / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(cfg)))
+    bad = {**copy.deepcopy(cfg), "max_wrokers": 3}  # a typo must not pass
+    with pytest.raises(Exception, match="max_wrokers"):
+        validate_config(prepare_config(bad))
+
+
+def test_rayjob_manifest_has_the_fields_kuberay_requires():
+    job = yaml.safe_load((CLUSTER / "rayjob.yaml").read_text())
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob" and job["metadata"]["name"]
+    spec = job["spec"]
+    assert spec["entrypoint"].startswith("python -m nasq_ray.run --config ")
+    cluster = spec["rayClusterSpec"]
+    head = cluster["headGroupSpec"]
+    assert "rayStartParams" in head and head["template"]["spec"]["containers"][0]["image"]
+    for group in cluster["workerGroupSpecs"]:
+        assert group["groupName"] and "rayStartParams" in group
+        assert group["template"]["spec"]["containers"][0]["image"]
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert env["env_vars"]["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_submit_script_wraps_ray_job_submit():
+    script = CLUSTER / "submit.sh"
+    assert os.access(script, os.X_OK)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert "ray job submit" in text and "--working-dir ." in text and "python -m nasq_ray.run" in text
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+TINY_SPACE = {
+    "name": "tiny", "input": "image",
+    "stages": [{"channels": [4, 8], "ops": ["conv3x3", "dwsep3x3"]}],
+    "head": {"pool": "flatten", "hidden_layers": 0},
+    "quant": {"w_bits": [2, 4, 8], "a_bits": [4, 8]},
+    "train": {"lr": {"low": 0.005, "high": 0.02, "log": True}, "batch_size": 32},
+}
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args, timeout=600, env=None):
+    return subprocess.run([sys.executable, "-m", "nasq_ray.run", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env or ENV, cwd=ROOT)
+
+
+@pytest.fixture
+def tiny_space(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_SPACE))
+    return path
+
+
+# --------------------------------------------------------------------------- a 2-node cluster
+
+@pytest.fixture
+def two_node_cluster(tmp_path):
+    """A head and a worker node started with `ray start` on loopback (one CPU each)."""
+    port = _free_port()
+    common = ["--num-cpus=1", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    procs = [head]
+    try:
+        _wait_for(lambda: _can_connect("127.0.0.1", port), 60, "head node")
+        worker = subprocess.Popen(["ray", "start", f"--address={address}", *common], env=ENV,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(worker)
+        _wait_for(lambda: _nodes(address) >= 2, 90, "worker node")
+        yield address
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        stale = Path("/tmp/ray/ray_current_cluster")  # `ray start --head` leaves its address behind
+        if stale.exists() and stale.read_text().strip().endswith(f":{port}"):
+            stale.unlink()
+
+
+def _can_connect(host, port) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _nodes(address: str) -> int:
+    code = ("import ray; ray.init(address=%r, log_to_driver=False, logging_level='ERROR'); "
+            "print(sum(n['Alive'] for n in ray.nodes()))" % address)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    return int(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 and p.stdout.strip() else 0
+
+
+def _wait_for(check, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not come up in {timeout} s")
+
+
+def test_search_runs_on_both_nodes_of_a_real_cluster(two_node_cluster, tmp_path, tiny_space):
+    p = _run(["--address", two_node_cluster, "--space", str(tiny_space), "--max-train", "150", "--max-epochs", "3",
+              "--num-samples", "6", "--scheduler", "fifo", "--out", str(tmp_path), "--name", "mn", "--quiet"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = _rows(tmp_path / "mn" / "trials.csv")
+    assert len(rows) == 6 and all(r["status"] == "complete" for r in rows)
+    nodes = {r["node"] for r in rows}
+    assert len(nodes) == 2, nodes  # trials ran on the head and on the worker
+
+
+# ------------------------------------------------------------------------------- kill and resume
+
+def _last_results(exp: Path) -> dict[str, dict]:
+    """Each trial's last reported result, from the result.json files trials write as they go."""
+    out = {}
+    for result in exp.glob("trial_*/result.json"):
+        lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+        if lines:
+            out[result.parent.name.replace("trial_", "")] = lines[-1]
+    return out
+
+
+def _finished_trials(exp: Path, epochs: int = 3) -> int:
+    return sum(r["epoch"] == epochs for r in _last_results(exp).values())
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of a session: the driver, the Ray it started and its trial workers
+    (those have process groups of their own)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass
+
+
+def _driver(args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nasq_ray.run", *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_an_interrupted_and_a_killed_driver_resume_with_finished_trials_kept(tmp_path):
+    args = ["--space", "digits_small", "--max-epochs", "4", "--num-samples", "8",
+            "--scheduler", "fifo", "--searcher", "evolution", "--max-concurrent", "1", "--out", str(tmp_path),
+            "--name", "kill", "--seed", "3"]
+    exp = tmp_path / "kill"
+
+    # SIGTERM (as a batch system sends it; Ctrl-C takes the same path): state saved, resume command printed
+    driver = _driver(args)
+    try:
+        _wait_for(lambda: _finished_trials(exp, 4) >= 1, 300, "a finished trial")
+        driver.send_signal(signal.SIGTERM)
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        _kill_session(driver.pid)  # whatever is left of the Ray it started
+    assert driver.returncode == 130, out[-3000:]
+    assert f"python -m nasq_ray.run --resume {exp}" in out
+
+    # SIGKILL of the resumed driver: no chance to save anything more
+    first = _finished_trials(exp, 4)
+    driver = _driver(["--resume", str(exp)])
+    try:
+        _wait_for(lambda: _finished_trials(exp, 4) >= first + 1, 300, "one more finished trial")
+    finally:
+        _kill_session(driver.pid)  # the driver, the Ray cluster it started, its trials
+        driver.wait()
+    before = {tid: r["val_acc"] for tid, r in _last_results(exp).items() if r["epoch"] == 4}
+    assert len(before) >= 2
+
+    p = _run(["--resume", str(exp), "--quiet"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = _rows(exp / "trials.csv")
+    assert len(rows) == 8, [r["trial_id"] for r in rows]  # exactly the requested number
+    assert all(r["status"] == "complete" for r in rows)
+    done = {r["trial_id"]: float(r["val_acc"]) for r in rows}
+    for tid, acc in before.items():  # finished trials kept, with their results
+        assert done[tid] == pytest.approx(acc)
+
+
+# ------------------------------------------------------------------------------- trial faults
+
+def test_a_trial_that_kills_its_process_is_retried_from_its_checkpoint(tmp_path, tiny_space):
+    marks = tmp_path / "crashed"
+    marks.mkdir()
+    env = {**ENV, "NASQ_CRASH_ONCE_DIR": str(marks)}  # each trial kills its worker once, after epoch 2
+    p = _run(["--space", str(tiny_space), "--max-train", "100", "--max-epochs", "3", "--num-samples", "2",
+              "--scheduler", "fifo", "--max-failures", "1", "--out", str(tmp_path), "--name", "crash", "--quiet"],
+             env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = _rows(tmp_path / "crash" / "trials.csv")
+    assert len(rows) == 2 and all(r["status"] == "complete" and r["epochs"] == "3" for r in rows)
+    assert len(list(marks.iterdir())) == 2  # both really crashed once
+    for trial in (tmp_path / "crash").glob("trial_*"):
+        epochs = [json.loads(x)["epoch"] for x in (trial / "result.json").read_text().splitlines() if x.strip()]
+        assert epochs[:2] == [1, 2] and epochs[-1] == 3 and 1 not in epochs[2:]  # resumed, not restarted
+
+
+def test_a_trial_that_always_crashes_is_recorded_and_the_search_goes_on(tmp_path, tiny_space):
+    env = {**ENV, "NASQ_CRASH_ONCE_DIR": "always"}
+    p = _run(["--space", str(tiny_space), "--max-train", "100", "--max-epochs", "3", "--num-samples", "2",
+              "--scheduler", "fifo", "--max-failures", "1", "--out", str(tmp_path), "--name", "dead", "--quiet"],
+             env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = _rows(tmp_path / "dead" / "trials.csv")
+    assert len(rows) == 2 and all(r["status"] == "failed" and r["error"] for r in rows)
+
+
+# ------------------------------------------------------------------------------ reproducibility
+
+def test_a_fixed_seed_with_one_trial_at_a_time_reproduces_configs_and_metrics(tmp_path, tiny_space):
+    runs = []
+    for name in ("r1", "r2"):
+        p = _run(["--space", str(tiny_space), "--max-train", "100", "--max-epochs", "2", "--num-samples", "3",
+                  "--seed", "7", "--max-concurrent", "1", "--out", str(tmp_path), "--name", name, "--quiet"])
+        assert p.returncode == 0, p.stderr[-3000:]
+        rows = _rows(tmp_path / name / "trials.csv")
+        keep = [k for k in rows[0] if k not in ("trial_id", "time_s", "node")]
+        runs.append(sorted(tuple(r[k] for k in keep) for r in rows))
+    assert runs[0] == runs[1]
+    assert len(set(runs[0])) == 3  # three different trials, each reproduced exactly
