@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from nasq_ray.testing import kill_session
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 RUN = [sys.executable, "-m", "nasq_ray.run"]
@@ -41,17 +42,6 @@ def rss_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
-
-
-def kill_session(sid: int) -> None:
-    """SIGKILL the driver, the Ray it started and its workers (all in the driver's session)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-            except (OSError, IndexError, ValueError):
-                pass
 
 
 # ---------------------------------------------------------------------------------------- memory
@@ -132,10 +122,13 @@ def _wait(check, timeout_s: float) -> None:
 def resume_once(out: Path, i: int) -> tuple[float, float, float]:
     name = f"resume{i}"
     exp = out / name
+    t_start = time.time()
     driver = subprocess.Popen([*RUN, "--num-samples", "12", "--max-epochs", "6", "--scheduler", "fifo",
                                "--out", str(out), "--name", name, "--seed", str(i)], env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        _wait(lambda: _result_lines(exp) > 0, 600)
+        fresh_first = time.time() - t_start
         _wait(lambda: _finished(exp, 6) >= 2, 600)
     finally:
         kill_session(driver.pid)
@@ -161,17 +154,19 @@ def resume_once(out: Path, i: int) -> tuple[float, float, float]:
     total = time.time() - t0
     if p.returncode != 0:
         raise SystemExit(f"resume failed ({p.returncode})")
-    return first_result, first_progress[0] if first_progress else float("nan"), total
+    return first_result, first_progress[0] if first_progress else float("nan"), total, fresh_first
 
 
 def resume(repeats: int, out: Path) -> None:
     rows = [resume_once(out, i) for i in range(repeats)]
-    for i, (first, progress, total) in enumerate(rows):
-        print(f"resume #{i}: first new result {first:.1f} s after the resume command started; first "
-              f"finished-trial line {progress:.1f} s; whole resumed run {total:.1f} s")
+    for i, (first, progress, total, fresh) in enumerate(rows):
+        print(f"resume #{i}: first new result {first:.1f} s after the resume command started (a fresh run: "
+              f"{fresh:.1f} s to its first result); first finished-trial line {progress:.1f} s; whole "
+              f"resumed run {total:.1f} s")
+    extra = [r[0] - r[3] for r in rows]
     print(f"resume: median {statistics.median(r[0] for r in rows):.1f} s from `--resume` to the first new "
           f"result (min {min(r[0] for r in rows):.1f}, max {max(r[0] for r in rows):.1f}; includes Python "
-          "and Ray start)")
+          f"and Ray start); {statistics.median(extra):+.1f} s against a fresh run's first result")
 
 
 def main() -> None:

@@ -91,3 +91,21 @@ def check_strategy(factory, space: SearchSpace | None = None, objective: Objecti
     restored.set_state(pickle.loads(pickle.dumps(a.get_state())))
     assert _suggestions(restored, 2, "z") == _suggestions(a, 2, "z"), \
         "rule 5: a restored strategy must suggest what the original would"
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (Linux): a driver started with ``start_new_session``,
+    the Ray it started and that Ray's workers, which run in process groups of their own. What a
+    fault-tolerance test or benchmark uses to kill a driver the hard way."""
+    import os
+    import signal
+    from pathlib import Path
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass

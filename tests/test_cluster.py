@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nasq_ray.testing import kill_session
+
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster"
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
@@ -174,20 +176,6 @@ def _finished_trials(exp: Path, epochs: int = 3) -> int:
     return sum(r["epoch"] == epochs for r in _last_results(exp).values())
 
 
-def _kill_session(sid: int) -> None:
-    """SIGKILL every process of a session: the driver, the Ray it started and its trial workers
-    (those have process groups of their own)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[3]) == sid:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, IndexError, ValueError):
-            pass
-
-
 def _driver(args) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "nasq_ray.run", *args], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -206,7 +194,7 @@ def test_an_interrupted_and_a_killed_driver_resume_with_finished_trials_kept(tmp
         driver.send_signal(signal.SIGTERM)
         out, _ = driver.communicate(timeout=120)
     finally:
-        _kill_session(driver.pid)  # whatever is left of the Ray it started
+        kill_session(driver.pid)  # whatever is left of the Ray it started
     assert driver.returncode == 130, out[-3000:]
     assert f"python -m nasq_ray.run --resume {exp}" in out
 
@@ -216,7 +204,7 @@ def test_an_interrupted_and_a_killed_driver_resume_with_finished_trials_kept(tmp
     try:
         _wait_for(lambda: _finished_trials(exp, 4) >= first + 1, 300, "one more finished trial")
     finally:
-        _kill_session(driver.pid)  # the driver, the Ray cluster it started, its trials
+        kill_session(driver.pid)  # the driver, the Ray cluster it started, its trials
         driver.wait()
     before = {tid: r["val_acc"] for tid, r in _last_results(exp).items() if r["epoch"] == 4}
     assert len(before) >= 2
