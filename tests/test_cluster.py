@@ -21,6 +21,7 @@ from nasq_ray.testing import kill_session
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = ROOT / "cluster"
+RAY_CLI = str(Path(sys.executable).with_name("ray")) if Path(sys.executable).with_name("ray").exists() else "ray"
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 
 
@@ -102,13 +103,13 @@ def two_node_cluster(tmp_path):
     """A head and a worker node started with `ray start` on loopback (one CPU each)."""
     port = _free_port()
     common = ["--num-cpus=1", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
-    head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+    head = subprocess.Popen([RAY_CLI, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"127.0.0.1:{port}"
     procs = [head]
     try:
         _wait_for(lambda: _can_connect("127.0.0.1", port), 60, "head node")
-        worker = subprocess.Popen(["ray", "start", f"--address={address}", *common], env=ENV,
+        worker = subprocess.Popen([RAY_CLI, "start", f"--address={address}", *common], env=ENV,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         procs.append(worker)
         _wait_for(lambda: _nodes(address) >= 2, 90, "worker node")
