@@ -198,3 +198,14 @@ def test_pbt_refuses_a_searcher_and_tables(tmp_path, capsys):
     assert rc == 2 and "pbt cannot be combined with searcher 'tpe'" in err
     rc, _, err = _cli(capsys, tmp_path, "p2", "--space", "nb201", "--scheduler", "pbt")
     assert rc == 2 and "scheduler: pbt" in err
+
+
+def test_storage_uri_holds_state_and_checkpoints_and_out_the_results(ray_cluster, tmp_path, capsys):
+    storage = tmp_path / "bucket"
+    rc, _, err = _cli(capsys, tmp_path / "out", "st", *DIGITS_TINY, "--num-samples", "2", "--scheduler", "fifo",
+                      "--storage", f"file://{storage}", "--quiet")
+    assert rc == 0, err
+    assert len(_rows(tmp_path / "out" / "st" / "trials.csv")) == 2
+    assert list((storage / "st").glob("experiment_state-*.json"))
+    assert len(list((storage / "st").glob("trial_*/checkpoint_*"))) == 2  # one kept per trial
+    assert not list((tmp_path / "out" / "st").glob("trial_*"))
