@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
+import json
 import statistics
 import subprocess
 import sys
@@ -31,7 +31,15 @@ from nasq_ray.testing import kill_session
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
 RUN = [sys.executable, "-m", "nasq_ray.run"]
-PROGRESS = re.compile(r"^\[\s*(\d+)/\d+\]")
+
+
+def finished_count(line: str) -> int | None:
+    """Trials done, from a ``--log-format json`` progress line (None for other lines)."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event.get("done") if isinstance(event, dict) and event.get("event") == "trial_end" else None
 
 
 def rss_mib(pid: int) -> float | None:
@@ -48,16 +56,16 @@ def rss_mib(pid: int) -> float | None:
 
 def memory(trials: int, out: Path) -> None:
     p = subprocess.Popen([*RUN, "--space", "nb201", "--searcher", "random", "--scheduler", "fifo",
-                          "--num-samples", str(trials), "--out", str(out), "--name", "mem"],
+                          "--num-samples", str(trials), "--out", str(out), "--name", "mem", "--log-format", "json"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
     samples: list[tuple[int, float]] = []  # (finished trials, RSS MiB)
     t0 = time.time()
     for line in p.stdout:
-        m = PROGRESS.match(line)
-        if m:
+        done = finished_count(line)
+        if done is not None:
             rss = rss_mib(p.pid)
             if rss is not None:
-                samples.append((int(m.group(1)), rss))
+                samples.append((done, rss))
     p.wait()
     wall = time.time() - t0
     if p.returncode != 0 or not samples:
@@ -137,12 +145,12 @@ def resume_once(out: Path, i: int) -> tuple[float, float, float]:
     before = _result_lines(exp)
     t0 = time.time()
     first_progress: list[float] = []
-    p = subprocess.Popen([*RUN, "--resume", str(exp)], env=ENV, stdout=subprocess.PIPE,
+    p = subprocess.Popen([*RUN, "--resume", str(exp), "--log-format", "json"], env=ENV, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
 
     def read():
         for line in p.stdout:
-            if PROGRESS.match(line) and not first_progress:
+            if finished_count(line) is not None and not first_progress:
                 first_progress.append(time.time() - t0)
 
     reader = threading.Thread(target=read, daemon=True)

@@ -67,6 +67,8 @@ class ExperimentConfig:
     space: str = "digits_small"
     out: str = "./nasq_results"
     storage: str | None = None  # Ray Tune's experiment state and checkpoints (default: out); path or URI
+    storage_db: str | None = None  # Optuna study of every trial: SQLAlchemy URL (default: sqlite in OUT/NAME)
+    log_format: str = "text"  # progress output: text | json (one JSON object per line)
     data: DataConfig = field(default_factory=DataConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -226,5 +228,15 @@ def validate(cfg: ExperimentConfig) -> None:
     for ok, name, value, allowed in checks:
         if not ok:
             raise ConfigError(f"{name}: {value!r} is not allowed; allowed: {allowed}")
+    if cfg.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format: {cfg.log_format!r} is not allowed; allowed: text, json")
+    if cfg.storage_db is not None:
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(cfg.storage_db)
+        except Exception:  # noqa: BLE001 - ArgumentError, ValueError
+            raise ConfigError(f"storage_db: {cfg.storage_db!r} is not allowed; allowed: an SQLAlchemy URL such as "
+                              "sqlite:///path/optuna.db") from None
     if cfg.name is not None and (not cfg.name or "/" in cfg.name):
         raise ConfigError(f"name: {cfg.name!r} is not allowed; allowed: a non-empty name without '/'")

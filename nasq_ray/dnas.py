@@ -119,7 +119,7 @@ class MixedOp(_Relaxed):
 
 
 def _domain_values(space: SearchSpace, name: str, fallback) -> tuple:
-    prm = space._by_name.get(name)
+    prm = space.param(name)
     if prm is not None and isinstance(prm.domain, (Choice, Ordinal)):
         return prm.domain.values
     value = space.constants.get(name, fallback)

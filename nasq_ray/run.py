@@ -62,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--address", help="join a running Ray cluster (host:port or ray://...); also read from RAY_ADDRESS")
     a("--storage", metavar="PATH|URI", help="where Ray Tune keeps experiment state and checkpoints: a local or "
                                           "shared path, or s3:// gs:// ... (default: --out)")
+    a("--storage-db", metavar="URL", help="Optuna study of every trial, an SQLAlchemy URL "
+                                         "(default: sqlite:///OUT/NAME/optuna.db); open it with optuna-dashboard")
+    a("--log-format", choices=["text", "json"], help="progress output: text (default) or json, one object per line")
     a("--keep-checkpoints", type=int, metavar="N", help="checkpoints kept per trial (default: 1)")
     a("--resume", metavar="RESULT_DIR", help="continue an interrupted experiment (its results folder); "
-                                             "--address, --quiet and --verbose may be given with it")
+                                             "--address, --quiet, --verbose and --log-format may be given with it")
     a("--set", action="append", metavar="SECTION.KEY=V", help="set any config field, e.g. objective.alpha=-0.1")
     a("--list-strategies", action="store_true", help="list searchers and schedulers (built-in and plug-ins), then exit")
     a("--verbose", action="store_true", help="show Ray's own logs and progress table")
@@ -80,7 +83,7 @@ _FLAG_FIELDS = {
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
     "time_budget": "search.time_budget_s", "table": "table.path", "storage": "storage",
-    "keep_checkpoints": "search.keep_checkpoints", "table_acc": "table.acc", "table_cost": "table.cost",
+    "keep_checkpoints": "search.keep_checkpoints", "storage_db": "storage_db", "log_format": "log_format", "table_acc": "table.acc", "table_cost": "table.cost",
 }
 
 
@@ -125,7 +128,7 @@ def list_strategies() -> str:
     return "\n".join(lines)
 
 
-_RESUME_ALLOWED = {"resume", "address", "quiet", "verbose", "list_strategies"}
+_RESUME_ALLOWED = {"resume", "address", "quiet", "verbose", "log_format", "list_strategies"}
 
 
 def _resume_overrides(args: argparse.Namespace) -> dict:
@@ -134,10 +137,12 @@ def _resume_overrides(args: argparse.Namespace) -> dict:
     if given:
         flag = "--" + given[0].replace("_", "-")
         raise ConfigError(f"{flag}: not allowed with --resume (the experiment continues as configured); "
-                          "allowed with it: --address, --quiet, --verbose")
+                          "allowed with it: --address, --quiet, --verbose, --log-format")
     out = {"quiet": args.quiet, "verbose": args.verbose}
     if args.address:
         out["address"] = args.address
+    if args.log_format:
+        out["log_format"] = args.log_format
     return out
 
 
@@ -147,13 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_strategies:
             print(list_strategies())
             return 0
-        from .tune import resume_search, run_search, summary
+        from .tune import resume_search, run_search, summary, summary_json
 
         if args.resume:
             result = resume_search(args.resume, **_resume_overrides(args))
         else:
             result = run_search(config_from_args(args))
-        print(summary(result))
+        print(summary_json(result) if result.log_format == "json" else summary(result))
         if result.interrupted:
             print(f"interrupted: {result.finished} of {result.requested} trials finished; resume with:\n"
                   f"  python -m nasq_ray.run --resume {result.out_dir}", file=sys.stderr)

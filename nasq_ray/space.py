@@ -512,6 +512,10 @@ class SearchSpace:
             raise SearchSpaceError(f"{self.source}: no valid architecture for input {self._shape_str()}: {reason}")
 
     # lookups -------------------------------------------------------------------------------
+    def param(self, name: str) -> Param | None:
+        """The searched parameter called ``name`` (None for constants and unknown names)."""
+        return self._by_name.get(name)
+
     def _value_domain(self, name: str):
         return self._by_name[name].domain if name in self._by_name else self.constants[name]
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 import tempfile
 import time
 import warnings
@@ -24,6 +25,7 @@ from .config import ExperimentConfig, from_dict, load_yaml
 from .data import Dataset, load_dataset
 from .errors import ConfigError, NasqError, unknown_name
 from .objective import ObjectiveConfig, check_training_cost
+from .optuna_store import OptunaStoreCallback, default_url, open_study
 from .results import TrialRecord, _num, front_table, write_results
 from .space import Choice, Float, Int, Ordinal, SearchSpace, read_space_yaml, resolve_space_path
 from .table import Table, TableContext, default_test_column, run_table_trial
@@ -238,35 +240,97 @@ def _trainable(config: dict, ctx: TrialContext) -> None:
 
 
 class ProgressCallback(tune.Callback):
-    """One line per finished trial (counted from Ray's own trial list, so a resumed run goes on)."""
+    """The live view of a search: trials done / running / pruned / failed, best score, front size,
+    elapsed and estimated remaining time (counted from Ray's own trial list, so a resumed run goes on).
 
-    def __init__(self, num_samples: int, objective: ObjectiveConfig, max_epochs: int):
+    ``text`` on a terminal: one status line rewritten in place. ``text`` into a pipe or file: the same
+    line at most every ``every_s`` seconds, and for the last trial. ``json``: one object per ended
+    trial, for machines.
+    """
+
+    def __init__(self, num_samples: int, objective: ObjectiveConfig, max_epochs: int, log_format: str = "text",
+                 every_s: float = 10.0):
         self.n = num_samples
         self.objective = objective
         self.max_epochs = max_epochs
+        self.log_format = log_format
+        self.every_s = every_s
         self.t0 = time.time()
+        self._last_print = 0.0
+        self._points: dict[str, tuple[float, float]] = {}  # complete trials' (acc, cost)
+        self._best: float | None = None
+        self._ended: dict[str, str] = {}  # trial id -> complete | pruned | failed
 
     def setup(self, **info):
         self.t0 = time.time()  # also when a resumed experiment starts again
 
-    def _line(self, trials, trial, error: bool) -> None:
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1
+    def _front_size(self) -> int:
+        from .objective import pareto_mask
+
+        return int(pareto_mask(list(self._points.values()), ("max", "min")).sum()) if self._points else 0
+
+    def state(self, trials) -> dict:
+        done = len(self._ended)
+        elapsed = time.time() - self.t0
+        ended_now = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
+        done_total = max(done, ended_now)
+        eta = elapsed / done * max(self.n - done_total, 0) if done else None
+        return {"done": done_total, "requested": self.n,
+                "running": sum(t.status == "RUNNING" and t.trial_id not in self._ended for t in trials),
+                "pruned": sum(v == "pruned" for v in self._ended.values()),
+                "failed": sum(v == "failed" for v in self._ended.values()),
+                "best_score": self._best, "front_size": self._front_size(),
+                "elapsed_s": round(elapsed, 1), "eta_s": None if eta is None else round(eta, 1)}
+
+    @staticmethod
+    def _clock(seconds) -> str:
+        if seconds is None:
+            return "?"
+        seconds = int(seconds)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+            else f"{seconds // 60}:{seconds % 60:02d}"
+
+    def status_line(self, st: dict) -> str:
+        best = "-" if st["best_score"] is None else f"{st['best_score']:.4f}"
+        return (f"[{st['done']:>3}/{st['requested']} done | {st['running']} running | {st['pruned']} pruned | "
+                f"{st['failed']} failed]  best score {best}  front {st['front_size']}  "
+                f"elapsed {self._clock(st['elapsed_s'])}  left ~{self._clock(st['eta_s'])}")
+
+    def _ended_trial(self, trials, trial, error: bool) -> None:
         m = trial.last_result or {}
         status = trial_status(m, error, self.max_epochs)
-        if status == "failed" or "val_acc" not in m:
-            detail = m.get("fail_reason") or "error (see trials.csv)"
-        else:
-            bits = f"  bits {m['w_bits_str']}" if "w_bits_str" in m else ""
-            detail = (f"val_acc {m['val_acc']:.4f}  {self.objective.cost} {m[self.objective.cost]:.4g}  "
-                      f"score {m['score']:.4f}{bits}")
-        print(f"[{min(done, self.n):>3}/{self.n}] {time.time() - self.t0:6.1f}s  {trial.trial_id}  {status:<8} "
-              f"ep {int(m.get('epoch', 0)):>2}  {detail}", flush=True)
+        self._ended[trial.trial_id] = status
+        acc, cost = m.get(self.objective.acc), m.get(self.objective.cost)
+        if status == "complete" and isinstance(acc, (int, float)) and isinstance(cost, (int, float)):
+            self._points[trial.trial_id] = (float(acc), float(cost))
+            score = m.get("score")
+            if isinstance(score, (int, float)) and (self._best is None or score > self._best):
+                self._best = float(score)
+        st = self.state(trials)
+        if self.log_format == "json":
+            event = {"event": "trial_end", "trial_id": trial.trial_id, "status": status,
+                     "epoch": int(m.get("epoch", 0))}
+            for k in (self.objective.acc, self.objective.cost, "score", "w_bits_str", "fail_reason"):
+                if k in m and m[k] not in ("", None):
+                    event["bits" if k == "w_bits_str" else k] = m[k]
+            print(json.dumps({**event, **st}, default=str), flush=True)
+            return
+        line = self.status_line(st)
+        if sys.stdout.isatty():
+            print("\r" + line, end="", flush=True)
+        elif time.time() - self._last_print >= self.every_s or st["done"] >= self.n:
+            print(line, flush=True)
+            self._last_print = time.time()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._line(trials, trial, error=False)
+        self._ended_trial(trials, trial, error=False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._line(trials, trial, error=True)
+        self._ended_trial(trials, trial, error=True)
+
+    def on_experiment_end(self, trials, **info):
+        if self.log_format == "text" and sys.stdout.isatty():
+            print(flush=True)  # end the in-place line
 
 
 # ---------------------------------------------------------------------------------------- running
@@ -284,6 +348,7 @@ class SearchResult:
     objective: ObjectiveConfig
     requested: int = 0
     interrupted: bool = False
+    log_format: str = "text"
 
     @property
     def finished(self) -> int:
@@ -366,6 +431,14 @@ def init_ray(cfg: ExperimentConfig) -> None:
     _sigterm_as_interrupt()
 
 
+def trial_fields(config: dict, metrics: dict, error: bool, max_epochs: int) -> tuple[dict, str]:
+    """A trial's space config (for DNAS: the derived network it trained) and how it ended."""
+    config = flat_config(config)
+    if "derived_config" in metrics:
+        config = json.loads(metrics["derived_config"])
+    return config, trial_status(metrics, error, max_epochs)
+
+
 def saved_statuses(experiment_path: str) -> dict[str, str]:
     """Trial statuses in the experiment state on storage: what ``--resume`` will see."""
     import pyarrow.fs
@@ -392,11 +465,8 @@ def collect(grid, max_epochs: int, statuses: dict[str, str] | None = None) -> li
             lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
             error = lines[-1] if lines else type(r.error).__name__
         trial_id = m.get("trial_id") or Path(r.path).name.replace("trial_", "")
-        config = flat_config(dict(r.config or {}))
-        extra = {k: v for k, v in config.items() if k.startswith(DNAS_PREFIX)}
-        if "derived_config" in m:  # a DNAS trial: what it trained is the derived network
-            config = json.loads(m["derived_config"])
-        status = trial_status(m, r.error is not None, max_epochs)
+        extra = {k: v for k, v in flat_config(dict(r.config or {})).items() if k.startswith(DNAS_PREFIX)}
+        config, status = trial_fields(dict(r.config or {}), m, r.error is not None, max_epochs)
         tune_status = (statuses or {}).get(str(trial_id), trial.status)
         if status != "failed" and tune_status not in ("TERMINATED", "ERROR"):
             status = "unfinished"  # stopped with the driver, not by a scheduler: --resume continues it
@@ -467,7 +537,10 @@ def _tuner_parts(cfg: ExperimentConfig, prep: Prepared):
     pbt = cfg.search.scheduler == "pbt"
     resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=prep.context), resources)
-    callbacks = [] if cfg.quiet else [ProgressCallback(cfg.search.num_samples, prep.objective, cfg.search.max_epochs)]
+    callbacks = [] if cfg.quiet else [ProgressCallback(cfg.search.num_samples, prep.objective, cfg.search.max_epochs,
+                                                       cfg.log_format)]
+    callbacks.append(OptunaStoreCallback(cfg.storage_db or default_url(cfg.out_dir), cfg.run_name, prep.space,
+                                         prep.objective, cfg.search.max_epochs, trial_fields))
     # PBT restores other trials' checkpoints a little later: keep a few, or they are gone
     keep = max(cfg.search.keep_checkpoints, 4) if pbt else cfg.search.keep_checkpoints
     callbacks.append(CheckpointGC(keep))  # not Ray's num_to_keep: see checkpoint_gc for why
@@ -480,20 +553,34 @@ def _tuner_parts(cfg: ExperimentConfig, prep: Prepared):
 
 
 def _fit(cfg: ExperimentConfig, prep: Prepared, tuner, t0: float) -> SearchResult:
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
     with warnings.catch_warnings():
         if not cfg.verbose:
             warnings.simplefilter("ignore")
-        grid = tuner.fit()
+            tune_logger.setLevel(logging.ERROR)  # also when Ray was started by the caller, not by init_ray
+        try:
+            grid = tuner.fit()
+        finally:
+            tune_logger.setLevel(level)
     records = collect(grid, cfg.search.max_epochs, saved_statuses(cfg.experiment_path))
     out_dir = cfg.out_dir
     test_split = prep.dataset.test if prep.dataset is not None else None
     test_metric = prep.table.test if prep.table is not None else None
     front, best = write_results(out_dir, records, prep.space, prep.objective, test_split, seed=cfg.search.seed,
                                 test_metric=test_metric)
+    try:
+        from .report import write_report
+
+        write_report(out_dir)
+    except Exception as e:  # noqa: BLE001 - a plot must never cost the search's results
+        print(f"warning: report.html not written ({type(e).__name__}: {e}); "
+              f"run python -m nasq_ray.report {out_dir}", file=sys.stderr)
     unfinished = sum(r.status == "unfinished" for r in records)
     interrupted = (unfinished > 0 or len(records) < cfg.search.num_samples) and not _budget_spent(cfg, t0)
     return SearchResult(out_dir, records, front, best, prep.space, prep.dataset, time.time() - t0, prep.objective,
-                        requested=cfg.search.num_samples, interrupted=interrupted, unfinished=unfinished)
+                        requested=cfg.search.num_samples, interrupted=interrupted, unfinished=unfinished,
+                        log_format=cfg.log_format)
 
 
 def _budget_spent(cfg: ExperimentConfig, t0: float) -> bool:
@@ -520,6 +607,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
                           f"or continue it with --resume {cfg.out_dir}")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    open_study(cfg.storage_db or default_url(cfg.out_dir), cfg.run_name, prep.objective)  # fail fast on a bad DB
     trainable, run_config = _tuner_parts(cfg, prep)
     tuner = tune.Tuner(
         trainable,
@@ -594,6 +682,36 @@ def _dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
+def summary_json(result: SearchResult) -> str:
+    """The end of a search as one JSON object (``--log-format json``)."""
+    objective = result.objective
+
+    def row(r: TrialRecord) -> dict:
+        return {"trial_id": r.trial_id, objective.acc: r.metrics.get(objective.acc), "test_acc": r.test_acc,
+                objective.cost: r.metrics.get(objective.cost), "score": r.metrics.get("score"),
+                "bits": r.metrics.get("w_bits_str", ""), "config": r.config}
+
+    counts = {s: sum(r.status == s for r in result.records) for s in ("complete", "pruned", "failed", "unfinished")}
+    return json.dumps({"event": "summary", "trials": len(result.records), **counts, "wall_s": round(result.wall_s, 1),
+                       "out_dir": str(result.out_dir), "interrupted": result.interrupted,
+                       "front": [row(r) for r in result.front], "best": row(result.best) if result.best else None},
+                      default=_json_value)
+
+
+def _json_value(o):
+    return o.item() if hasattr(o, "item") else str(o)
+
+
+def _wrapped(items: list[str], width: int = 100, indent: str = "  ") -> list[str]:
+    lines, line = [], ""
+    for item in items:
+        if line and len(line) + 2 + len(item) > width - len(indent):
+            lines.append(indent + line)
+            line = ""
+        line = f"{line}  {item}" if line else item
+    return lines + ([indent + line] if line else [])
+
+
 def summary(result: SearchResult) -> str:
     """The text printed at the end of a search: the front and the best config."""
     objective = result.objective
@@ -612,12 +730,12 @@ def summary(result: SearchResult) -> str:
     if result.best is not None:
         b = result.best
         m = b.metrics
-        size = f", size {m['size_kb']:.3f} kB, BitOPs {m['bitops']:,}" if "size_kb" in m else ""
+        size = "".join(f", {k} {_num(m[k])}" for k in ("size_kb", "bitops") if k in m and k != objective.cost)
         test = "-" if b.test_acc is None else round(b.test_acc, 4)
         lines += ["", f"Best score {m['score']:.4f}: trial {b.trial_id}, {objective.acc} {m[objective.acc]:.4f}, "
                       f"test_acc {test}, {objective.cost} {_num(m[objective.cost])}{size}",
                   "Best config:"]
-        lines += [f"  {k}: {v}" for k, v in b.config.items()]
+        lines += _wrapped([f"{k}={_num(v) if isinstance(v, float) else v}" for k, v in b.config.items()])
     return "\n".join(lines)
 
 

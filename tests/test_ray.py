@@ -209,3 +209,65 @@ def test_storage_uri_holds_state_and_checkpoints_and_out_the_results(ray_cluster
     assert list((storage / "st").glob("experiment_state-*.json"))
     assert len(list((storage / "st").glob("trial_*/checkpoint_*"))) == 2  # one kept per trial
     assert not list((tmp_path / "out" / "st").glob("trial_*"))
+
+
+def _tf_scalar_tags(path: Path) -> set[str]:
+    """Scalar tags in a TensorBoard event file (TFRecord framing: length, crc, data, crc)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    tags, data = set(), path.read_bytes()
+    i = 0
+    while i + 12 <= len(data):
+        (n,) = struct.unpack("<Q", data[i:i + 8])
+        event = Event.FromString(data[i + 12:i + 12 + n])
+        tags |= {v.tag for v in event.summary.value}
+        i += 12 + n + 4
+    return tags
+
+
+def test_json_progress_optuna_study_tensorboard_and_report(ray_cluster, tmp_path, capsys):
+    import optuna
+
+    rc, out, err = _cli(capsys, tmp_path, "obs", "--space", "digits_small", "--max-train", "120", "--max-epochs", "3",
+                        "--num-samples", "4", "--scheduler", "asha", "--log-format", "json")
+    assert rc == 0, err
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    ends = [e for e in events if e["event"] == "trial_end"]
+    assert len(ends) == 4 and events[-1]["event"] == "summary" and events[-1]["trials"] == 4
+    assert ends[-1]["done"] == 4 and {"running", "pruned", "best_score", "front_size", "eta_s"} <= set(ends[-1])
+
+    exp = tmp_path / "obs"
+    rows = {r["trial_id"]: r for r in _rows(exp / "trials.csv")}
+    study = optuna.load_study(study_name="obs", storage=f"sqlite:///{exp / 'optuna.db'}")
+    trials = {t.user_attrs["trial_id"]: t for t in study.trials}
+    assert set(trials) == set(rows)
+    states = {"complete": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED}
+    for tid, row in rows.items():
+        t = trials[tid]
+        assert t.state == states[row["status"]]
+        assert t.user_attrs["val_acc"] == pytest.approx(float(row["val_acc"]), abs=1e-6)
+        assert t.user_attrs["size_kb"] == pytest.approx(float(row["size_kb"]), abs=1e-6)
+        if row["status"] == "complete":
+            assert t.value == pytest.approx(float(row["score"]), abs=1e-6)
+        assert max(t.intermediate_values) == int(row["epochs"])  # one value per reported epoch
+        for name, value in t.params.items():  # the same config as the CSV's columns
+            assert str(value) == row[name] or float(value) == pytest.approx(float(row[name]), rel=1e-4)
+
+    event_files = list(exp.glob("trial_*/events.out.tfevents.*"))
+    assert len(event_files) == 4
+    assert {"ray/tune/val_acc", "ray/tune/score"} <= _tf_scalar_tags(event_files[0])
+
+    page = (exp / "report.html").read_text()
+    assert page.count("<svg") >= 3 and "Trials" in page
+    assert (exp / "pareto.png").exists()
+
+
+def test_default_text_output_fits_one_screen(ray_cluster, tmp_path, capsys):
+    rc, out, err = _cli(capsys, tmp_path, "screen", *DIGITS_TINY[:-1], "--num-samples", "6")
+    assert rc == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) <= 40, out  # status lines, front table, best config
+    assert "done |" in lines[0] and "best score" in lines[0] and "left ~" in lines[0]
+    assert not err.strip(), err  # no warnings from Ray or anyone

@@ -1,0 +1,123 @@
+"""report.html and pareto.png from a results folder: finished, running (no trials.csv yet) and
+interrupted runs; compare runs; the page renders in headless Chromium without console errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nasq_ray.report import hypervolume_2d, load_run, main, render_html, write_compare, write_report
+
+TRIALS = [  # trial_id, status, epochs, val_acc, size_kb, bitops, bits, test_acc, s0.op
+    ("a", "complete", 4, 0.90, 2.0, 1000, "4/4 8/8", 0.88, "conv3x3"),
+    ("b", "complete", 4, 0.95, 4.0, 3000, "8/8 8/8", 0.94, "conv5x5"),
+    ("c", "complete", 4, 0.80, 3.0, 2000, "2/4 2/4", "", "conv3x3"),  # dominated by a
+    ("d", "pruned", 2, 0.50, 1.0, 500, "2/2 2/2", "", "conv5x5"),
+    ("e", "complete", 4, 0.97, 8.0, 9000, "f/f 8/8", 0.96, "conv5x5"),
+]
+
+
+def _results_folder(root: Path, name: str = "run", trials=TRIALS, with_csv: bool = True,
+                    results_json: bool = True, unfinished: tuple = ()) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "experiment.yaml").write_text(yaml.safe_dump({
+        "name": name, "objective": {"acc": "val_acc", "cost": "size_kb"},
+        "search": {"num_samples": len(trials), "max_epochs": 4}}))
+    for i, (tid, status, epochs, acc, size, bitops, bits, _, op) in enumerate(trials):
+        if results_json:
+            d = folder / f"trial_{tid}"
+            d.mkdir()
+            lines = [{"epoch": e, "val_acc": acc * e / epochs, "size_kb": size, "bitops": bitops, "score": acc,
+                      "w_bits_str": bits, "timestamp": 1000 + 10 * i + e, "config": {"s0.op": op}}
+                     for e in range(1, epochs + 1)]
+            (d / "result.json").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    if with_csv:
+        with open(folder / "trials.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["trial_id", "status", "epochs", "val_acc", "size_kb", "bitops", "bits", "test_acc", "score",
+                        "s0.op"])
+            for tid, status, epochs, acc, size, bitops, bits, test, op in trials:
+                w.writerow([tid, "unfinished" if tid in unfinished else status, epochs, acc, size, bitops, bits,
+                            test, acc, op])
+    return folder
+
+
+def test_hypervolume_of_a_staircase():
+    # (acc, cost) points, reference (0, 10): areas 0.5*(4-2) + 0.9*(10-4)... computed by hand
+    assert hypervolume_2d([(0.5, 2.0), (0.9, 4.0)], (0.0, 10.0)) == pytest.approx(0.5 * 2 + 0.9 * 6)
+    assert hypervolume_2d([(0.9, 4.0), (0.5, 6.0)], (0.0, 10.0)) == pytest.approx(0.9 * 6)  # dominated point adds 0
+    assert hypervolume_2d([], (0.0, 10.0)) == 0.0
+
+
+def test_front_statuses_and_page(tmp_path):
+    run = load_run(_results_folder(tmp_path))
+    assert [t["trial_id"] for t in run.front] == ["a", "b", "e"] and run.state == "finished"
+    page = render_html(run)
+    assert page.count('class="pt front"') == 3 * 2  # front drawn on the size and on the BitOPs plot
+    assert page.count('class="pt front-test"') == 3 * 2
+    assert "hypervolume over finished trials" in page and "bits per quantized layer" in page
+    assert page.count("<tr") == len(TRIALS) + 1 and "s0.op = conv5x5" in page  # hover shows the config
+    assert "<script src" not in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")  # offline
+
+
+def test_report_files_and_cli(tmp_path, capsys):
+    folder = _results_folder(tmp_path)
+    assert main([str(folder)]) == 0
+    assert (folder / "report.html").stat().st_size > 1000
+    assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_running_experiment_without_trials_csv(tmp_path):
+    run = load_run(_results_folder(tmp_path, with_csv=False))
+    assert run.state == "running" and len(run.trials) == len(TRIALS)
+    assert [t["trial_id"] for t in run.front] == ["a", "b", "e"]
+    write_report(run.folder)
+    assert (run.folder / "report.html").exists()
+
+
+def test_an_interrupted_experiment(tmp_path):
+    run = load_run(_results_folder(tmp_path, unfinished=("e",)))
+    assert run.state == "interrupted" and [t["trial_id"] for t in run.front] == ["a", "b"]
+
+
+def test_compare_overlays_fronts(tmp_path, capsys):
+    one = _results_folder(tmp_path, "one")
+    two = _results_folder(tmp_path, "two", trials=[t[:3] + (t[3] - 0.1,) + t[4:] for t in TRIALS])
+    out = write_compare([one, two], tmp_path / "cmp")
+    page = out.read_text()
+    assert "one" in page and "two" in page and page.count("<polyline") == 2
+    assert (tmp_path / "cmp" / "compare.png").exists()
+
+
+def test_not_a_results_folder(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: report:")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_page_renders_in_headless_chromium_without_console_errors(tmp_path):
+    folder = _results_folder(tmp_path)
+    write_report(folder)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=3000"]
+    p = subprocess.run([CHROMIUM, *flags, "--dump-dom", (folder / "report.html").as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    console = [ln for ln in p.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not console, console
+    dom = p.stdout
+    assert 'data-ready="' in dom and 'data-ready="0"' not in dom  # the page's script ran, saw its plots
+    assert dom.count("<svg") >= 4 and dom.count("<circle") > len(TRIALS)
