@@ -183,7 +183,7 @@ def importances(run: Run) -> dict[str, float]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return dict(optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=target))
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(n_trees=16, seed=0), target=target))
     except Exception:  # noqa: BLE001 - too few trials, one value everywhere...: no importances
         return {}
 

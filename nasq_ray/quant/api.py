@@ -43,9 +43,19 @@ class QuantConfig:
 
     layers: Mapping[str, LayerBits] = field(default_factory=dict)
     logit_bits: int = FLOAT_BITS
+    w_quantizer: str = "minmax"  # minmax (max-abs per channel) | lsq (learned step per channel)
+    a_quantizer: str = "ema"  # ema (running min/max) | lsq (learned step) | pact (learned clipping)
 
     def __post_init__(self):
+        from .learned import A_QUANTIZERS, W_QUANTIZERS
+
         check_bits("logit_bits", self.logit_bits)
+        if self.w_quantizer not in W_QUANTIZERS:
+            raise SearchSpaceError(f"quant.w_quantizer: unknown name '{self.w_quantizer}'; allowed: "
+                                   f"{', '.join(W_QUANTIZERS)}")
+        if self.a_quantizer not in A_QUANTIZERS:
+            raise SearchSpaceError(f"quant.a_quantizer: unknown name '{self.a_quantizer}'; allowed: "
+                                   f"{', '.join(A_QUANTIZERS)}")
         for path, bits in self.layers.items():
             if not isinstance(bits, LayerBits):
                 raise SearchSpaceError(f"layers[{path}]: expected LayerBits, got {type(bits).__name__}")
@@ -70,7 +80,8 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
         mod = modules[path]
         parent_path, _, attr = path.rpartition(".")
         parent = modules[parent_path] if parent_path else model
-        setattr(parent, attr, _QUANT_CLS[type(mod)].from_float(mod, bits.w_bits, bits.a_bits).train(mod.training))
+        new = _QUANT_CLS[type(mod)].from_float(mod, bits.w_bits, bits.a_bits, config.w_quantizer, config.a_quantizer)
+        setattr(parent, attr, new.train(mod.training))
     if hasattr(model, "logit_quant"):
         logit = nn.Identity() if is_float(config.logit_bits) else ActFakeQuant(config.logit_bits)
         model.logit_quant = logit.train(model.training)

@@ -85,27 +85,38 @@ class _QuantMixin:
 
     _float_cls: type[nn.Module]
 
-    def _init_quant(self, w_bits: int, a_bits: int) -> None:
+    def _init_quant(self, w_bits: int, a_bits: int, w_quantizer: str = "minmax", a_quantizer: str = "ema") -> None:
+        from .learned import LSQWeight, make_act_quant
+
         self.w_bits = int(w_bits)
         self.a_bits = int(a_bits)
-        self.act_quant = ActFakeQuant(a_bits)
+        self.w_quantizer = w_quantizer
+        self.a_quantizer = a_quantizer
+        self.act_quant = make_act_quant(a_quantizer, a_bits)
+        if w_quantizer == "lsq" and not is_float(self.w_bits):
+            self.w_quant = LSQWeight(self.weight.shape[0], self.weight.dim(), self.w_bits)
 
     def quantized_weight(self) -> torch.Tensor:
-        return self.weight if is_float(self.w_bits) else fake_quant_weight(self.weight, self.w_bits)
+        if is_float(self.w_bits):
+            return self.weight
+        if "w_quant" in self._modules:
+            return self.w_quant(self.weight)
+        return fake_quant_weight(self.weight, self.w_bits)
 
     @staticmethod
     def _hparams(mod: nn.Module) -> tuple[tuple, dict]:
         raise NotImplementedError
 
     @classmethod
-    def from_float(cls, mod: nn.Module, w_bits: int, a_bits: int):
+    def from_float(cls, mod: nn.Module, w_bits: int, a_bits: int, w_quantizer: str = "minmax",
+                   a_quantizer: str = "ema"):
         """A quantized layer that shares ``mod``'s parameters."""
         args, kwargs = cls._hparams(mod)
         with torch.device("meta"):
             new = cls(*args, **kwargs, w_bits=w_bits, a_bits=a_bits)
-        new.act_quant = ActFakeQuant(a_bits).to(mod.weight.device)
         new.weight, new.bias = mod.weight, mod.bias
-        return new
+        new._init_quant(w_bits, a_bits, w_quantizer, a_quantizer)  # the quantizers on the real device
+        return new.to(mod.weight.device)
 
     def to_float(self) -> nn.Module:
         """The plain float layer sharing this layer's (unquantized) parameters."""

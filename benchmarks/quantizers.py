@@ -1,0 +1,83 @@
+"""Quantizers compared at equal bits: min/max, LSQ and PACT against the float network.
+
+One fixed architecture from ``cifar_cnn.yaml`` (the config sampled with ``--arch-seed``, decoded for
+the dataset's input) is trained from the same initialization with every layer at W/A bits 8/8,
+4/4, 3/3 and 2/2 (logits float) for each quantizer, and once in float. Quantizers:
+
+* ``minmax``: max-abs per-channel weights, EMA min/max activations (the default);
+* ``lsq``: LSQ weights (learned per-channel step) and LSQ activations (learned step);
+* ``pact``: max-abs weights, PACT activations (learned clipping level).
+
+Data: scikit-learn's digits (embedded), or CIFAR-10 with ``--data cifar10 --data-dir DIR``. Adam,
+cosine schedule, ``--epochs`` epochs; reported: test accuracy, mean over ``--seeds`` seeds.
+
+    python benchmarks/quantizers.py [--epochs 30] [--seeds 3] [--data cifar10 --data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+
+from nasq_ray.data import load_dataset
+from nasq_ray.models import build_model
+from nasq_ray.quant import LayerBits
+from nasq_ray.space import load_space
+from nasq_ray.train import accuracy_f1, cosine_lr, make_optimizer, predict, train_epoch
+
+QUANTIZERS = {"minmax": ("minmax", "ema"), "lsq": ("lsq", "lsq"), "pact": ("minmax", "pact")}
+
+
+def train_and_test(spec, quant, data, epochs: int, seed: int) -> float:
+    model = build_model(spec.arch, quant, seed=seed)
+    opt = make_optimizer(model, spec.train)
+    sched = cosine_lr(opt, epochs)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
+    for _ in range(epochs):
+        train_epoch(model, opt, x, y, spec.train.batch_size, gen)
+        sched.step()
+    xt, yt = torch.from_numpy(data.test.x), torch.from_numpy(data.test.y)
+    return accuracy_f1(predict(model, xt), yt, data.num_classes)[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--arch-seed", type=int, default=0)
+    ap.add_argument("--bits", default="8,4,3,2")
+    ap.add_argument("--data", default="digits")
+    ap.add_argument("--data-dir")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    data = load_dataset(args.data, args.data_dir)
+    space = load_space("cifar_cnn", data.input_shape, data.num_classes)
+    spec = space.decode(space.sample(args.arch_seed))
+    spec = replace(spec, train=replace(spec.train, lr=0.003, optimizer="adam", weight_decay=0.0, batch_size=64))
+    layers = list(spec.quant.layers)
+    print(f"cifar_cnn architecture (sample {args.arch_seed}) on {args.data}: {len(layers)} quantized layers; "
+          f"Adam lr 0.003, {args.epochs} epochs, batch 64; test accuracy, mean +- std over {args.seeds} seeds")
+    t0 = time.time()
+
+    def run(quant) -> str:
+        accs = [train_and_test(spec, quant, data, args.epochs, s) for s in range(args.seeds)]
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        return f"{statistics.fmean(accs):.4f} +- {sd:.4f}"
+
+    float_quant = replace(spec.quant, layers={k: LayerBits(32, 32) for k in layers}, logit_bits=32)
+    print(f"{'float':<8} {'32/32':>6}  {run(float_quant)}")
+    for bits in (int(b) for b in args.bits.split(",")):
+        for name, (wq, aq) in QUANTIZERS.items():
+            quant = replace(spec.quant, layers={k: LayerBits(bits, bits) for k in layers}, logit_bits=32,
+                            w_quantizer=wq, a_quantizer=aq)
+            print(f"{name:<8} {f'{bits}/{bits}':>6}  {run(quant)}", flush=True)
+    print(f"({time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
