@@ -271,3 +271,20 @@ def test_default_text_output_fits_one_screen(ray_cluster, tmp_path, capsys):
     assert len(lines) <= 40, out  # status lines, front table, best config
     assert "done |" in lines[0] and "best score" in lines[0] and "left ~" in lines[0]
     assert not err.strip(), err  # no warnings from Ray or anyone
+
+
+def test_export_packs_the_front_of_a_finished_run(ray_cluster, tmp_path, capsys):
+    from nasq_ray.export import main as export_main
+
+    rc, _, err = _cli(capsys, tmp_path, "exp", *DIGITS_TINY, "--num-samples", "3", "--scheduler", "fifo",
+                      "--set", "search.seed=2")
+    assert rc == 0, err
+    assert export_main([str(tmp_path / "exp"), "--pareto"]) == 0
+    out = capsys.readouterr().out
+    front = _rows(tmp_path / "exp" / "pareto.csv")
+    assert len(list((tmp_path / "exp" / "export").glob("*.nqw"))) == len(front) >= 1
+    for row in front:
+        line = next(ln for ln in out.splitlines() if ln.startswith(row["trial_id"]))
+        packed, size_bits = (int(v.replace(",", "")) for v in line.split()[1:3])
+        assert abs(packed - size_bits) <= 0.05 * size_bits and line.split()[5] == "yes"
+    assert export_main([str(tmp_path / "exp"), "--trial", "nope"]) == 2

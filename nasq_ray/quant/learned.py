@@ -28,14 +28,35 @@ from .fake_quant import FLOAT_BITS, fake_quant_weight, is_float, signed_range, u
 _EPS = 1e-8
 
 
+class _GradScale(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, g: float):
+        ctx.g = g
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out * ctx.g, None
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.round()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out
+
+
 def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
-    """``x`` in the forward pass; its gradient multiplied by ``g`` in the backward pass."""
-    return (x - x * g).detach() + x * g
+    """``x`` in the forward pass (exactly); its gradient multiplied by ``g`` in the backward pass."""
+    return _GradScale.apply(x, g)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round in the forward pass, identity in the backward pass."""
-    return (x.round() - x).detach() + x
+    """Round in the forward pass (exactly, so export stores the same integers), identity backward."""
+    return _RoundSTE.apply(x)
 
 
 def lsq(x: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int, g: float) -> torch.Tensor:

@@ -1,0 +1,286 @@
+"""``python -m nasq_ray.export RESULT_DIR [--trial ID | --pareto]``: the chosen models as real integers.
+
+Writes, per model, ``OUT/NAME/export/<trial>.nqw``: a bit-packed weights file that holds exactly
+``w_bits`` bits per weight, plus what the cost model's ``size_bits`` counts beside them (32 bits
+each): per-channel weight scales, biases, the following BatchNorm in its inference form (scale and
+shift per channel), each quantized layer's input scale and zero point, and the logit quantizer's.
+Unpacking gives back the fake-quant weights bit for bit (``unpack`` + ``restored_weights``).
+
+File layout: ``b"NQW1"``, a little-endian uint32 header length, a JSON header (layers in forward
+order: name, kind, shape, bits, quantizer, byte offsets of each part), then the body. Integer
+weights are stored as unsigned codes ``q + qmax`` (1 bit: ``q > 0``), least significant bit first.
+
+Not here yet: ONNX export with QuantizeLinear/DequantizeLinear (see the issue's note).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigError, NasqError
+from .quant.fake_quant import is_float, signed_range, weight_scale
+from .quant.modules import QuantConv2d, QuantLinear
+
+MAGIC = b"NQW1"
+
+
+# ------------------------------------------------------------------------------------- bit packing
+
+def pack_codes(codes: np.ndarray, bits: int) -> bytes:
+    """Unsigned integers < 2**bits, ``bits`` bits each, least significant bit first."""
+    codes = np.asarray(codes, dtype=np.uint32).ravel()
+    planes = (codes[:, None] >> np.arange(bits, dtype=np.uint32)) & 1
+    return np.packbits(planes.astype(np.uint8).ravel(), bitorder="little").tobytes()
+
+
+def unpack_codes(data: bytes, bits: int, count: int) -> np.ndarray:
+    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: count * bits]
+    return (flat.reshape(count, bits).astype(np.uint32) << np.arange(bits, dtype=np.uint32)).sum(axis=1)
+
+
+# ------------------------------------------------------------------------------- integer weights
+
+def integer_weight(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """The integers ``q`` and float32 per-channel scales with ``q * scale ==`` the fake-quant weight."""
+    w = layer.weight.detach()
+    bits = layer.w_bits
+    if "w_quant" in layer._modules and bits > 1:
+        scale = layer.w_quant.scale()
+        qmin, qmax = signed_range(bits)
+        q = torch.clamp(w / scale, qmin, qmax).round()
+        return q, scale
+    scale = weight_scale(w, bits)
+    if bits == 1:
+        return torch.where(w >= 0, 1.0, -1.0), scale
+    qmax = signed_range(bits)[1]
+    return (w * (1.0 / scale)).round().clamp(-qmax, qmax), scale
+
+
+def _bn_after(model: nn.Module, example: torch.Tensor) -> dict[str, nn.Module]:
+    """Each Conv2d/Linear whose output feeds a BatchNorm directly, with that BatchNorm."""
+    out_of: dict[int, str] = {}
+    pairs: dict[str, nn.Module] = {}
+    names = {m: n for n, m in model.named_modules()}
+    hooks = []
+    for mod in model.modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            hooks.append(mod.register_forward_hook(lambda m, i, o: out_of.__setitem__(id(o), names[m])))
+        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            hooks.append(mod.register_forward_hook(
+                lambda m, i, o: pairs.__setitem__(out_of[id(i[0])], m) if id(i[0]) in out_of else None))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return pairs
+
+
+def _f32(t) -> bytes:
+    return np.asarray(torch.as_tensor(t).detach().cpu(), dtype=np.float32).ravel().tobytes()
+
+
+def _act_qparams(layer: nn.Module) -> tuple[float, float]:
+    q = layer.act_quant
+    return q.qparams() if hasattr(q, "qparams") else (1.0, 0.0)
+
+
+def pack_model(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """The packed weights file of a (fake-quant) model."""
+    example = torch.zeros((1, *input_shape))
+    bn_of = _bn_after(model, example)
+    body = io.BytesIO()
+    layers = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            continue
+        entry = {"name": name, "kind": "conv" if isinstance(mod, nn.Conv2d) else "linear",
+                 "shape": list(mod.weight.shape), "w_bits": int(getattr(mod, "w_bits", 32)),
+                 "a_bits": int(getattr(mod, "a_bits", 32)),
+                 "w_quantizer": getattr(mod, "w_quantizer", None), "parts": {}}
+
+        def put(part: str, data: bytes) -> None:
+            entry["parts"][part] = [body.tell(), len(data)]
+            body.write(data)
+
+        quantized = isinstance(mod, (QuantConv2d, QuantLinear))
+        if quantized and not is_float(mod.w_bits):
+            q, scale = integer_weight(mod)
+            codes = (q > 0).to(torch.int64) if mod.w_bits == 1 else (q + signed_range(mod.w_bits)[1]).to(torch.int64)
+            put("weight", pack_codes(codes.numpy(), mod.w_bits))
+            put("scale", _f32(scale))
+        else:
+            put("weight", _f32(mod.weight))
+        if mod.bias is not None:
+            put("bias", _f32(mod.bias))
+        bn = bn_of.get(name)
+        if bn is not None:
+            bn_scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            put("bn", _f32(bn_scale) + _f32(bn.bias.detach() - bn.running_mean * bn_scale))
+            entry["bn_channels"] = bn.num_features
+        if quantized and not is_float(mod.a_bits):
+            put("act", _f32(_act_qparams(mod)))
+        layers.append(entry)
+    header = {"format": "nasq-ray packed weights 1", "layers": layers}
+    logit = getattr(model, "logit_quant", None)
+    if logit is not None and hasattr(logit, "qparams") and not is_float(getattr(logit, "bits", 32)):
+        header["logit"] = [body.tell(), 8]
+        body.write(_f32(logit.qparams()))
+    head = json.dumps(header).encode()
+    return MAGIC + struct.pack("<I", len(head)) + head + body.getvalue()
+
+
+def unpack(data: bytes) -> tuple[dict, bytes]:
+    """Header and body of a packed weights file."""
+    if data[:4] != MAGIC:
+        raise ValueError("not a nasq-ray packed weights file (bad magic)")
+    (n,) = struct.unpack("<I", data[4:8])
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def body_bits(data: bytes) -> int:
+    return len(unpack(data)[1]) * 8
+
+
+def restored_weights(data: bytes) -> dict[str, torch.Tensor]:
+    """Layer name -> the weight the packed file describes (the fake-quant weight, bit for bit)."""
+    header, body = unpack(data)
+    out = {}
+    for layer in header["layers"]:
+        shape, bits = layer["shape"], layer["w_bits"]
+        start, size = layer["parts"]["weight"]
+        raw = body[start:start + size]
+        if is_float(bits):
+            out[layer["name"]] = torch.from_numpy(np.frombuffer(raw, dtype=np.float32).copy()).reshape(shape)
+            continue
+        count = int(np.prod(shape))
+        codes = torch.from_numpy(unpack_codes(raw, bits, count).astype(np.int64)).reshape(shape)
+        q = (codes * 2 - 1) if bits == 1 else codes - signed_range(bits)[1]
+        s0, n0 = layer["parts"]["scale"]
+        scale = torch.from_numpy(np.frombuffer(body[s0:s0 + n0], dtype=np.float32).copy())
+        scale = scale.reshape((shape[0],) + (1,) * (len(shape) - 1))
+        out[layer["name"]] = q.to(torch.float32) * scale
+    return out
+
+
+def fake_quant_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Layer name -> the weight the fake-quant forward pass uses."""
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, (QuantConv2d, QuantLinear)):
+            with torch.no_grad():
+                out[name] = mod.quantized_weight().detach().clone()
+        elif isinstance(mod, (nn.Conv2d, nn.Linear)):
+            out[name] = mod.weight.detach().clone()
+    return out
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+def _typed(space, row: dict) -> dict:
+    """A trial's config from a CSV row, each value in its parameter's type."""
+    from .space import Choice, Float, Int, Ordinal
+
+    config = {}
+    for name in space.names:
+        text = row.get(name, "")
+        if text in ("", None):
+            continue
+        dom = space.param(name).domain
+        if isinstance(dom, (Choice, Ordinal)):
+            config[name] = next((v for v in dom.values if str(v) == text), text)
+        elif isinstance(dom, Int):
+            config[name] = int(float(text))
+        elif isinstance(dom, Float):
+            config[name] = float(text)
+    return config
+
+
+def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = False) -> list[dict]:
+    """Pack the chosen models of a finished run; return one summary dict per model."""
+    from .config import from_dict, load_yaml
+    from .models import build_model
+    from .tune import prepare
+
+    folder = Path(result_dir).expanduser().resolve()
+    if not (folder / "experiment.yaml").is_file() or not (folder / "trials.csv").is_file():
+        raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no experiment.yaml and trials.csv)")
+    raw = load_yaml(folder / "experiment.yaml")
+    raw.update({"name": folder.name, "out": str(folder.parent)})
+    cfg = from_dict(raw)
+    if cfg.table.path or (raw.get("space") == "nb201"):
+        raise ConfigError("export: a tabular run trained no models; nothing to export")
+    prep = prepare(cfg)
+    space = prep.space
+    table = "pareto.csv" if pareto or trial is None else "trials.csv"
+    with open(folder / table) as f:
+        rows = list(csv.DictReader(f))
+    if trial is not None:
+        rows = [r for r in rows if r["trial_id"] == trial]
+        if not rows:
+            raise ConfigError(f"trial: no trial '{trial}' in {folder / 'trials.csv'}")
+    if not pareto and trial is None:
+        best = json.loads((folder / "best.json").read_text())["trial_id"] if (folder / "best.json").is_file() else None
+        rows = [r for r in rows if r["trial_id"] == best]
+    out_dir = folder / "export"
+    out_dir.mkdir(exist_ok=True)
+    summaries = []
+    experiment = Path(cfg.experiment_path) if "://" not in cfg.experiment_path else folder
+    for row in rows:
+        checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob("checkpoint_*/state.pt"))
+        if not checkpoints:
+            raise ConfigError(f"trial: trial '{row['trial_id']}' has no checkpoint in {experiment}")
+        spec = space.decode(_typed(space, row))
+        model = build_model(spec.arch, spec.quant, seed=cfg.search.seed)
+        model.load_state_dict(torch.load(checkpoints[-1], map_location="cpu", weights_only=False)["model"])
+        model.eval()
+        data = pack_model(model, space.input_shape)
+        path = out_dir / f"{row['trial_id']}.nqw"
+        path.write_bytes(data)
+        expected = int(float(row["size_bits"]))  # the cost model's size, as the search measured it
+        restored, fake = restored_weights(data), fake_quant_weights(model)
+        exact = all(torch.equal(restored[k], fake[k]) for k in fake)
+        summaries.append({"trial_id": row["trial_id"], "path": str(path), "body_bits": body_bits(data),
+                          "size_bits": expected, "header_bytes": len(data) - len(unpack(data)[1]),
+                          "exact": exact})
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nasq_ray.export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("result_dir", metavar="RESULT_DIR")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--trial", metavar="ID", help="one trial (default: the best trial)")
+    which.add_argument("--pareto", action="store_true", help="every model of the Pareto front")
+    ap.add_argument("--format", choices=["packed"], default="packed",
+                    help="packed: bit-packed weights file (ONNX Q/DQ export is not built yet)")
+    args = ap.parse_args(argv)
+    try:
+        rows = export_run(args.result_dir, args.trial, args.pareto)
+    except NasqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{'trial':<10} {'packed bits':>12} {'size_bits':>10} {'diff':>7} {'header B':>9}  restored == fake-quant")
+    for r in rows:
+        diff = (r["body_bits"] - r["size_bits"]) / r["size_bits"] * 100
+        print(f"{r['trial_id']:<10} {r['body_bits']:>12,} {r['size_bits']:>10,} {diff:>+6.2f}% {r['header_bytes']:>9}  "
+              f"{'yes' if r['exact'] else 'NO'}  {r['path']}")
+    return 0 if all(r["exact"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Bit-packed export: the packed file restores the fake-quant weights bit for bit and its body is
+the cost model's size (to byte padding), for residual and parallel blocks and every quantizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nasq_ray.export import (body_bits, fake_quant_weights, pack_codes, pack_model, restored_weights,
+                             unpack_codes)
+from nasq_ray.models import build_model
+from nasq_ray.models.builder import trace_layers
+from nasq_ray.cost import layer_cost, logit_quant_size_bits, summarize
+from nasq_ray.space import SearchSpace
+
+SPACE = {
+    "input": "image", "input_shape": [1, 8, 8], "num_classes": 10,
+    "stages": [
+        {"channels": 8, "ops": "conv3x3", "connections": "residual"},
+        {"channels": 12, "ops": "dwsep3x3", "stride": 2, "connections": "parallel", "branch_ops": "conv1x1",
+         "merge": "concat"},
+    ],
+    "head": {"pool": "avg", "hidden_layers": 1, "hidden": 16},
+    "quant": {"w_bits": [1, 2, 3, 4, 6, 8, 32], "a_bits": [2, 4, 8, 32], "logit_bits": 8},
+}
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 5, 8])
+def test_codes_round_trip(bits):
+    rng = np.random.default_rng(bits)
+    codes = rng.integers(0, 2 ** bits, size=37)
+    data = pack_codes(codes, bits)
+    assert len(data) == -(-37 * bits // 8)  # exactly b bits per value, padded to a byte
+    assert np.array_equal(unpack_codes(data, bits, 37), codes)
+
+
+def _trained(wq: str, aq: str, seed: int):
+    space = SearchSpace(SPACE)
+    cfg = space.sample(seed)
+    spec = space.decode(cfg)
+    from dataclasses import replace
+
+    spec = replace(spec, quant=replace(spec.quant, w_quantizer=wq, a_quantizer=aq))
+    model = build_model(spec.arch, spec.quant, seed=seed)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return space, spec, model.eval()
+
+
+@pytest.mark.parametrize("wq, aq", [("minmax", "ema"), ("lsq", "lsq"), ("minmax", "pact")])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_unpacked_weights_equal_fake_quant_weights_and_size_matches_the_cost_model(wq, aq, seed):
+    space, spec, model = _trained(wq, aq, seed)
+    assert any(n.endswith("par") or "par." in n for n, _ in model.named_modules())  # a parallel block
+    data = pack_model(model, space.input_shape)
+    restored, fake = restored_weights(data), fake_quant_weights(model)
+    assert set(restored) == set(fake)
+    for name in fake:
+        assert torch.equal(restored[name], fake[name]), name
+    layers = trace_layers(model, space.input_shape)
+    size_bits = summarize([layer_cost(s) for s in layers], logit_quant_size_bits(spec.quant.logit_bits)).size_bits
+    padding = 8 * len(layers)  # at most 7 bits per packed weight tensor
+    assert size_bits <= body_bits(data) <= size_bits + padding
