@@ -183,7 +183,7 @@ def _driver(args) -> subprocess.Popen:
 
 
 def test_an_interrupted_and_a_killed_driver_resume_with_finished_trials_kept(tmp_path):
-    args = ["--space", "digits_small", "--max-epochs", "4", "--num-samples", "8",
+    args = ["--space", "digits_small", "--max-epochs", "8", "--num-samples", "8",
             "--scheduler", "fifo", "--searcher", "evolution", "--max-concurrent", "1", "--out", str(tmp_path),
             "--name", "kill", "--seed", "3"]
     exp = tmp_path / "kill"
@@ -191,7 +191,7 @@ def test_an_interrupted_and_a_killed_driver_resume_with_finished_trials_kept(tmp
     # SIGTERM (as a batch system sends it; Ctrl-C takes the same path): state saved, resume command printed
     driver = _driver(args)
     try:
-        _wait_for(lambda: _finished_trials(exp, 4) >= 1, 300, "a finished trial")
+        _wait_for(lambda: _last_results(exp), 300, "a first result")  # trials run: stop now
         driver.send_signal(signal.SIGTERM)
         out, _ = driver.communicate(timeout=120)
     finally:
@@ -200,15 +200,15 @@ def test_an_interrupted_and_a_killed_driver_resume_with_finished_trials_kept(tmp
     assert f"python -m nasq_ray.run --resume {exp}" in out
 
     # SIGKILL of the resumed driver: no chance to save anything more
-    first = _finished_trials(exp, 4)
+    first = _finished_trials(exp, 8)
     driver = _driver(["--resume", str(exp)])
     try:
-        _wait_for(lambda: _finished_trials(exp, 4) >= first + 1, 300, "one more finished trial")
+        _wait_for(lambda: _finished_trials(exp, 8) >= first + 1, 300, "one more finished trial")
     finally:
         kill_session(driver.pid)  # the driver, the Ray cluster it started, its trials
         driver.wait()
-    before = {tid: r["val_acc"] for tid, r in _last_results(exp).items() if r["epoch"] == 4}
-    assert len(before) >= 2
+    before = {tid: r["val_acc"] for tid, r in _last_results(exp).items() if r["epoch"] == 8}
+    assert len(before) >= 1
 
     p = _run(["--resume", str(exp), "--quiet"])
     assert p.returncode == 0, p.stderr[-3000:]
@@ -217,7 +217,7 @@ def test_an_interrupted_and_a_killed_driver_resume_with_finished_trials_kept(tmp
     assert all(r["status"] == "complete" for r in rows)
     done = {r["trial_id"]: float(r["val_acc"]) for r in rows}
     for tid, acc in before.items():  # finished trials kept, with their results
-        assert done[tid] == pytest.approx(acc)
+        assert done[tid] == pytest.approx(acc, abs=1e-6)  # trials.csv keeps 6 decimals
 
 
 # ------------------------------------------------------------------------------- trial faults
