@@ -22,10 +22,11 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .errors import ConfigError, NasqError
-from .objective import pareto_mask
+from .objective import hypervolume, pareto_mask
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 BIT_COLORS = {1: "#67001f", 2: "#b2182b", 3: "#d6604d", 4: "#f4a582", 5: "#fddbc7", 6: "#d1e5f0", 7: "#92c5de",
@@ -50,12 +51,12 @@ class Run:
     curves: dict[str, list[dict]] = field(default_factory=dict)  # trial id -> reported results
     state: str = "finished"  # finished | interrupted | running
 
-    @property
+    @cached_property  # trials are final once load_run returns
     def complete(self) -> list[dict]:
         return [t for t in self.trials if t["status"] == "complete" and _isnum(t.get(self.acc))
                 and _isnum(t.get(self.cost))]
 
-    @property
+    @cached_property
     def front(self) -> list[dict]:
         pool = self.complete
         if not pool:
@@ -145,14 +146,8 @@ def load_run(folder: str | Path) -> Run:
 # ----------------------------------------------------------------------------------------- metrics
 
 def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
-    """Area dominated by ``points`` (accuracy max, cost min) and bounded by ``ref`` (acc, cost)."""
-    pts = sorted((c, a) for a, c in points if a > ref[0] and c < ref[1])
-    area, best_acc = 0.0, ref[0]
-    for i, (c, a) in enumerate(pts):
-        best_acc = max(best_acc, a)
-        nxt = pts[i + 1][0] if i + 1 < len(pts) else ref[1]
-        area += (nxt - c) * (best_acc - ref[0])
-    return area
+    """Area dominated by ``points`` (accuracy max, cost min) up to ``ref`` (acc, cost)."""
+    return hypervolume(points, ref, ("max", "min")) if points else 0.0
 
 
 def hv_over_trials(run: Run) -> list[tuple[int, float]]:
