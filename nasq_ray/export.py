@@ -212,34 +212,30 @@ def _typed(space, row: dict) -> dict:
 
 def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = False) -> list[dict]:
     """Pack the chosen models of a finished run; return one summary dict per model."""
-    from .config import from_dict, load_yaml
     from .models import build_model
-    from .tune import prepare
+    from .tune import local_experiment_dir, prepare, saved_config
 
     folder = Path(result_dir).expanduser().resolve()
-    if not (folder / "experiment.yaml").is_file() or not (folder / "trials.csv").is_file():
-        raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no experiment.yaml and trials.csv)")
-    raw = load_yaml(folder / "experiment.yaml")
-    raw.update({"name": folder.name, "out": str(folder.parent)})
-    cfg = from_dict(raw)
-    if cfg.table.path or (raw.get("space") == "nb201"):
-        raise ConfigError("export: a tabular run trained no models; nothing to export")
+    cfg = saved_config(folder, "export")
+    if not (folder / "trials.csv").is_file():
+        raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no trials.csv)")
     prep = prepare(cfg)
+    if prep.table is not None:
+        raise ConfigError("export: a tabular run trained no models; nothing to export")
     space = prep.space
-    table = "pareto.csv" if pareto or trial is None else "trials.csv"
-    with open(folder / table) as f:
+    with open(folder / ("pareto.csv" if pareto else "trials.csv")) as f:
         rows = list(csv.DictReader(f))
     if trial is not None:
         rows = [r for r in rows if r["trial_id"] == trial]
         if not rows:
             raise ConfigError(f"trial: no trial '{trial}' in {folder / 'trials.csv'}")
-    if not pareto and trial is None:
+    elif not pareto:
         best = json.loads((folder / "best.json").read_text())["trial_id"] if (folder / "best.json").is_file() else None
         rows = [r for r in rows if r["trial_id"] == best]
     out_dir = folder / "export"
     out_dir.mkdir(exist_ok=True)
     summaries = []
-    experiment = Path(cfg.experiment_path) if "://" not in cfg.experiment_path else folder
+    experiment = local_experiment_dir(cfg) or folder
     for row in rows:
         checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob("checkpoint_*/state.pt"))
         if not checkpoints:

@@ -445,11 +445,7 @@ def saved_statuses(experiment_path: str) -> dict[str, str]:
 
     from .experiment_state import read_saved_state, saved_trial_statuses
 
-    if "://" in experiment_path:
-        fs, path = pyarrow.fs.FileSystem.from_uri(experiment_path)
-    else:
-        fs, path = pyarrow.fs.LocalFileSystem(), experiment_path
-    text = read_saved_state(fs, path)
+    text = read_saved_state(*pyarrow.fs.FileSystem.from_uri(experiment_path))
     return saved_trial_statuses(text) if text else {}
 
 
@@ -644,23 +640,37 @@ def _trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
-    """Continue an interrupted experiment from its results folder: finished trials are kept,
-    unfinished ones continue from their last checkpoint, the searcher's state is restored."""
-    t0 = time.time()
+def saved_config(result_dir: str | Path, field: str, overrides: dict | None = None) -> ExperimentConfig:
+    """The experiment a results folder ran (its experiment.yaml, named after the folder), with
+    ``overrides`` (``address`` or top-level keys); ``field`` names the flag in the error."""
     folder = Path(result_dir).expanduser().resolve()
     saved = folder / "experiment.yaml"
     if not saved.is_file():
-        raise ConfigError(f"resume: '{folder}' holds no nasq-ray experiment (no experiment.yaml); give the "
+        raise ConfigError(f"{field}: '{folder}' holds no nasq-ray experiment (no experiment.yaml); give the "
                           "results folder of an earlier run (OUT/NAME)")
     raw = load_yaml(saved)
     raw.update({"name": folder.name, "out": str(folder.parent)})
-    for key, value in overrides.items():
+    for key, value in (overrides or {}).items():
         if key == "address":
             raw.setdefault("resources", {})["address"] = value
         else:
             raw[key] = value
-    cfg = from_dict(raw)
+    return from_dict(raw)
+
+
+def local_experiment_dir(cfg: ExperimentConfig) -> Path | None:
+    """The experiment folder on this machine (also for file:// storage); None for remote storage."""
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(cfg.experiment_path)
+    return Path(path) if isinstance(fs, pyarrow.fs.LocalFileSystem) else None
+
+
+def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
+    """Continue an interrupted experiment from its results folder: finished trials are kept,
+    unfinished ones continue from their last checkpoint, the searcher's state is restored."""
+    t0 = time.time()
+    cfg = saved_config(result_dir, "resume", overrides)
     prep = prepare(cfg)
     check_storage(cfg)
     init_ray(cfg)
