@@ -351,10 +351,13 @@ class SearchResult:
     log_format: str = "text"
 
     @property
+    def unfinished(self) -> int:
+        """Trials the driver's stop interrupted (``--resume`` continues them)."""
+        return sum(r.status == "unfinished" for r in self.records)
+
+    @property
     def finished(self) -> int:
         return len(self.records) - self.unfinished
-
-    unfinished: int = 0
 
 
 def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
@@ -461,8 +464,9 @@ def collect(grid, max_epochs: int, statuses: dict[str, str] | None = None) -> li
             lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
             error = lines[-1] if lines else type(r.error).__name__
         trial_id = m.get("trial_id") or Path(r.path).name.replace("trial_", "")
-        extra = {k: v for k, v in flat_config(dict(r.config or {})).items() if k.startswith(DNAS_PREFIX)}
-        config, status = trial_fields(dict(r.config or {}), m, r.error is not None, max_epochs)
+        flat = flat_config(dict(r.config or {}))
+        extra = {k: v for k, v in flat.items() if k.startswith(DNAS_PREFIX)}
+        config, status = trial_fields(flat, m, r.error is not None, max_epochs)
         tune_status = (statuses or {}).get(str(trial_id), trial.status)
         if status != "failed" and tune_status not in ("TERMINATED", "ERROR"):
             status = "unfinished"  # stopped with the driver, not by a scheduler: --resume continues it
@@ -572,11 +576,10 @@ def _fit(cfg: ExperimentConfig, prep: Prepared, tuner, t0: float) -> SearchResul
     except Exception as e:  # noqa: BLE001 - a plot must never cost the search's results
         print(f"warning: report.html not written ({type(e).__name__}: {e}); "
               f"run python -m nasq_ray.report {out_dir}", file=sys.stderr)
-    unfinished = sum(r.status == "unfinished" for r in records)
-    interrupted = (unfinished > 0 or len(records) < cfg.search.num_samples) and not _budget_spent(cfg, t0)
+    cut_short = any(r.status == "unfinished" for r in records) or len(records) < cfg.search.num_samples
+    interrupted = cut_short and not _budget_spent(cfg, t0)
     return SearchResult(out_dir, records, front, best, prep.space, prep.dataset, time.time() - t0, prep.objective,
-                        requested=cfg.search.num_samples, interrupted=interrupted, unfinished=unfinished,
-                        log_format=cfg.log_format)
+                        requested=cfg.search.num_samples, interrupted=interrupted, log_format=cfg.log_format)
 
 
 def _budget_spent(cfg: ExperimentConfig, t0: float) -> bool:
