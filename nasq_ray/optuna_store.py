@@ -20,6 +20,7 @@ from .space import Choice, Float, Int, Ordinal, SearchSpace
 
 optuna.logging.set_verbosity(logging.WARNING)
 
+log = logging.getLogger(__name__)
 STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 USER_ATTRS = ("val_acc", "val_f1", "size_kb", "size_bits", "bitops", "macs", "avg_w_bits", "epoch")
 
@@ -71,6 +72,8 @@ def frozen_trial(trial_id: str, status: str, config: dict, metrics: dict, interm
         dist = distribution(prm.domain)
         if isinstance(dist, CategoricalDistribution) and value not in dist.choices:
             continue
+        if not isinstance(dist, CategoricalDistribution) and not dist._contains(dist.to_internal_repr(value)):
+            continue  # a value outside the space (e.g. an old trial's) is left out, not a crash
         params[name], dists[name] = value, dist
     state = STATES[status]
     values = objective_values(metrics, objective) if state == TrialState.COMPLETE else None
@@ -123,6 +126,9 @@ class OptunaStoreCallback(tune.Callback):
             return
         metrics = dict(trial.last_result or {})
         config, status = self.trial_fields(dict(trial.config or {}), metrics, error, self.max_epochs)
-        study.add_trial(frozen_trial(trial.trial_id, status, config, metrics,
-                                     self._intermediate.pop(trial.trial_id, {}), self.space, self.objective))
+        try:
+            study.add_trial(frozen_trial(trial.trial_id, status, config, metrics,
+                                         self._intermediate.pop(trial.trial_id, {}), self.space, self.objective))
+        except (ValueError, TypeError) as e:  # the study is a view of the run: never let it stop the search
+            log.warning("optuna storage: trial %s not written (%s)", trial.trial_id, e)
         self._written.add(trial.trial_id)

@@ -56,14 +56,14 @@ def _median(metric, mode, max_t, grace_period=None, min_samples_required=3, **_)
 
 def _pbt(metric, mode, max_t, seed=0, space=None, perturbation_interval=None, quantile_fraction=0.25,
          resample_probability=0.25, **_):
-    from .tune import pbt_mutations
+    from .tune import ClipToSpace, pbt_mutations
 
     mutations = pbt_mutations(space)
     return tune.schedulers.PopulationBasedTraining(
         time_attr="training_iteration", metric=metric, mode=mode,
         perturbation_interval=perturbation_interval or max(1, max_t // 5),
         hyperparam_mutations=mutations, quantile_fraction=quantile_fraction,
-        resample_probability=resample_probability)
+        resample_probability=resample_probability, custom_explore_fn=ClipToSpace(space))
 
 
 class MOASHAScheduler(FIFOScheduler):

@@ -153,6 +153,21 @@ def pbt_mutations(space: SearchSpace | None) -> dict:
     return out
 
 
+class ClipToSpace:
+    """PBT's ``custom_explore_fn``: Ray scales a continuous value by 0.8 or 1.2 without looking at its
+    bounds, so a perturbed learning rate can leave the space; put it back on the nearest bound."""
+
+    def __init__(self, space: SearchSpace):
+        self.domains = {p.name: p.domain for p in space.params if p.name in PBT_MUTABLE}
+
+    def __call__(self, config: dict) -> dict:
+        for name, d in self.domains.items():
+            if name in config and isinstance(d, (Float, Int)):
+                v = min(max(config[name], d.low), d.high)
+                config[name] = int(round(v)) if isinstance(d, Int) else float(v)
+        return config
+
+
 class _SampleConfig:
     """A picklable ``tune.sample_from`` function: a random config of the space (PBT's starting points)."""
 

@@ -67,3 +67,26 @@ def test_moasha_promotes_the_top_fraction_by_rank_then_crowding():
     rung = {"a": (0.9, 5.0), "b": (0.8, 2.0), "c": (0.85, 3.0), "d": (0.7, 6.0)}
     # front: a, b, c (d is dominated by all); keep 4 / 2 = 2: the extremes a and b (infinite crowding)
     assert [t for t in rung if s.promotable(rung, t)] == ["a", "b"]
+
+
+def test_pbt_perturbations_stay_inside_the_space():
+    # Ray multiplies a continuous value by 0.8 or 1.2 and does not clip; a trial then refused the lr
+    from nasq_ray.tune import ClipToSpace
+
+    space = load_space("digits_small")
+    sched = build_scheduler("pbt", {}, metric="score", mode="max", max_t=9, seed=0, objective=OBJ, space=space)
+    clip = sched._custom_explore_fn
+    lr = space.param("train.lr").domain
+    assert isinstance(clip, ClipToSpace)
+    assert clip({"train.lr": lr.low * 0.8})["train.lr"] == lr.low
+    assert clip({"train.lr": lr.high * 1.2})["train.lr"] == lr.high
+    assert clip({"train.lr": 0.01, "train.batch_size": 64}) == {"train.lr": 0.01, "train.batch_size": 64}
+
+
+def test_optuna_store_leaves_out_a_value_outside_the_space():
+    from nasq_ray.optuna_store import frozen_trial
+
+    space = load_space("digits_small")
+    config = {"train.lr": 0.0026, "train.batch_size": 32}
+    t = frozen_trial("t1", "failed", config, {}, {}, space, OBJ)
+    assert t.params == {"train.batch_size": 32}
