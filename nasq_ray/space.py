@@ -33,7 +33,7 @@ from .errors import SearchSpaceError, did_you_mean, unknown_name
 from .models._registry import OPS
 from .models.blocks import CONNECTIONS, MERGES, block_layer_names, branch_channels
 from .quant import ALLOWED_BITS, FLOAT_BITS, LayerBits, QuantConfig, check_bits
-from .quant.learned import A_QUANTIZERS, W_QUANTIZERS
+from .quant.api import QUANT_OPTIONS
 
 def _spaces_dir() -> Path:
     """The shipped ``search_spaces/`` folder: beside the package in a checkout, inside it when installed."""
@@ -295,7 +295,7 @@ class _Parser:
 _STAGE_KEYS = ("channels", "repeats", "stride", "ops", "connections", "branch_ops", "merge")
 _HEAD_KEYS = ("pool", "hidden_layers", "hidden")
 HEAD_POOLS = ("avg", "flatten")
-_QUANT_KEYS = ("w_bits", "a_bits", "logit_bits", "w_quantizer", "a_quantizer")
+_QUANT_KEYS = ("w_bits", "a_bits", "logit_bits", *QUANT_OPTIONS)
 _TRAIN_KEYS = ("lr", "optimizer", "weight_decay", "batch_size", "momentum")
 _TOP_KEYS = ("name", "description", "input", "input_shape", "num_classes", "stages", "head", "quant", "train",
              "params", "table")
@@ -358,8 +358,8 @@ class SearchSpace:
             self._add_stage(p, i, st)
         self._add_head(p, raw.get("head") or {})
         self._slot("quant.logit_bits", p.domain("quant.logit_bits", q.get("logit_bits", FLOAT_BITS), p.bits), "quant")
-        for key, default, names in (("w_quantizer", "minmax", W_QUANTIZERS), ("a_quantizer", "ema", A_QUANTIZERS)):
-            self._slot(f"quant.{key}", p.domain(f"quant.{key}", q.get(key, default), p.name_in(names)), "quant")
+        for key, names in QUANT_OPTIONS.items():
+            self._slot(f"quant.{key}", p.domain(f"quant.{key}", q.get(key, names[0]), p.name_in(names)), "quant")
         self._add_train(p, raw.get("train") or {})
         self._check_feasible()
 
@@ -756,7 +756,7 @@ class SearchSpace:
         quant = QuantConfig(
             layers={L: LayerBits(view[f"{L}.w_bits"], view[f"{L}.a_bits"]) for L in self.layers(cfg)},
             logit_bits=view["quant.logit_bits"],
-            w_quantizer=view["quant.w_quantizer"], a_quantizer=view["quant.a_quantizer"],
+            **{key: view[f"quant.{key}"] for key in QUANT_OPTIONS},
         )
         train = TrainSpec(**{k: view[f"train.{k}"] for k in _TRAIN_KEYS})
         return TrialSpec(arch, quant, train)

@@ -33,9 +33,20 @@ class LayerBits:
         check_bits("a_bits", self.a_bits)
 
 
+# The per-experiment quantizer options (searchable like any choice); the first name is the default.
+QUANT_OPTIONS = {
+    "w_quantizer": ("minmax", "lsq"),  # max-abs range | learned step (LSQ)
+    "a_quantizer": ("ema", "lsq", "pact"),  # running min/max | learned step | learned clipping
+    "w_granularity": ("channel", "tensor"),  # one weight scale per output channel | per layer
+    "a_scheme": ("affine", "symmetric"),  # activation grid with a zero point | centred on 0
+    "a_mode": ("static", "dynamic"),  # ranges frozen after training | computed per input at inference
+}
+
+
 @dataclass(frozen=True)
 class QuantConfig:
-    """Which layers (by module path) get which bit-widths, and the bits of the logits.
+    """Which layers (by module path) get which bit-widths, the bits of the logits, and the quantizer
+    options of ``QUANT_OPTIONS`` (one value each for the whole network).
 
     ``logit_bits`` quantizes the values that enter the loss (the model's output) with a
     straight-through estimator; 32 leaves them float.
@@ -43,19 +54,18 @@ class QuantConfig:
 
     layers: Mapping[str, LayerBits] = field(default_factory=dict)
     logit_bits: int = FLOAT_BITS
-    w_quantizer: str = "minmax"  # minmax (max-abs per channel) | lsq (learned step per channel)
-    a_quantizer: str = "ema"  # ema (running min/max) | lsq (learned step) | pact (learned clipping)
+    w_quantizer: str = "minmax"
+    a_quantizer: str = "ema"
+    w_granularity: str = "channel"
+    a_scheme: str = "affine"
+    a_mode: str = "static"
 
     def __post_init__(self):
-        from .learned import A_QUANTIZERS, W_QUANTIZERS
-
         check_bits("logit_bits", self.logit_bits)
-        if self.w_quantizer not in W_QUANTIZERS:
-            raise SearchSpaceError(f"quant.w_quantizer: unknown name '{self.w_quantizer}'; allowed: "
-                                   f"{', '.join(W_QUANTIZERS)}")
-        if self.a_quantizer not in A_QUANTIZERS:
-            raise SearchSpaceError(f"quant.a_quantizer: unknown name '{self.a_quantizer}'; allowed: "
-                                   f"{', '.join(A_QUANTIZERS)}")
+        for name, allowed in QUANT_OPTIONS.items():
+            if getattr(self, name) not in allowed:
+                raise SearchSpaceError(f"quant.{name}: unknown name '{getattr(self, name)}'; allowed: "
+                                       f"{', '.join(allowed)}")
         for path, bits in self.layers.items():
             if not isinstance(bits, LayerBits):
                 raise SearchSpaceError(f"layers[{path}]: expected LayerBits, got {type(bits).__name__}")
