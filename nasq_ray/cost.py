@@ -7,9 +7,11 @@ Per layer (Conv2d or Linear, for one input sample):
                 counted, as in ``torch.utils.flop_counter`` (MACs = FLOPs / 2).
 * ``bitops``    ``macs * w_bits * a_bits`` where ``a_bits`` is the bit-width of the layer's input.
 * ``size_bits`` what must be stored to run the layer: weights at ``w_bits``; at 32 bits each: the
-                bias, one weight scale per output channel (when the weights are quantized), the
-                BatchNorm that follows the layer in its inference form (one scale and one shift per
-                channel), and the input quantizer's scale and zero point (when it is quantized).
+                bias, one weight scale per output channel (or one per layer for per-tensor weights;
+                none for float weights), the BatchNorm that follows the layer in its inference form
+                (one scale and one shift per channel), and the input quantizer's scale and zero
+                point (when it is quantized with a static range; a dynamic one computes them per
+                input and stores nothing).
 
 A float layer is one at 32 bits: no scales, no quantizer parameters.
 """
@@ -37,6 +39,8 @@ class LayerShape:
     bn_channels: int
     w_bits: int
     a_bits: int
+    w_scales: int | None = None  # weight scales stored: one per output channel (None) or 1 (per tensor)
+    a_static: bool = True  # a static activation quantizer stores its scale and zero point; dynamic none
 
     @property
     def n_weights(self) -> int:
@@ -85,9 +89,10 @@ def layer_size_bits(layer: LayerShape) -> int:
     w_quant = layer.w_bits < FLOAT_BITS
     a_quant = layer.a_bits < FLOAT_BITS
     bits = layer.n_weights * layer.w_bits
-    bits += FLOAT_BITS * layer.out_ch * (int(layer.has_bias) + int(w_quant))
+    bits += FLOAT_BITS * layer.out_ch * int(layer.has_bias)
+    bits += FLOAT_BITS * (layer.out_ch if layer.w_scales is None else layer.w_scales) * int(w_quant)
     bits += FLOAT_BITS * 2 * layer.bn_channels
-    bits += FLOAT_BITS * 2 * int(a_quant)
+    bits += FLOAT_BITS * 2 * int(a_quant and layer.a_static)
     return bits
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, NasqError
-from .quant.fake_quant import is_float, signed_range, weight_scale
+from .quant.fake_quant import is_float, signed_range
 from .quant.modules import QuantConv2d, QuantLinear
 
 MAGIC = b"NQW1"
@@ -51,19 +51,8 @@ def unpack_codes(data: bytes, bits: int, count: int) -> np.ndarray:
 # ------------------------------------------------------------------------------- integer weights
 
 def integer_weight(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The integers ``q`` and float32 per-channel scales with ``q * scale ==`` the fake-quant weight."""
-    w = layer.weight.detach()
-    bits = layer.w_bits
-    if "w_quant" in layer._modules and bits > 1:
-        scale = layer.w_quant.scale()
-        qmin, qmax = signed_range(bits)
-        q = torch.clamp(w / scale, qmin, qmax).round()
-        return q, scale
-    scale = weight_scale(w, bits)
-    if bits == 1:
-        return torch.where(w >= 0, 1.0, -1.0), scale
-    qmax = signed_range(bits)[1]
-    return (w * (1.0 / scale)).round().clamp(-qmax, qmax), scale
+    """The integers ``q`` and float32 scales with ``q * scale ==`` the fake-quant weight."""
+    return layer.integer_weight()
 
 
 def _bn_after(model: nn.Module, example: torch.Tensor) -> dict[str, nn.Module]:
@@ -92,6 +81,10 @@ def _bn_after(model: nn.Module, example: torch.Tensor) -> dict[str, nn.Module]:
 
 def _f32(t) -> bytes:
     return np.asarray(torch.as_tensor(t).detach().cpu(), dtype=np.float32).ravel().tobytes()
+
+
+def _dynamic(act_quant: nn.Module) -> bool:
+    return bool(getattr(act_quant, "dynamic", False))
 
 
 def _act_qparams(layer: nn.Module) -> tuple[float, float]:
@@ -133,11 +126,14 @@ def pack_model(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
             put("bn", _f32(bn_scale) + _f32(bn.bias.detach() - bn.running_mean * bn_scale))
             entry["bn_channels"] = bn.num_features
         if quantized and not is_float(mod.a_bits):
-            put("act", _f32(_act_qparams(mod)))
+            entry["a_mode"] = "dynamic" if _dynamic(mod.act_quant) else "static"
+            if not _dynamic(mod.act_quant):
+                put("act", _f32(_act_qparams(mod)))
+                entry["a_grid"] = list(mod.act_quant.grid())
         layers.append(entry)
     header = {"format": "nasq-ray packed weights 1", "layers": layers}
     logit = getattr(model, "logit_quant", None)
-    if logit is not None and hasattr(logit, "qparams") and not is_float(getattr(logit, "bits", 32)):
+    if logit is not None and hasattr(logit, "qparams") and not is_float(logit.bits) and not _dynamic(logit):
         header["logit"] = [body.tell(), 8]
         body.write(_f32(logit.qparams()))
     head = json.dumps(header).encode()
@@ -172,7 +168,7 @@ def restored_weights(data: bytes) -> dict[str, torch.Tensor]:
         q = (codes * 2 - 1) if bits == 1 else codes - signed_range(bits)[1]
         s0, n0 = layer["parts"]["scale"]
         scale = torch.from_numpy(np.frombuffer(body[s0:s0 + n0], dtype=np.float32).copy())
-        scale = scale.reshape((shape[0],) + (1,) * (len(shape) - 1))
+        scale = scale.reshape((-1,) + (1,) * (len(shape) - 1))  # per channel, or one per tensor
         out[layer["name"]] = q.to(torch.float32) * scale
     return out
 

@@ -9,9 +9,8 @@ import torch
 
 from nasq_ray.export import (body_bits, fake_quant_weights, pack_codes, pack_model, restored_weights,
                              unpack_codes)
-from nasq_ray.models import build_model
+from nasq_ray.models import build_model, measure_cost
 from nasq_ray.models.builder import trace_layers
-from nasq_ray.cost import layer_cost, logit_quant_size_bits, summarize
 from nasq_ray.space import SearchSpace
 
 SPACE = {
@@ -35,13 +34,13 @@ def test_codes_round_trip(bits):
     assert np.array_equal(unpack_codes(data, bits, 37), codes)
 
 
-def _trained(wq: str, aq: str, seed: int):
+def _trained(wq: str, aq: str, seed: int, **options):
     space = SearchSpace(SPACE)
     cfg = space.sample(seed)
     spec = space.decode(cfg)
     from dataclasses import replace
 
-    spec = replace(spec, quant=replace(spec.quant, w_quantizer=wq, a_quantizer=aq))
+    spec = replace(spec, quant=replace(spec.quant, w_quantizer=wq, a_quantizer=aq, **options))
     model = build_model(spec.arch, spec.quant, seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
@@ -52,10 +51,15 @@ def _trained(wq: str, aq: str, seed: int):
     return space, spec, model.eval()
 
 
-@pytest.mark.parametrize("wq, aq", [("minmax", "ema"), ("lsq", "lsq"), ("minmax", "pact")])
+OPTIONS = [("minmax", "ema", {}), ("lsq", "lsq", {}), ("minmax", "pact", {}),
+           ("minmax", "ema", {"w_granularity": "tensor", "a_scheme": "symmetric"}),
+           ("lsq", "ema", {"w_granularity": "tensor", "a_mode": "dynamic"})]
+
+
+@pytest.mark.parametrize("wq, aq, options", OPTIONS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_unpacked_weights_equal_fake_quant_weights_and_size_matches_the_cost_model(wq, aq, seed):
-    space, spec, model = _trained(wq, aq, seed)
+def test_unpacked_weights_equal_fake_quant_weights_and_size_matches_the_cost_model(wq, aq, options, seed):
+    space, spec, model = _trained(wq, aq, seed, **options)
     assert any(n.endswith("par") or "par." in n for n, _ in model.named_modules())  # a parallel block
     data = pack_model(model, space.input_shape)
     restored, fake = restored_weights(data), fake_quant_weights(model)
@@ -63,6 +67,6 @@ def test_unpacked_weights_equal_fake_quant_weights_and_size_matches_the_cost_mod
     for name in fake:
         assert torch.equal(restored[name], fake[name]), name
     layers = trace_layers(model, space.input_shape)
-    size_bits = summarize([layer_cost(s) for s in layers], logit_quant_size_bits(spec.quant.logit_bits)).size_bits
+    size_bits = measure_cost(model, space.input_shape)[0].size_bits
     padding = 8 * len(layers)  # at most 7 bits per packed weight tensor
     assert size_bits <= body_bits(data) <= size_bits + padding

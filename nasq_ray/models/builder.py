@@ -102,6 +102,8 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSh
             out_hw=tuple(out.shape[2:]) if is_conv else (1, 1),
             has_bias=mod.bias is not None, bn_channels=0,
             w_bits=getattr(mod, "w_bits", 32), a_bits=getattr(mod, "a_bits", 32),
+            w_scales=None if getattr(mod, "w_per_channel", True) else 1,
+            a_static=not getattr(getattr(mod, "act_quant", None), "dynamic", False),
         )
         outputs[id(out)] = name
 
@@ -130,5 +132,6 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSh
 def measure_cost(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[CostSummary, list[LayerCost]]:
     """Totals and the per-layer table of ``model``'s cost (see :mod:`nasq_ray.cost`)."""
     layers = [layer_cost(s) for s in trace_layers(model, input_shape)]
-    logit_bits = getattr(getattr(model, "logit_quant", None), "bits", 32)
+    logit = getattr(model, "logit_quant", None)
+    logit_bits = 32 if getattr(logit, "dynamic", False) else getattr(logit, "bits", 32)
     return summarize(layers, extra_size_bits=logit_quant_size_bits(logit_bits)), layers

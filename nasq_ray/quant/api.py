@@ -60,6 +60,10 @@ class QuantConfig:
     a_scheme: str = "affine"
     a_mode: str = "static"
 
+    def options(self) -> dict[str, str]:
+        """The quantizer options by name (keyword arguments of the layers' ``from_float``)."""
+        return {name: getattr(self, name) for name in QUANT_OPTIONS}
+
     def __post_init__(self):
         check_bits("logit_bits", self.logit_bits)
         for name, allowed in QUANT_OPTIONS.items():
@@ -90,10 +94,11 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
         mod = modules[path]
         parent_path, _, attr = path.rpartition(".")
         parent = modules[parent_path] if parent_path else model
-        new = _QUANT_CLS[type(mod)].from_float(mod, bits.w_bits, bits.a_bits, config.w_quantizer, config.a_quantizer)
+        new = _QUANT_CLS[type(mod)].from_float(mod, bits.w_bits, bits.a_bits, **config.options())
         setattr(parent, attr, new.train(mod.training))
     if hasattr(model, "logit_quant"):
-        logit = nn.Identity() if is_float(config.logit_bits) else ActFakeQuant(config.logit_bits)
+        logit = nn.Identity() if is_float(config.logit_bits) else ActFakeQuant(
+            config.logit_bits, scheme=config.a_scheme, dynamic=config.a_mode == "dynamic")
         model.logit_quant = logit.train(model.training)
     return model
 

@@ -104,9 +104,10 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | 
     return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
 
 
-def weight_scale(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric per-output-channel scale, shaped to broadcast against ``w``."""
-    dims = tuple(range(1, w.dim()))
+def weight_scale(w: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
+    """Symmetric max-abs scale, one per output channel (or one for the tensor), shaped to broadcast
+    against ``w``."""
+    dims = tuple(range(1 if per_channel else 0, w.dim()))
     w = w.detach()
     if bits == 1:
         s = w.abs().mean(dim=dims, keepdim=True)
@@ -128,9 +129,9 @@ class _MaxAbsWeightSTE(torch.autograd.Function):
         return grad_out, None, None
 
 
-def fake_quant_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric per-output-channel weight fake-quant (zero point 0, max-abs scale)."""
-    scale = weight_scale(w, bits)
+def fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
+    """Symmetric weight fake-quant (zero point 0, max-abs scale per output channel or per tensor)."""
+    scale = weight_scale(w, bits, per_channel)
     if bits == 1:
         return _BinarySTE.apply(w, scale)
     return _MaxAbsWeightSTE.apply(w, scale, signed_range(bits)[1])
@@ -149,3 +150,43 @@ def affine_qparams(lo: float, hi: float, bits: int) -> tuple[float, float]:
     scale = max(_f32((hi - lo) / (qmax - qmin)), _EPS)
     zero_point = float(min(max(qmin - round(lo / scale), qmin), qmax))
     return scale, zero_point
+
+
+def symmetric_qparams(lo: float, hi: float, bits: int) -> tuple[float, float, int, int]:
+    """Scale, zero point (0) and grid of a symmetric activation quantizer for ``[lo, hi]``: the
+    unsigned grid ``[0, 2^b - 1]`` when the range holds no negative value (after a ReLU), else the
+    signed ``[-(2^(b-1) - 1), 2^(b-1) - 1]``."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo = hi = 0.0
+    qmin, qmax = unsigned_range(bits) if lo >= 0 else signed_range(bits)
+    scale = max(_f32(max(-lo, hi, 0.0) / qmax), _EPS)
+    return scale, 0.0, qmin, qmax
+
+
+def act_qparams(lo: float, hi: float, bits: int, scheme: str = "affine") -> tuple[float, float, int, int]:
+    """Scale, zero point and integer grid ``(qmin, qmax)`` of an activation range ``[lo, hi]``."""
+    if scheme == "symmetric":
+        return symmetric_qparams(lo, hi, bits)
+    return (*affine_qparams(lo, hi, bits), *unsigned_range(bits))
+
+
+def dynamic_qparams(x: torch.Tensor, bits: int, scheme: str = "affine"):
+    """Per-sample (first dimension) scale, zero point and grid bounds of ``x``'s own range, as tensors
+    shaped ``(N, 1, ...)``: the same arithmetic as ``act_qparams``, one row at a time."""
+    dims = tuple(range(1, x.dim()))
+    x = x.detach()
+    lo = x.amin(dim=dims, keepdim=True).clamp(max=0.0)
+    hi = x.amax(dim=dims, keepdim=True).clamp(min=0.0)
+    bad = ~(torch.isfinite(lo) & torch.isfinite(hi))
+    lo, hi = lo.masked_fill(bad, 0.0), hi.masked_fill(bad, 0.0)
+    if scheme == "symmetric":
+        neg = lo < 0
+        q = signed_range(bits)[1]
+        qmax = torch.where(neg, float(q), float(2**bits - 1))
+        qmin = torch.where(neg, -float(q), 0.0)
+        scale = (torch.maximum(-lo, hi) / qmax).clamp_min(_EPS)
+        return scale, torch.zeros_like(scale), qmin, qmax
+    qmin, qmax = unsigned_range(bits)
+    scale = ((hi - lo) / (qmax - qmin)).clamp_min(_EPS)
+    zero_point = (qmin - torch.round(lo / scale)).clamp(qmin, qmax)
+    return scale, zero_point, qmin, qmax

@@ -67,10 +67,11 @@ def lsq(x: torch.Tensor, step: torch.Tensor, qmin: int, qmax: int, g: float) -> 
 class LSQWeight(nn.Module):
     """Per-output-channel LSQ step for a weight of shape ``(out, ...)``."""
 
-    def __init__(self, out_channels: int, weight_dims: int, bits: int):
+    def __init__(self, out_channels: int, weight_dims: int, bits: int, per_channel: bool = True):
         super().__init__()
         self.bits = int(bits)
-        self.step = nn.Parameter(torch.ones((out_channels,) + (1,) * (weight_dims - 1)))
+        self.per_channel = per_channel
+        self.step = nn.Parameter(torch.ones((out_channels if per_channel else 1,) + (1,) * (weight_dims - 1)))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def extra_repr(self) -> str:
@@ -80,14 +81,14 @@ class LSQWeight(nn.Module):
         if is_float(self.bits):
             return w
         if self.bits == 1:
-            return fake_quant_weight(w, 1)  # binary: sign * mean |w| (XNOR-Net)
+            return fake_quant_weight(w, 1, self.per_channel)  # binary: sign * mean |w| (XNOR-Net)
         qmin, qmax = signed_range(self.bits)
         if not bool(self.initialized):
             with torch.no_grad():
-                dims = tuple(range(1, w.dim()))
+                dims = tuple(range(1 if self.per_channel else 0, w.dim()))
                 self.step.copy_((2 * w.abs().mean(dim=dims, keepdim=True) / math.sqrt(qmax)).clamp_min(_EPS))
                 self.initialized.fill_(True)
-        g = 1.0 / math.sqrt(w[0].numel() * qmax)
+        g = 1.0 / math.sqrt((w[0].numel() if self.per_channel else w.numel()) * qmax)
         return lsq(w, self.step.abs() + _EPS, qmin, qmax, g)
 
     def scale(self) -> torch.Tensor:
@@ -170,17 +171,16 @@ class PACTAct(_LearnedAct):
         return float(self.alpha.detach().abs() + _EPS) / self.grid()[1], 0.0
 
 
-W_QUANTIZERS = ("minmax", "lsq")
-A_QUANTIZERS = ("ema", "lsq", "pact")
-
-
-def make_act_quant(kind: str, bits: int) -> nn.Module:
+def make_act_quant(kind: str, bits: int, scheme: str = "affine", dynamic: bool = False) -> nn.Module:
+    """The activation quantizer ``kind`` (ema | lsq | pact). Dynamic ranges are min/max ranges of
+    each input, so ``dynamic`` gives the min/max quantizer whatever ``kind`` says; ``scheme``
+    applies to min/max ranges (LSQ and PACT fix their own zero point at 0)."""
     from .modules import ActFakeQuant
 
-    if kind == "ema" or bits >= FLOAT_BITS:
-        return ActFakeQuant(bits)
+    if kind == "ema" or dynamic or bits >= FLOAT_BITS:
+        return ActFakeQuant(bits, scheme=scheme, dynamic=dynamic)
     if kind == "lsq":
         return LSQAct(bits)
     if kind == "pact":
         return PACTAct(bits)
-    raise ValueError(f"a_quantizer: unknown name '{kind}'; allowed: {', '.join(A_QUANTIZERS)}")
+    raise ValueError(f"a_quantizer: unknown name '{kind}'; allowed: ema, lsq, pact")

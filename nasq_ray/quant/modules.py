@@ -13,29 +13,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fake_quant import affine_qparams, fake_quant, fake_quant_weight, is_float, unsigned_range
+from .fake_quant import (act_qparams, dynamic_qparams, fake_quant, fake_quant_weight, is_float, signed_range,
+                         unsigned_range, weight_scale)
 
 
 class ActFakeQuant(nn.Module):
-    """Affine per-tensor activation fake-quant with a running (EMA) min/max range.
+    """Per-tensor activation fake-quant with a running (EMA) min/max range, or a dynamic one.
 
-    In training the range follows an exponential moving average of each batch's min and max (the
-    first batch sets it); in evaluation the range is frozen (before any training, evaluation uses
-    each input's own range and records nothing). ``bits >= 32`` makes it the identity.
+    ``scheme``: ``affine`` (a zero point; unsigned grid ``[0, 2^b - 1]``) or ``symmetric`` (zero
+    point 0; unsigned grid for a range without negatives, signed otherwise).
+
+    Static (default): in training the range follows an exponential moving average of each batch's
+    min and max (the first batch sets it); in evaluation the range is frozen (before any training,
+    evaluation uses each input's own range and records nothing). Dynamic: every sample is quantized
+    with its own range, in training and at inference (nothing is frozen). ``bits >= 32`` makes it
+    the identity.
     """
 
-    def __init__(self, bits: int, momentum: float = 0.1):
+    def __init__(self, bits: int, momentum: float = 0.1, scheme: str = "affine", dynamic: bool = False):
         super().__init__()
         self.bits = int(bits)
         self.momentum = momentum
+        self.scheme = scheme
+        self.dynamic = bool(dynamic)
         self.register_buffer("running_min", torch.zeros(()))
         self.register_buffer("running_max", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._range: tuple[float, float] | None = None
-        self._qparams: tuple[float, float] = (1.0, 0.0)
+        self._qparams: tuple[float, float, int, int] = (1.0, 0.0, *unsigned_range(min(self.bits, 16)))
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}"
+        mode = ", dynamic" if self.dynamic else ""
+        return f"bits={self.bits}, {self.scheme}{mode}"
 
     def _observe(self, x: torch.Tensor) -> None:  # no torch.no_grad(): x is detached, and it costs 20 us
         lo, hi = (float(v) for v in torch.aminmax(x.detach()))
@@ -54,7 +63,7 @@ class ActFakeQuant(nn.Module):
         # Python copies of the buffers: reading a tensor per forward costs more than the quantization
         # (set through __dict__: nn.Module.__setattr__ is slow)
         self.__dict__["_range"] = (lo, hi)
-        self.__dict__["_qparams"] = affine_qparams(lo, hi, self.bits)
+        self.__dict__["_qparams"] = act_qparams(lo, hi, self.bits, self.scheme)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -64,19 +73,24 @@ class ActFakeQuant(nn.Module):
 
     def qparams(self) -> tuple[float, float]:
         """Scale and zero point of the current (running) range."""
-        return affine_qparams(float(self.running_min), float(self.running_max), self.bits)
+        return act_qparams(float(self.running_min), float(self.running_max), self.bits, self.scheme)[:2]
+
+    def grid(self) -> tuple[int, int]:
+        """Integer range ``(qmin, qmax)`` of the current (running) range."""
+        return act_qparams(float(self.running_min), float(self.running_max), self.bits, self.scheme)[2:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if is_float(self.bits):
             return x
+        if self.dynamic:
+            return fake_quant(x, *dynamic_qparams(x, self.bits, self.scheme))
         if self.training:
             self._observe(x)
         if self._range is not None:
-            scale, zero_point = self._qparams
+            scale, zero_point, qmin, qmax = self._qparams
         else:  # never trained: use this input's range, record nothing
             lo, hi = torch.aminmax(x.detach())
-            scale, zero_point = affine_qparams(float(lo), float(hi), self.bits)
-        qmin, qmax = unsigned_range(self.bits)
+            scale, zero_point, qmin, qmax = act_qparams(float(lo), float(hi), self.bits, self.scheme)
         return fake_quant(x, scale, zero_point, qmin, qmax)
 
 
@@ -85,37 +99,57 @@ class _QuantMixin:
 
     _float_cls: type[nn.Module]
 
-    def _init_quant(self, w_bits: int, a_bits: int, w_quantizer: str = "minmax", a_quantizer: str = "ema") -> None:
+    def _init_quant(self, w_bits: int, a_bits: int, **options) -> None:
+        """Quantizers for ``w_bits`` / ``a_bits`` with ``options`` (names of ``QUANT_OPTIONS``;
+        missing ones take their defaults)."""
+        from .api import QUANT_OPTIONS
         from .learned import LSQWeight, make_act_quant
 
+        unknown = set(options) - set(QUANT_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown quantizer options {sorted(unknown)}")
+        opts = {k: options.get(k, v[0]) for k, v in QUANT_OPTIONS.items()}
         self.w_bits = int(w_bits)
         self.a_bits = int(a_bits)
-        self.w_quantizer = w_quantizer
-        self.a_quantizer = a_quantizer
-        self.act_quant = make_act_quant(a_quantizer, a_bits)
-        if w_quantizer == "lsq" and not is_float(self.w_bits):
-            self.w_quant = LSQWeight(self.weight.shape[0], self.weight.dim(), self.w_bits)
+        self.w_quantizer, self.a_quantizer = opts["w_quantizer"], opts["a_quantizer"]
+        self.w_per_channel = opts["w_granularity"] == "channel"
+        self.act_quant = make_act_quant(opts["a_quantizer"], a_bits, opts["a_scheme"], opts["a_mode"] == "dynamic")
+        if opts["w_quantizer"] == "lsq" and not is_float(self.w_bits):
+            self.w_quant = LSQWeight(self.weight.shape[0], self.weight.dim(), self.w_bits, self.w_per_channel)
 
     def quantized_weight(self) -> torch.Tensor:
         if is_float(self.w_bits):
             return self.weight
         if "w_quant" in self._modules:
             return self.w_quant(self.weight)
-        return fake_quant_weight(self.weight, self.w_bits)
+        return fake_quant_weight(self.weight, self.w_bits, self.w_per_channel)
+
+    def integer_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The integers ``q`` and float32 scales (per output channel, or one) with ``q * scale ==``
+        the fake-quant weight, bit for bit."""
+        w, bits = self.weight.detach(), self.w_bits
+        if "w_quant" in self._modules and bits > 1:
+            scale = self.w_quant.scale()
+            qmin, qmax = signed_range(bits)
+            return torch.clamp(w / scale, qmin, qmax).round(), scale
+        scale = weight_scale(w, bits, self.w_per_channel)
+        if bits == 1:
+            return torch.where(w >= 0, 1.0, -1.0), scale
+        qmax = signed_range(bits)[1]
+        return (w * (1.0 / scale)).round().clamp(-qmax, qmax), scale
 
     @staticmethod
     def _hparams(mod: nn.Module) -> tuple[tuple, dict]:
         raise NotImplementedError
 
     @classmethod
-    def from_float(cls, mod: nn.Module, w_bits: int, a_bits: int, w_quantizer: str = "minmax",
-                   a_quantizer: str = "ema"):
-        """A quantized layer that shares ``mod``'s parameters."""
+    def from_float(cls, mod: nn.Module, w_bits: int, a_bits: int, **options):
+        """A quantized layer that shares ``mod``'s parameters (``options``: see ``_init_quant``)."""
         args, kwargs = cls._hparams(mod)
         with torch.device("meta"):
             new = cls(*args, **kwargs, w_bits=w_bits, a_bits=a_bits)
         new.weight, new.bias = mod.weight, mod.bias
-        new._init_quant(w_bits, a_bits, w_quantizer, a_quantizer)  # the quantizers on the real device
+        new._init_quant(w_bits, a_bits, **options)  # the quantizers on the real device
         return new.to(mod.weight.device)
 
     def to_float(self) -> nn.Module:
