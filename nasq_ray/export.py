@@ -1,6 +1,10 @@
-"""``python -m nasq_ray.export RESULT_DIR [--trial ID | --pareto]``: the chosen models as real integers.
+"""``python -m nasq_ray.export RESULT_DIR [--trial ID | --pareto] [--format onnx|packed]``: the chosen
+models as real integers, checked against the fake-quant models the search scored.
 
-Writes, per model, ``OUT/NAME/export/<trial>.nqw``: a bit-packed weights file that holds exactly
+Writes, per model, ``OUT/NAME/export/<trial>.onnx`` (with ``--format onnx``, the default): an ONNX
+model with QuantizeLinear/DequantizeLinear and integer weights (see ``onnx_export``), run with
+onnxruntime on the test split, its accuracy printed beside the fake-quant model's; and
+``OUT/NAME/export/<trial>.nqw``: a bit-packed weights file that holds exactly
 ``w_bits`` bits per weight, plus what the cost model's ``size_bits`` counts beside them (32 bits
 each): per-channel weight scales, biases, the following BatchNorm in its inference form (scale and
 shift per channel), each quantized layer's input scale and zero point, and the logit quantizer's.
@@ -9,8 +13,6 @@ Unpacking gives back the fake-quant weights bit for bit (``unpack`` + ``restored
 File layout: ``b"NQW1"``, a little-endian uint32 header length, a JSON header (layers in forward
 order: name, kind, shape, bits, quantizer, byte offsets of each part), then the body. Integer
 weights are stored as unsigned codes ``q + qmax`` (1 bit: ``q > 0``), least significant bit first.
-
-Not here yet: ONNX export with QuantizeLinear/DequantizeLinear (see the issue's note).
 """
 
 from __future__ import annotations
@@ -206,9 +208,14 @@ def _typed(space, row: dict) -> dict:
     return config
 
 
-def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = False) -> list[dict]:
-    """Pack the chosen models of a finished run; return one summary dict per model."""
+ONNX_TOLERANCE_PP = 0.5  # onnxruntime's test accuracy may differ from fake-quant's by this much
+
+
+def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = False,
+               fmt: str = "onnx") -> list[dict]:
+    """Export the chosen models of a finished run; return one summary dict per model."""
     from .models import build_model
+    from .train import accuracy_f1, predict
     from .tune import local_experiment_dir, prepare, saved_config
 
     folder = Path(result_dir).expanduser().resolve()
@@ -232,6 +239,7 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     out_dir.mkdir(exist_ok=True)
     summaries = []
     experiment = local_experiment_dir(cfg) or folder
+    test = prep.data.test
     for row in rows:
         checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob("checkpoint_*/state.pt"))
         if not checkpoints:
@@ -246,10 +254,26 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         expected = int(float(row["size_bits"]))  # the cost model's size, as the search measured it
         restored, fake = restored_weights(data), fake_quant_weights(model)
         exact = all(torch.equal(restored[k], fake[k]) for k in fake)
-        summaries.append({"trial_id": row["trial_id"], "path": str(path), "body_bits": body_bits(data),
-                          "size_bits": expected, "header_bytes": len(data) - len(unpack(data)[1]),
-                          "exact": exact})
+        summary = {"trial_id": row["trial_id"], "path": str(path), "body_bits": body_bits(data),
+                   "size_bits": expected, "header_bytes": len(data) - len(unpack(data)[1]), "exact": exact}
+        if fmt == "onnx":
+            from .onnx_export import run_onnx, to_onnx
+
+            proto = to_onnx(model, space.input_shape)
+            onnx_path = out_dir / f"{row['trial_id']}.onnx"
+            onnx_path.write_bytes(proto.SerializeToString())
+            x, y = torch.from_numpy(np.ascontiguousarray(test.x)), torch.from_numpy(test.y)
+            with torch.no_grad():
+                fq_acc = accuracy_f1(predict(model, x), y, space.num_classes)[0]
+            ort_pred = torch.from_numpy(run_onnx(proto, test.x).argmax(axis=1))
+            summary.update(onnx_path=str(onnx_path), onnx_bytes=onnx_path.stat().st_size, test_n=len(test),
+                           fq_test_acc=fq_acc, onnx_test_acc=accuracy_f1(ort_pred, y, space.num_classes)[0])
+        summaries.append(summary)
     return summaries
+
+
+def _acc_gap_pp(r: dict) -> float:
+    return (r["onnx_test_acc"] - r["fq_test_acc"]) * 100
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,20 +282,35 @@ def main(argv: list[str] | None = None) -> int:
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--trial", metavar="ID", help="one trial (default: the best trial)")
     which.add_argument("--pareto", action="store_true", help="every model of the Pareto front")
-    ap.add_argument("--format", choices=["packed"], default="packed",
-                    help="packed: bit-packed weights file (ONNX Q/DQ export is not built yet)")
+    ap.add_argument("--format", choices=["onnx", "packed"], default="onnx",
+                    help="onnx: ONNX Q/DQ model checked in onnxruntime, and the packed weights file (default); "
+                         "packed: the packed weights file only")
     args = ap.parse_args(argv)
     try:
-        rows = export_run(args.result_dir, args.trial, args.pareto)
+        rows = export_run(args.result_dir, args.trial, args.pareto, args.format)
     except NasqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{'trial':<10} {'packed bits':>12} {'size_bits':>10} {'diff':>7} {'header B':>9}  restored == fake-quant")
+    onnx = args.format == "onnx"
+    head = f"{'trial':<10} "
+    if onnx:
+        head += f"{'fake-quant test':>15} {'onnxruntime':>11} {'diff pp':>7}  "
+    print(head + f"{'packed bits':>12} {'size_bits':>10} {'diff':>7} {'header B':>9}  restored == fake-quant")
     for r in rows:
+        line = f"{r['trial_id']:<10} "
+        if onnx:
+            line += f"{r['fq_test_acc']:>15.4f} {r['onnx_test_acc']:>11.4f} {_acc_gap_pp(r):>+7.2f}  "
         diff = (r["body_bits"] - r["size_bits"]) / r["size_bits"] * 100
-        print(f"{r['trial_id']:<10} {r['body_bits']:>12,} {r['size_bits']:>10,} {diff:>+6.2f}% {r['header_bytes']:>9}  "
-              f"{'yes' if r['exact'] else 'NO'}  {r['path']}")
-    return 0 if all(r["exact"] for r in rows) else 1
+        print(line + f"{r['body_bits']:>12,} {r['size_bits']:>10,} {diff:>+6.2f}% {r['header_bytes']:>9}  "
+              f"{'yes' if r['exact'] else 'NO'}  {r.get('onnx_path', r['path'])}")
+    ok = all(r["exact"] for r in rows)
+    if onnx:
+        off = [r["trial_id"] for r in rows if abs(_acc_gap_pp(r)) > ONNX_TOLERANCE_PP]
+        if off:
+            print(f"onnxruntime accuracy differs from fake-quant by more than {ONNX_TOLERANCE_PP} pp for: "
+                  f"{', '.join(off)}", file=sys.stderr)
+        ok = ok and not off
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

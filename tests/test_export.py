@@ -70,3 +70,44 @@ def test_unpacked_weights_equal_fake_quant_weights_and_size_matches_the_cost_mod
     size_bits = measure_cost(model, space.input_shape)[0].size_bits
     padding = 8 * len(layers)  # at most 7 bits per packed weight tensor
     assert size_bits <= body_bits(data) <= size_bits + padding
+
+
+# ------------------------------------------------------------------------------------------- ONNX
+
+@pytest.mark.parametrize("wq, aq, options", OPTIONS)
+def test_onnx_model_computes_the_fake_quant_model_with_integer_weights(wq, aq, options):
+    import onnx
+
+    from nasq_ray.onnx_export import run_onnx, to_onnx
+
+    space, spec, model = _trained(wq, aq, 0, **options)  # residual block, parallel concat block, FC head
+    proto = to_onnx(model, space.input_shape)
+    x = torch.randn(48, *space.input_shape)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    np.testing.assert_allclose(run_onnx(proto, x.numpy(), optimize=False), ref, atol=1e-4)
+    fused = run_onnx(proto, x.numpy())  # integer kernels: requantization may move a value by a step
+    assert (fused.argmax(1) == ref.argmax(1)).mean() >= 0.9
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"DequantizeLinear", "Conv", "Gemm", "Concat", "Add"} <= ops
+    assert ("QuantizeLinear" in ops) != (options.get("a_mode") == "dynamic")
+    assert "BatchNormalization" not in ops  # folded into the layers before them
+    types = {i.name.rsplit("_", 1)[0]: i.data_type for i in proto.graph.initializer if "weight_int" in i.name}
+    expected = {}
+    for name, mod in model.named_modules():
+        w_bits = getattr(mod, "w_bits", 32)
+        if w_bits < 32:
+            expected[name + ".weight_int"] = (onnx.TensorProto.INT4 if w_bits <= 4 else
+                                              onnx.TensorProto.INT8 if w_bits <= 8 else onnx.TensorProto.INT16)
+    assert types == expected and expected
+
+
+def test_onnx_export_refuses_what_it_cannot_write():
+    from nasq_ray.onnx_export import ExportError, to_onnx
+    from nasq_ray.quant import LayerBits, QuantConfig, quantize_
+
+    with pytest.raises(ExportError, match="module GELU has no ONNX export"):
+        to_onnx(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.GELU()), (4,))
+    untrained = quantize_(torch.nn.Sequential(torch.nn.Linear(4, 3)), QuantConfig({"0": LayerBits(4, 4)}))
+    with pytest.raises(ExportError, match="0: its activation range was never observed"):
+        to_onnx(untrained, (4,))
