@@ -214,8 +214,8 @@ ONNX_TOLERANCE_PP = 0.5  # onnxruntime's test accuracy may differ from fake-quan
 def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = False,
                fmt: str = "onnx") -> list[dict]:
     """Export the chosen models of a finished run; return one summary dict per model."""
-    from .models import build_model
     from .train import accuracy_f1, predict
+    from .trial import load_trained
     from .tune import local_experiment_dir, prepare, saved_config
 
     folder = Path(result_dir).expanduser().resolve()
@@ -244,10 +244,8 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob("checkpoint_*/state.pt"))
         if not checkpoints:
             raise ConfigError(f"trial: trial '{row['trial_id']}' has no checkpoint in {experiment}")
-        spec = space.decode(_typed(space, row))
-        model = build_model(spec.arch, spec.quant, seed=cfg.search.seed)
-        model.load_state_dict(torch.load(checkpoints[-1], map_location="cpu", weights_only=False)["model"])
-        model.eval()
+        state = torch.load(checkpoints[-1], map_location="cpu", weights_only=False)
+        model = load_trained(space, _typed(space, row), state["model"], seed=cfg.search.seed).eval()
         data = pack_model(model, space.input_shape)
         path = out_dir / f"{row['trial_id']}.nqw"
         path.write_bytes(data)

@@ -12,7 +12,11 @@ Configs are flat dicts keyed by parameter name, for example::
     {"s0.channels": 16, "s0.b0.op": "conv3x3", "s0.b0.op.conv.w_bits": 4, ..., "train.lr": 0.01}
 
 Bit-width parameters are named ``<module path>.w_bits`` / ``<module path>.a_bits``: the module path
-is the layer's name in the built model.
+is the layer's name in the built model. The space's ``quant.policy`` decides how many there are:
+one pair per layer (``layer``, the default), per block (``block``: ``s1.b0.w_bits``), one for the
+network (``uniform``: ``quant.w_bits``) or none (``auto``: chosen per layer at trial start by
+:mod:`nasq_ray.quant.auto_bits`). ``quant.pin_first_last`` fixes the first and last layers' width
+and removes their parameters.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import importlib.resources
 import itertools
 import math
+import re
 from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -146,7 +151,8 @@ Domain = Choice | Ordinal | Int | Float
 @dataclass(frozen=True)
 class Param:
     """One searchable parameter. ``when`` is None (always active) or a condition tuple:
-    ``("block", i, j)``, ``("parallel", i, j)``, ``("layer", i, j, rel_path)``, ``("head", k)``,
+    ``("block", i, j)``, ``("parallel", i, j)``, ``("layer", i, j, rel_path)``, ``("bits", i, j)``
+    (the block holds a layer that is not pinned), ``("uniform",)`` (the network does), ``("head", k)``,
     ``("sgd",)``."""
 
     name: str
@@ -200,12 +206,33 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class AutoBits:
+    """What policy ``auto`` leaves to the trial: choose ``layers``' bits by calibration.
+
+    For each layer the smallest of ``w_candidates`` (``a_candidates``) whose quantization keeps the
+    SQNR of its weights (input activations) at ``sqnr_db`` or more; 32 (float) when none does. See
+    :func:`nasq_ray.quant.auto_bits.choose_bits`. Pinned layers are not in ``layers``: their width is
+    already in the spec's ``QuantConfig``.
+    """
+
+    sqnr_db: float
+    w_candidates: tuple[int, ...]
+    a_candidates: tuple[int, ...]
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TrialSpec:
-    """A decoded config: the network, its bit-widths and how to train it."""
+    """A decoded config: the network, its bit-widths and how to train it.
+
+    With ``auto_bits`` set (policy ``auto``), ``quant`` holds placeholder bits (32/32) for the layers
+    that ``auto_bits`` names; the trial replaces them with the widths it chooses.
+    """
 
     arch: ArchSpec
     quant: QuantConfig
     train: TrainSpec
+    auto_bits: AutoBits | None = None
 
 
 # ---------------------------------------------------------------------------------- YAML parsing
@@ -295,11 +322,16 @@ class _Parser:
 _STAGE_KEYS = ("channels", "repeats", "stride", "ops", "connections", "branch_ops", "merge")
 _HEAD_KEYS = ("pool", "hidden_layers", "hidden")
 HEAD_POOLS = ("avg", "flatten")
-_QUANT_KEYS = ("w_bits", "a_bits", "logit_bits", *QUANT_OPTIONS)
+# How bit-widths are searched: a pair of parameters per layer, per block, for the whole network, or
+# none (chosen per layer from calibration data at trial start).
+QUANT_POLICIES = ("layer", "block", "uniform", "auto")
+DEFAULT_AUTO_SQNR_DB = 30.0
+_QUANT_KEYS = ("w_bits", "a_bits", "logit_bits", "policy", "pin_first_last", "auto_sqnr_db", *QUANT_OPTIONS)
 _TRAIN_KEYS = ("lr", "optimizer", "weight_decay", "batch_size", "momentum")
 _TOP_KEYS = ("name", "description", "input", "input_shape", "num_classes", "stages", "head", "quant", "train",
              "params", "table")
 _TRAIN_DEFAULTS = {"lr": 0.01, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 64, "momentum": 0.9}
+_BLOCK_OF_LAYER = re.compile(r"^(s\d+\.b\d+)\.")
 
 
 # ---------------------------------------------------------------------------------- search space
@@ -321,6 +353,12 @@ class SearchSpace:
         self.params: list[Param] = []
         self._by_name: dict[str, Param] = {}
         self.constants: dict[str, Any] = {}
+        self.policy = "layer"
+        self.pin_bits: int | None = None
+        self.auto_sqnr_db = DEFAULT_AUTO_SQNR_DB
+        self._input_rels: set[str] = set()  # layers of block s0.b0 that read the network input
+        self._unpinned_possible = False  # some configuration holds a layer with searched bits
+        self._unpinned_always = False  # every configuration does
         self.table = self._parse_table(p, raw.get("table"))
         if "params" in raw:
             self._init_abstract(p, raw)
@@ -350,6 +388,7 @@ class SearchSpace:
             raise p.err("stages", "expected a list of stages")
         self.n_stages = len(stages)
         q = p.keys("quant", raw.get("quant") or {}, _QUANT_KEYS)
+        self._parse_policy(p, q)
         self.bits_domains = {
             "w_bits": p.domain("quant.w_bits", q.get("w_bits", FLOAT_BITS), p.bits),
             "a_bits": p.domain("quant.a_bits", q.get("a_bits", FLOAT_BITS), p.bits),
@@ -357,11 +396,37 @@ class SearchSpace:
         for i, st in enumerate(stages):
             self._add_stage(p, i, st)
         self._add_head(p, raw.get("head") or {})
+        if self.policy == "uniform" and self._unpinned_possible:
+            self._bits_slots("quant", None if self._unpinned_always else ("uniform",))
         self._slot("quant.logit_bits", p.domain("quant.logit_bits", q.get("logit_bits", FLOAT_BITS), p.bits), "quant")
         for key, names in QUANT_OPTIONS.items():
             self._slot(f"quant.{key}", p.domain(f"quant.{key}", q.get(key, names[0]), p.name_in(names)), "quant")
         self._add_train(p, raw.get("train") or {})
         self._check_feasible()
+
+    def _parse_policy(self, p: _Parser, q: Mapping) -> None:
+        """``quant.policy``, ``quant.pin_first_last`` and ``quant.auto_sqnr_db``: fixed values, never searched."""
+        policy = q.get("policy", "layer")
+        if isinstance(policy, (list, dict)):
+            raise p.err("quant.policy", f"{policy!r}: give one policy name, not a choice (each policy gives the "
+                                        f"space different parameters); allowed: {', '.join(QUANT_POLICIES)}")
+        p.name_in(QUANT_POLICIES)("quant.policy", policy)
+        self.policy = policy
+        pin = q.get("pin_first_last")
+        if isinstance(pin, (list, dict)):
+            raise p.err("quant.pin_first_last", f"{pin!r}: give one bit-width (pinned layers are not searched), "
+                                                f"or leave it out; allowed: {ALLOWED_BITS}")
+        if pin is not None:
+            p.bits("quant.pin_first_last", pin)
+        self.pin_bits = pin
+        if "auto_sqnr_db" in q:
+            db = q["auto_sqnr_db"]
+            if policy != "auto":
+                raise p.err("quant.auto_sqnr_db", f"only policy 'auto' uses it (policy is '{policy}'); remove it "
+                                                  "or set quant.policy: auto")
+            if not _is_number(db) or not math.isfinite(db) or db <= 0:
+                raise p.err("quant.auto_sqnr_db", f"{db!r} is not allowed; allowed: a number of dB > 0, e.g. 30")
+            self.auto_sqnr_db = float(db)
 
     def _init_abstract(self, p: _Parser, raw: Mapping) -> None:
         """A space of plain named parameters (``params:``): no network to build, for tabular trials."""
@@ -427,6 +492,8 @@ class SearchSpace:
         self._slot(f"{s}.repeats", d["repeats"], "arch")
         max_rep = max(_values(d["repeats"]))
         min_rep = min(_values(d["repeats"]))
+        if i == 0:
+            self._input_rels = self._first_layers(d)
         for j in range(max_rep):
             b = f"{s}.b{j}"
             when = None if j < min_rep else ("block", i, j)
@@ -435,9 +502,18 @@ class SearchSpace:
             if "parallel" in conns:
                 self._slot(f"{b}.op_b", d["branch_ops"], "arch", ("parallel", i, j))
                 self._slot(f"{b}.merge", d["merge"], "arch", ("parallel", i, j))
-            for rel in self._possible_layers(d, i, j):
-                always = j < min_rep and self._layer_always(d, i, j, rel)
-                self._bits_slots(f"{b}.{rel}", None if always else ("layer", i, j, rel))
+            rels = [rel for rel in self._possible_layers(d, i, j) if not self.pinned(f"{b}.{rel}")]
+            if self.policy == "layer":
+                for rel in rels:
+                    always = j < min_rep and self._always(d, i, j, lambda names, rel=rel: rel in names)
+                    self._bits_slots(f"{b}.{rel}", None if always else ("layer", i, j, rel))
+            if rels:  # some choice puts a layer with searched bits into this block
+                always = j < min_rep and self._always(
+                    d, i, j, lambda names, b=b: any(not self.pinned(f"{b}.{n}") for n in names))
+                self._unpinned_possible = True
+                self._unpinned_always |= always
+                if self.policy == "block":
+                    self._bits_slots(b, None if always else ("bits", i, j))
 
     def _possible_layers(self, d: dict, i: int, j: int) -> list[str]:
         """Every layer any choice could put into block j of stage i (each is conditional)."""
@@ -453,8 +529,21 @@ class SearchSpace:
             names.append("skip")
         return list(dict.fromkeys(names))
 
-    def _layer_always(self, d: dict, i: int, j: int, rel: str) -> bool:
-        """Whether every combination of choices puts layer ``rel`` into block j (then it is unconditional)."""
+    def _first_layers(self, d: dict) -> set[str]:
+        """Layers of a stage-0 first block that read the network input: the first layer of each
+        branch's op (``op.conv``, ``op.dw``, ``op.proj``, ``par.*`` likewise) and the shortcut ``skip``.
+
+        Decided by name: a layer name that comes first in any of the stage's ops counts as first.
+        """
+        first = {f"op.{names[0]}" for op in _values(d["ops"]) if (names := OPS[op].layer_names(1, 2, 2))}
+        if "parallel" in _values(d["connections"]):
+            first |= {f"par.{names[0]}" for op in _values(d["branch_ops"])
+                      if (names := OPS[op].layer_names(1, 2, 2))}
+        return first | {"skip"}
+
+    def _always(self, d: dict, i: int, j: int, holds) -> bool:
+        """Whether every combination of choices gives block j a layer list for which ``holds(names)``
+        is true (then what depends on it is unconditional)."""
         outs = _values(d["channels"])
         if j == 0:
             ins = _values(self._value_domain(f"s{i - 1}.channels")) if i > 0 else (self.input_shape[0],)
@@ -465,7 +554,7 @@ class SearchSpace:
                 _values(d["ops"]), _values(d["connections"]), _values(d["branch_ops"]), _values(d["merge"]),
                 outs, strides):
             for in_ch in (ins or (out_ch,)):
-                if rel not in block_layer_names(op, conn, op_b, merge, in_ch, out_ch, stride):
+                if not holds(block_layer_names(op, conn, op_b, merge, in_ch, out_ch, stride)):
                     return False
         return True
 
@@ -490,8 +579,17 @@ class SearchSpace:
         for k in range(max_layers):
             when = None if k < min_layers else ("head", k)
             self._slot(f"head.fc{k}.width", width, "arch", when)
-            self._bits_slots(f"head.fc{k}", when)
-        self._bits_slots("head.out", None)
+            self._head_layer(f"head.fc{k}", when)
+        self._head_layer("head.out", None)
+
+    def _head_layer(self, layer: str, when: tuple | None) -> None:
+        """Bit parameters of a head layer: its own pair under policies ``layer`` and ``block``."""
+        if self.pinned(layer):
+            return
+        self._unpinned_possible = True
+        self._unpinned_always |= when is None
+        if self.policy in ("layer", "block"):
+            self._bits_slots(layer, when)
 
     def _add_train(self, p: _Parser, t: Any) -> None:
         t = p.keys("train", t, _TRAIN_KEYS)
@@ -570,6 +668,15 @@ class SearchSpace:
                     return False
                 b = self.block_args(view, i, j)
                 return rel in block_layer_names(b.op, b.connection, b.op_b, b.merge, b.in_ch, b.out_ch, b.stride)
+            if kind == "bits":
+                i, j = w[1], w[2]
+                if view[f"s{i}.repeats"] <= j:
+                    return False
+                b = self.block_args(view, i, j)
+                names = block_layer_names(b.op, b.connection, b.op_b, b.merge, b.in_ch, b.out_ch, b.stride)
+                return any(not self.pinned(f"s{i}.b{j}.{n}") for n in names)
+            if kind == "uniform":
+                return any(not self.pinned(L) for L in self.layers(view))
             if kind == "head":
                 return view["head.layers"] > w[1]
             if kind == "sgd":
@@ -589,6 +696,10 @@ class SearchSpace:
             return f"s{w[1]}.b{w[2]}.conn == parallel"
         if kind == "layer":
             return f"block s{w[1]}.b{w[2]} holds layer '{w[3]}'"
+        if kind == "bits":
+            return f"block s{w[1]}.b{w[2]} holds a layer that is not pinned"
+        if kind == "uniform":
+            return "the network holds a layer that is not pinned"
         if kind == "head":
             return f"head.layers > {w[1]}"
         return "train.optimizer == sgd"
@@ -753,13 +864,50 @@ class SearchSpace:
         )
         head = tuple(view[f"head.fc{k}.width"] for k in range(view["head.layers"]))
         arch = ArchSpec(self.input_shape, self.num_classes, stages, head, view.get("head.pool", "avg"))
+        layers = self.layers(cfg)
         quant = QuantConfig(
-            layers={L: LayerBits(view[f"{L}.w_bits"], view[f"{L}.a_bits"]) for L in self.layers(cfg)},
+            layers={L: self._layer_bits(view, L) for L in layers},
             logit_bits=view["quant.logit_bits"],
             **{key: view[f"quant.{key}"] for key in QUANT_OPTIONS},
         )
         train = TrainSpec(**{k: view[f"train.{k}"] for k in _TRAIN_KEYS})
-        return TrialSpec(arch, quant, train)
+        auto = None
+        if self.policy == "auto" and any(not self.pinned(L) for L in layers):
+            auto = AutoBits(self.auto_sqnr_db, self.bits_candidates("w_bits"), self.bits_candidates("a_bits"),
+                            tuple(L for L in layers if not self.pinned(L)))
+        return TrialSpec(arch, quant, train, auto)
+
+    def pinned(self, layer: str) -> bool:
+        """Whether ``layer`` has the fixed width ``quant.pin_first_last`` (and no bit parameters):
+        the last layer ``head.out`` and the layers that read the network input (in an image space
+        the first layer of each branch of block ``s0.b0`` and its shortcut ``skip``, in a flat space
+        ``head.fc0``, or ``head.out`` when there is no hidden layer)."""
+        if self.pin_bits is None:
+            return False
+        if layer == "head.out":
+            return True
+        if self.n_stages == 0:
+            return layer == "head.fc0"
+        return layer.startswith("s0.b0.") and layer[len("s0.b0."):] in self._input_rels
+
+    def bits_candidates(self, kind: str) -> tuple[int, ...]:
+        """The widths ``quant.w_bits`` / ``quant.a_bits`` (``kind``) allows, ascending."""
+        return tuple(sorted(_values(self.bits_domains[kind])))
+
+    def _layer_bits(self, view: Mapping, layer: str) -> LayerBits:
+        """``layer``'s bits under the policy: pinned, its own, its block's, the network's, or a
+        32/32 placeholder for policy ``auto``."""
+        if self.pinned(layer):
+            return LayerBits(self.pin_bits, self.pin_bits)
+        if self.policy == "auto":
+            return LayerBits(FLOAT_BITS, FLOAT_BITS)
+        if self.policy == "uniform":
+            key = "quant"
+        elif self.policy == "block" and (m := _BLOCK_OF_LAYER.match(layer)):
+            key = m[1]
+        else:
+            key = layer
+        return LayerBits(view[f"{key}.w_bits"], view[f"{key}.a_bits"])
 
     # io ---------------------------------------------------------------------------------------------
     @classmethod

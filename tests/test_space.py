@@ -11,10 +11,14 @@ import pytest
 import yaml
 
 from nasq_ray.errors import SearchSpaceError, UnknownNameError
+from nasq_ray.models import build_model
+from nasq_ray.objective import ObjectiveConfig
+from nasq_ray.quant import LayerBits
 from nasq_ray.space import (
-    SPACES_DIR, Choice, Float, Int, Ordinal, SearchSpace, TrialSpec, load_space, shipped_spaces,
+    SPACES_DIR, AutoBits, Choice, Float, Int, Ordinal, SearchSpace, TrialSpec, load_space, shipped_spaces,
 )
-from nasq_ray.strategies import define_by_run
+from nasq_ray.strategies import MULTI_OBJECTIVE_ONLY, SEARCHERS, define_by_run
+from nasq_ray.testing import check_strategy
 
 N_SAMPLES = 50
 SHIPPED_SPACES = ("digits_small", "cifar_cnn", "mlp")  # as in conftest.py
@@ -430,6 +434,18 @@ YAML_CASES = [
     (lambda r: r["stages"][0].pop("ops"), "stages[0].ops", ["missing"]),
     (_set(["num_classes"], 1), "num_classes", ["1"]),
     (_set(["input"], "flat"), "stages", ["flat"]),
+    (_set(["quant", "policy"], ["layer", "block"]), "quant.policy", ["one policy name", "layer, block, uniform, auto"]),
+    (_set(["quant", "policy"], "foo"), "quant.policy", ["'foo'", "auto", "block", "layer", "uniform"]),
+    (_set(["quant", "policy"], "blok"), "quant.policy", ["did you mean 'block'"]),
+    (_set(["quant", "pin_first_last"], 7.5), "quant.pin_first_last", ["7.5", "1..16"]),
+    (_set(["quant", "pin_first_last"], 0), "quant.pin_first_last", ["bit-width 0"]),
+    (_set(["quant", "pin_first_last"], [4, 8]), "quant.pin_first_last", ["one bit-width"]),
+    (_set(["quant", "pin_first_last"], True), "quant.pin_first_last", ["True"]),
+    (lambda r: r["quant"].update(policy="auto", auto_sqnr_db=-1), "quant.auto_sqnr_db", ["-1", "> 0"]),
+    (lambda r: r["quant"].update(policy="auto", auto_sqnr_db="high"), "quant.auto_sqnr_db", ["'high'"]),
+    (lambda r: r["quant"].update(policy="auto", auto_sqnr_db=[20, 30]), "quant.auto_sqnr_db", ["[20, 30]"]),
+    (_set(["quant", "auto_sqnr_db"], 30), "quant.auto_sqnr_db", ["only policy 'auto'", "'layer'"]),
+    (_set(["quant", "polcy"], "block"), "quant.polcy", ["unknown key", "did you mean 'policy'"]),
 ]
 
 
@@ -626,3 +642,191 @@ def test_int_log_sampling_in_range():
     xs = [d.sample(rng) for _ in range(300)]
     assert all(isinstance(x, int) and 1 <= x <= 1000 for x in xs)
     assert np.median(xs) < 200  # log-uniform, not uniform
+
+
+# ------------------------------------------------------------------------------ bit-width policies
+
+POLICIES = ("layer", "block", "uniform", "auto")
+
+
+def policy_space(name: str = "digits_small", **quant) -> SearchSpace:
+    raw = copy.deepcopy(raw_of(name))
+    raw["quant"].update(quant)
+    return SearchSpace(raw, source=f"{name}-test")
+
+
+def bits_names(sp: SearchSpace) -> list[str]:
+    return [n for n in sp.names if n.endswith((".w_bits", ".a_bits"))]
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPACES)
+def test_policy_param_names_and_counts(name):
+    by = {pol: policy_space(name, policy=pol) for pol in POLICIES}
+    assert by["layer"].names == policy_space(name).names  # layer is the default
+    assert all(sp.policy == pol for pol, sp in by.items())
+    # the policies change the bit parameters only
+    others = [n for n in by["layer"].names if n not in bits_names(by["layer"])]
+    for sp in by.values():
+        assert [n for n in sp.names if n not in bits_names(sp)] == others
+    assert bits_names(by["uniform"]) == ["quant.w_bits", "quant.a_bits"]
+    assert bits_names(by["auto"]) == []
+    for n in bits_names(by["block"]):
+        assert re.match(r"^(s\d+\.b\d+|head\.fc\d+|head\.out)\.[wa]_bits$", n), n
+    n = {pol: len(sp.params) for pol, sp in by.items()}
+    assert n["auto"] < n["uniform"] <= n["block"] <= n["layer"]
+    if name != "mlp":  # blocks of several layers share one pair
+        assert n["block"] < n["layer"]
+    else:  # an MLP has only head layers: block is layer
+        assert by["block"].names == by["layer"].names
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_pin_removes_first_and_last_layers_params(policy):
+    free, pinned = policy_space(policy=policy), policy_space(policy=policy, pin_first_last=8)
+    assert pinned.pin_bits == 8 and free.pin_bits is None
+    assert set(pinned.names) <= set(free.names)
+    if policy == "layer":
+        gone = {f"{L}.{k}" for L in ("s0.b0.op.conv", "s0.b0.op.dw", "s0.b0.skip", "head.out")
+                for k in ("w_bits", "a_bits")}
+        assert set(free.names) - set(pinned.names) == gone
+        assert "s0.b0.op.pw.w_bits" in pinned.names  # a pointwise conv after a depthwise reads no input
+    elif policy == "block":
+        assert set(free.names) - set(pinned.names) == {"head.out.w_bits", "head.out.a_bits"}
+        assert pinned.param("s0.b0.w_bits").when == ("bits", 0, 0)  # only when s0.b0 holds the pw conv
+    else:
+        assert pinned.names == free.names  # one pair (or none) either way
+    for k in range(30):
+        cfg = pinned.sample(k)
+        spec = pinned.decode(cfg)
+        for L, bits in spec.quant.layers.items():
+            if pinned.pinned(L):
+                assert bits.w_bits == bits.a_bits == 8
+                assert f"{L}.w_bits" not in cfg
+        assert pinned.pinned("head.out")
+        assert not pinned.pinned("s0.b0.op.pw") and not pinned.pinned("s0.b1.op.conv")
+        assert not pinned.pinned("head.fc0")  # an image space's first layer is in s0.b0
+        if policy == "block":
+            assert ("s0.b0.w_bits" in cfg) == (cfg["s0.b0.op"] == "dwsep3x3")
+
+
+def test_pin_in_flat_space():
+    sp = policy_space("mlp", pin_first_last=4)
+    free = policy_space("mlp")
+    gone = {f"{L}.{k}" for L in ("head.fc0", "head.out") for k in ("w_bits", "a_bits")}
+    assert set(free.names) - set(sp.names) == gone
+    assert sp.pinned("head.fc0") and sp.pinned("head.out") and not sp.pinned("head.fc1")
+    for k in range(20):
+        cfg = sp.sample(k)
+        q = sp.decode(cfg).quant.layers
+        assert q["head.fc0"].w_bits == q["head.out"].a_bits == 4
+        for L in q:
+            if L not in ("head.fc0", "head.out"):
+                assert q[L].w_bits == cfg[f"{L}.w_bits"]
+
+
+def test_block_policy_shares_the_blocks_width():
+    sp = policy_space(policy="block")
+    seen_multi = 0
+    for k in range(40):
+        cfg = sp.sample(k)
+        layers = sp.layers(cfg)
+        q = sp.decode(cfg).quant.layers
+        for L in layers:
+            m = re.match(r"^(s\d+\.b\d+)\.", L)
+            key = m[1] if m else L
+            assert q[L].w_bits == cfg[f"{key}.w_bits"] and q[L].a_bits == cfg[f"{key}.a_bits"], L
+        blocks = {re.match(r"^(s\d+\.b\d+)\.", L)[1] for L in layers if L.startswith("s")}
+        # a block's pair exists iff the block holds a quantized layer
+        assert {n[: -len(".w_bits")] for n in cfg if re.match(r"^s\d+\.b\d+\.w_bits$", n)} == blocks
+        seen_multi += any(sum(L.startswith(b + ".") for L in layers) > 1 for b in blocks)
+    assert seen_multi  # blocks of several layers were sampled
+
+
+def test_uniform_policy_one_width():
+    sp = policy_space(policy="uniform", pin_first_last=8)
+    for k in range(20):
+        cfg = sp.sample(k)
+        q = sp.decode(cfg).quant.layers
+        free = {(b.w_bits, b.a_bits) for L, b in q.items() if not sp.pinned(L)}
+        assert free == {(cfg["quant.w_bits"], cfg["quant.a_bits"])}
+
+
+def test_uniform_pair_follows_unpinned_layers():
+    """With every layer pinned the uniform pair disappears; when only some configs have a free layer
+    it is conditional."""
+    sp = SearchSpace(tiny_raw() | {"quant": {"w_bits": [4, 8], "a_bits": [4, 8], "policy": "uniform",
+                                             "pin_first_last": 6}}, (1, 8, 8), 10, "test")
+    assert bits_names(sp) == []
+    assert set(sp.decode(sp.sample(0)).quant.layers.values()) == {LayerBits(6, 6)}
+    sp = SearchSpace(tiny_raw(ops=["conv3x3", "dwsep3x3"]) | {"quant": {
+        "w_bits": [4, 8], "a_bits": [4, 8], "policy": "uniform", "pin_first_last": 6}}, (1, 8, 8), 10, "test")
+    assert sp.param("quant.w_bits").when == ("uniform",)
+    for k in range(10):
+        cfg = sp.sample(k)
+        assert ("quant.w_bits" in cfg) == (cfg["s0.b0.op"] == "dwsep3x3")
+        assert sp.validate(cfg) == cfg
+    assert "pinned" in sp.describe_when(sp.param("quant.w_bits"))
+
+
+def test_auto_policy_decodes_placeholders_and_candidates():
+    sp = policy_space(policy="auto", pin_first_last=8, auto_sqnr_db=24)
+    assert sp.auto_sqnr_db == 24.0
+    assert policy_space(policy="auto").auto_sqnr_db == 30.0  # the default
+    for k in range(10):
+        cfg = sp.sample(k)
+        spec = sp.decode(cfg)
+        auto = spec.auto_bits
+        assert isinstance(auto, AutoBits)
+        assert auto.sqnr_db == 24.0
+        assert auto.w_candidates == (2, 3, 4, 6, 8, 32) and auto.a_candidates == (3, 4, 6, 8, 32)
+        assert auto.layers == tuple(L for L in sp.layers(cfg) if not sp.pinned(L))
+        assert list(spec.quant.layers) == sp.layers(cfg)
+        for L, bits in spec.quant.layers.items():
+            assert bits == (LayerBits(8, 8) if sp.pinned(L) else LayerBits(32, 32))
+    assert policy_space().decode(policy_space().sample(0)).auto_bits is None
+
+
+@pytest.mark.parametrize("name", ["digits_small", "mlp"])
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("pin", [None, 8])
+def test_policies_sample_validate_mutate_build(name, policy, pin):
+    sp = policy_space(name, policy=policy, **({"pin_first_last": pin} if pin else {}))
+    rng = np.random.default_rng(0)
+    for k in range(20):
+        cfg = sp.sample(k)
+        assert sp.validate(cfg) == cfg
+        spec = sp.decode(cfg)
+        assert list(spec.quant.layers) == sp.layers(cfg)
+        model = build_model(spec.arch, spec.quant, seed=0)
+        modules = dict(model.named_modules())
+        for L, bits in spec.quant.layers.items():
+            assert getattr(modules[L], "w_bits", 32) == bits.w_bits, L
+        mutated = sp.mutate(cfg, rng)
+        assert sp.validate(mutated) == mutated
+    for nb in sp.neighbors(cfg, rng):
+        assert sp.validate(nb) == nb
+    fn = define_by_run(sp)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        cfg = fn(trial)
+        assert sp.validate(cfg) == cfg
+        study.tell(trial, 0.0)
+
+
+def test_policy_bits_are_bits_moves():
+    assert SearchSpace.param_kind("s0.b1.w_bits") == "bits"
+    assert SearchSpace.param_kind("quant.a_bits") == "bits"
+
+
+@pytest.mark.parametrize("policy", ["block", "uniform", "auto"])
+@pytest.mark.parametrize("searcher", sorted(SEARCHERS))
+def test_searchers_conform_on_policy_spaces(policy, searcher):
+    check_strategy(SEARCHERS[searcher], policy_space(policy=policy, pin_first_last=8),
+                   ObjectiveConfig(multi=searcher in MULTI_OBJECTIVE_ONLY))
+
+
+def test_shipped_policies_example():
+    sp = load_space("digits_policies")
+    assert sp.policy == "block" and sp.pin_bits == 8
+    assert len(sp.params) < len(load_space("digits_small").params)

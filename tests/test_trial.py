@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from nasq_ray.data import Split
+from nasq_ray.errors import NasqError
 from nasq_ray.objective import ObjectiveConfig
 from nasq_ray.space import SearchSpace
 from nasq_ray.train import accuracy_f1
-from nasq_ray.trial import TrialContext, evaluate_state, run_trial
+from nasq_ray.trial import TrialContext, evaluate_state, load_trained, run_trial
 
 TINY = {
     "name": "tiny", "input": "image",
@@ -105,3 +106,44 @@ def test_evaluate_state_reproduces_validation_accuracy(digits):
     reports = _run(ctx, cfg)
     acc, _ = evaluate_state(ctx.space, cfg, reports[-1][1]["model"], digits.val)
     assert acc == reports[-1][0]["val_acc"]
+
+
+# ------------------------------------------------------------------------------- policy auto
+
+
+AUTO = {**TINY, "quant": {"policy": "auto", "w_bits": [2, 4, 8], "a_bits": [4, 8], "logit_bits": 32}}
+
+
+def test_auto_bits_resume_reuses_saved_bits(digits):
+    ctx = _ctx(digits, AUTO)
+    cfg = ctx.space.sample(0)
+    straight = _run(ctx, cfg)
+    first = _run(ctx, cfg, stop_after=1)
+    table = first[-1][1]["model"]["auto_bits"]
+    assert torch.equal(table, straight[-1][1]["model"]["auto_bits"])  # calibration is deterministic
+    resumed = _run(ctx, cfg, state=first[-1][1])
+    assert [m["epoch"] for m, _ in resumed] == [2, 3]
+    assert resumed[-1][0]["val_acc"] == straight[-1][0]["val_acc"]
+    assert resumed[-1][0]["w_bits_str"] == straight[-1][0]["w_bits_str"]
+    # the saved bits are read back, not chosen again
+    other = torch.where(table == 32, table, 8)  # the same layers quantized, at other widths
+    assert not torch.equal(other, table)
+    state = {**first[-1][1], "model": {**first[-1][1]["model"], "auto_bits": other}}
+    resumed = _run(ctx, cfg, state=state, stop_after=2)
+    assert resumed[-1][0]["w_bits_str"] == " ".join(f"{w}/{a}" for w, a in other.tolist()).replace("32", "f")
+
+
+def test_auto_bits_evaluate_state(digits):
+    ctx = _ctx(digits, AUTO, epochs=1)
+    cfg = ctx.space.sample(1)
+    reports = _run(ctx, cfg)
+    model_state = reports[-1][1]["model"]
+    acc, _ = evaluate_state(ctx.space, cfg, model_state, digits.val)
+    assert acc == reports[-1][0]["val_acc"]
+    model = load_trained(ctx.space, cfg, model_state)
+    bits = [f"{m.w_bits}/{m.a_bits}" for n, m in model.named_modules() if n in ctx.space.layers(cfg)]
+    assert " ".join(bits).replace("32", "f") == reports[-1][0]["w_bits_str"]
+    without = {k: v for k, v in model_state.items() if k != "auto_bits"}
+    with pytest.raises(NasqError) as e:
+        evaluate_state(ctx.space, cfg, without, digits.val)
+    assert "'auto_bits'" in str(e.value) and "\n" not in str(e.value)
