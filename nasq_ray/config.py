@@ -42,6 +42,7 @@ class SearchConfig:
     max_failures: int = 0
     time_budget_s: float | None = None  # stop starting trials after this many seconds
     keep_checkpoints: int = 1  # checkpoints kept per trial (PBT keeps at least 4)
+    warm_start: int = 0  # configs with bits chosen from the value range, proposed before the searcher's
 
 
 @dataclass
@@ -219,6 +220,8 @@ def validate(cfg: ExperimentConfig) -> None:
         (s.max_failures >= -1, "search.max_failures", s.max_failures, "integers >= -1 (-1: retry forever)"),
         (s.time_budget_s is None or s.time_budget_s > 0, "search.time_budget_s", s.time_budget_s, "numbers > 0"),
         (s.keep_checkpoints >= 1, "search.keep_checkpoints", s.keep_checkpoints, "integers >= 1"),
+        (0 <= s.warm_start <= s.num_samples, "search.warm_start", s.warm_start,
+         f"integers from 0 to search.num_samples ({s.num_samples})"),
         (r.cpus_per_trial > 0, "resources.cpus_per_trial", r.cpus_per_trial, "numbers > 0"),
         (r.gpus_per_trial >= 0, "resources.gpus_per_trial", r.gpus_per_trial, "numbers >= 0"),
         (d.max_train is None or d.max_train >= 2, "data.max_train", d.max_train, "integers >= 2"),

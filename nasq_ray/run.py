@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(default: sqlite:///OUT/NAME/optuna.db); open it with optuna-dashboard")
     a("--log-format", choices=["text", "json"], help="progress output: text (default) or json, one object per line")
     a("--keep-checkpoints", type=int, metavar="N", help="checkpoints kept per trial (default: 1)")
+    a("--warm-start", type=int, metavar="N", help="propose first N configs whose bits are chosen from the value "
+                                                 "range (calibration, quant.auto_sqnr_db; default: 0)")
     a("--resume", metavar="RESULT_DIR", help="continue an interrupted experiment (its results folder); "
                                              "--address, --quiet, --verbose and --log-format may be given with it")
     a("--set", action="append", metavar="SECTION.KEY=V", help="set any config field, e.g. objective.alpha=-0.1")
@@ -83,7 +85,7 @@ _FLAG_FIELDS = {
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
     "time_budget": "search.time_budget_s", "table": "table.path", "storage": "storage",
-    "keep_checkpoints": "search.keep_checkpoints", "storage_db": "storage_db", "log_format": "log_format", "table_acc": "table.acc", "table_cost": "table.cost",
+    "keep_checkpoints": "search.keep_checkpoints", "warm_start": "search.warm_start", "storage_db": "storage_db", "log_format": "log_format", "table_acc": "table.acc", "table_cost": "table.cost",
 }
 
 

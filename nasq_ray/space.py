@@ -420,10 +420,7 @@ class SearchSpace:
             p.bits("quant.pin_first_last", pin)
         self.pin_bits = pin
         if "auto_sqnr_db" in q:
-            db = q["auto_sqnr_db"]
-            if policy != "auto":
-                raise p.err("quant.auto_sqnr_db", f"only policy 'auto' uses it (policy is '{policy}'); remove it "
-                                                  "or set quant.policy: auto")
+            db = q["auto_sqnr_db"]  # used by policy auto and by the warm start (search.warm_start)
             if not _is_number(db) or not math.isfinite(db) or db <= 0:
                 raise p.err("quant.auto_sqnr_db", f"{db!r} is not allowed; allowed: a number of dB > 0, e.g. 30")
             self.auto_sqnr_db = float(db)
@@ -894,19 +891,25 @@ class SearchSpace:
         """The widths ``quant.w_bits`` / ``quant.a_bits`` (``kind``) allows, ascending."""
         return tuple(sorted(_values(self.bits_domains[kind])))
 
+    def bits_key(self, layer: str) -> str | None:
+        """Where ``layer``'s bits live under the policy: ``KEY`` of the entries ``KEY.w_bits`` /
+        ``KEY.a_bits`` (the layer, its block or ``quant``); None for a pinned layer and under ``auto``."""
+        if self.pinned(layer) or self.policy == "auto":
+            return None
+        if self.policy == "uniform":
+            return "quant"
+        if self.policy == "block" and (m := _BLOCK_OF_LAYER.match(layer)):
+            return m[1]
+        return layer
+
     def _layer_bits(self, view: Mapping, layer: str) -> LayerBits:
         """``layer``'s bits under the policy: pinned, its own, its block's, the network's, or a
         32/32 placeholder for policy ``auto``."""
         if self.pinned(layer):
             return LayerBits(self.pin_bits, self.pin_bits)
-        if self.policy == "auto":
+        key = self.bits_key(layer)
+        if key is None:
             return LayerBits(FLOAT_BITS, FLOAT_BITS)
-        if self.policy == "uniform":
-            key = "quant"
-        elif self.policy == "block" and (m := _BLOCK_OF_LAYER.match(layer)):
-            key = m[1]
-        else:
-            key = layer
         return LayerBits(view[f"{key}.w_bits"], view[f"{key}.a_bits"])
 
     # io ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .table import Table, TableContext, default_test_column, run_table_trial
 from .schedulers import build_scheduler
 from .strategies import FINISHED, MULTI_OBJECTIVE_ONLY, BaseStrategy, make_searcher
 from .trial import TrialContext, run_trial
+from .warm_start import warm_start_configs
 
 DNAS_PREFIX = "dnas."
 
@@ -114,16 +115,67 @@ class StrategySearcher(Searcher):
         self.configs = state["configs"]
 
 
-def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig) -> Searcher:
+class WarmStartSearcher(Searcher):
+    """Proposes ``points`` (whole configs) first, then the wrapped searcher's suggestions; the
+    wrapped searcher learns the points' results as if it had suggested them (a nasq-ray strategy
+    through ``on_trial_complete``, a Ray searcher through ``add_evaluated_point`` where it has one)."""
+
+    def __init__(self, inner: Searcher, points: list[dict], max_epochs: int):
+        super().__init__(metric=inner.metric, mode=inner.mode)
+        self.inner, self.points, self.max_epochs = inner, [dict(p) for p in points], max_epochs
+        self.given: dict[str, dict] = {}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str):
+        if self.points:
+            self.given[trial_id] = self.points.pop(0)
+            return dict(self.given[trial_id])
+        return self.inner.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self.given:
+            self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        config = self.given.get(trial_id)
+        if config is None:
+            self.inner.on_trial_complete(trial_id, result, error)
+        elif isinstance(self.inner, StrategySearcher):
+            status = trial_status(result, error, self.max_epochs)
+            self.inner.strategy.on_trial_complete(trial_id, config, {**(result or {}), "status": status})
+        elif result and not error and self.metric in result:
+            try:
+                self.inner.add_evaluated_point(config, result[self.metric],
+                                               pruned=trial_status(result, False, self.max_epochs) == "pruned")
+            except NotImplementedError:
+                pass  # this Ray searcher cannot learn from configs it did not suggest
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path + ".inner")
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"points": self.points, "given": self.given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path + ".inner")
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.points, self.given = state["points"], state["given"]
+
+
+def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig,
+                   points: list[dict] | None = None) -> Searcher:
+    """The run's searcher; ``points`` (warm-start configs) are proposed before its own suggestions."""
     s = cfg.search
     name = resolve_searcher(cfg)
     made = make_searcher(name, space, objective, seed=s.seed, budget=s.num_samples, **s.searcher_args)
     if isinstance(made, BaseStrategy):
-        return StrategySearcher(made, s.max_epochs)
-    if isinstance(made, Searcher):
-        return made
-    raise ConfigError(f"searcher '{name}': the factory returned {type(made).__name__}; expected a "
-                      "nasq_ray BaseStrategy or a ray.tune.search.Searcher")
+        made = StrategySearcher(made, s.max_epochs)
+    elif not isinstance(made, Searcher):
+        raise ConfigError(f"searcher '{name}': the factory returned {type(made).__name__}; expected a "
+                          "nasq_ray BaseStrategy or a ray.tune.search.Searcher")
+    return WarmStartSearcher(made, points, s.max_epochs) if points else made
 
 
 # ----------------------------------------------------------------------------- pbt (no searcher)
@@ -609,7 +661,11 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     pbt = cfg.search.scheduler == "pbt"
     if pbt and prep.table is not None:
         raise ConfigError("scheduler: pbt perturbs training; a table run reports once per trial; use fifo")
-    searcher = None if pbt else build_searcher(cfg, space, objective)
+    if cfg.search.warm_start and (pbt or prep.table is not None):
+        raise ConfigError("search.warm_start: needs trained trials and a searcher (not a table run, not pbt); use 0")
+    points = warm_start_configs(space, cfg.search.warm_start, prep.dataset.train.x,
+                                cfg.search.seed) if cfg.search.warm_start else None
+    searcher = None if pbt else build_searcher(cfg, space, objective, points)
     if pbt:
         resolve_searcher(cfg)  # refuses a searcher other than random, with the reason
     scheduler = build_scheduler(cfg.search.scheduler, cfg.search.scheduler_args, metric="score", mode="max",

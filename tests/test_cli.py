@@ -139,6 +139,8 @@ def test_resume_refuses_flags_that_would_change_the_experiment(capsys, tmp_path)
     (["--keep-checkpoints", "0"], "search.keep_checkpoints: 0 is not allowed"),
     (["--time-budget", "-1"], "search.time_budget_s"),
     (["--address", "nohost"], "address: 'nohost' is not allowed"),
+    (["--warm-start", "-1"], "search.warm_start: -1 is not allowed; allowed: integers from 0 to"),
+    (["--warm-start", "2", "--space", "nb201"], "search.warm_start: needs trained trials"),
 ])
 def test_bad_cluster_flag(capsys, tmp_path, argv, needle):
     rc, _, err = _run(capsys, [*argv, "--out", str(tmp_path / "o")])

@@ -277,8 +277,20 @@ def test_export_packs_the_front_of_a_finished_run(ray_cluster, tmp_path, capsys)
     from nasq_ray.export import main as export_main
 
     rc, _, err = _cli(capsys, tmp_path, "exp", *DIGITS_TINY, "--num-samples", "3", "--scheduler", "fifo",
-                      "--set", "search.seed=2")
+                      "--set", "search.seed=2", "--warm-start", "1")
     assert rc == 0, err
+    # the warm-start config (bits chosen by calibration) ran, as the first trial
+    from nasq_ray.tune import prepare, saved_config
+    from nasq_ray.warm_start import warm_start_configs
+
+    prep = prepare(saved_config(tmp_path / "exp", "test"))
+    (point,) = warm_start_configs(prep.space, 1, prep.dataset.train.x, seed=2)
+
+    def same(row, cfg):
+        return all(float(row[k]) == pytest.approx(v, rel=1e-4) if isinstance(v, float) else row[k] == str(v)
+                   for k, v in cfg.items())
+
+    assert any(same(r, point) for r in _rows(tmp_path / "exp" / "trials.csv"))
     assert export_main([str(tmp_path / "exp"), "--pareto"]) == 0
     out = capsys.readouterr().out
     front = _rows(tmp_path / "exp" / "pareto.csv")

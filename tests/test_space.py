@@ -444,7 +444,6 @@ YAML_CASES = [
     (lambda r: r["quant"].update(policy="auto", auto_sqnr_db=-1), "quant.auto_sqnr_db", ["-1", "> 0"]),
     (lambda r: r["quant"].update(policy="auto", auto_sqnr_db="high"), "quant.auto_sqnr_db", ["'high'"]),
     (lambda r: r["quant"].update(policy="auto", auto_sqnr_db=[20, 30]), "quant.auto_sqnr_db", ["[20, 30]"]),
-    (_set(["quant", "auto_sqnr_db"], 30), "quant.auto_sqnr_db", ["only policy 'auto'", "'layer'"]),
     (_set(["quant", "polcy"], "block"), "quant.polcy", ["unknown key", "did you mean 'policy'"]),
 ]
 

@@ -113,7 +113,12 @@ class OptunaStrategy(BaseStrategy):
 
     def on_trial_complete(self, trial_id, config, result):
         trial = self.live.pop(trial_id, None)
-        if trial is None:
+        if trial is None:  # a config this strategy did not suggest (a warm start): add it as a finished trial
+            if config and result.get("status") in ("complete", "pruned"):
+                from ..optuna_store import frozen_trial
+
+                self.study.add_trial(frozen_trial(trial_id, result["status"], config, result, {}, self.space,
+                                                  self.objective))
             return
         status = result.get("status")
         key = self.configs.pop(trial_id, None)
