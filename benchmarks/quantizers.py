@@ -6,12 +6,17 @@ the dataset's input) is trained from the same initialization with every layer at
 
 * ``minmax``: max-abs per-channel weights, EMA min/max activations (the default);
 * ``lsq``: LSQ weights (learned per-channel step) and LSQ activations (learned step);
-* ``pact``: max-abs weights, PACT activations (learned clipping level).
+* ``pact``: max-abs weights, PACT activations (learned clipping level);
+* ``dynamic``: max-abs weights, activation ranges computed per input sample (``a_mode: dynamic``),
+  to compare with ``minmax`` (static ranges) at equal bits;
+* ``tensor``: like ``minmax`` with one weight scale per layer (``w_granularity: tensor``);
+* ``symmetric``: like ``minmax`` with symmetric activations (``a_scheme: symmetric``, zero point 0).
 
 Data: scikit-learn's digits (embedded), or CIFAR-10 with ``--data cifar10 --data-dir DIR``. Adam,
 cosine schedule, ``--epochs`` epochs; reported: test accuracy, mean over ``--seeds`` seeds.
 
-    python benchmarks/quantizers.py [--epochs 30] [--seeds 3] [--data cifar10 --data-dir DIR]
+    python benchmarks/quantizers.py [--epochs 30] [--seeds 3] [--quantizers minmax,lsq,pact]
+                                    [--data cifar10 --data-dir DIR]
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from nasq_ray.quant import LayerBits
 from nasq_ray.space import load_space
 from nasq_ray.train import accuracy_f1, cosine_lr, make_optimizer, predict, train_epoch
 
-QUANTIZERS = {"minmax": ("minmax", "ema"), "lsq": ("lsq", "lsq"), "pact": ("minmax", "pact")}
+QUANTIZERS = {
+    "minmax": {}, "lsq": {"w_quantizer": "lsq", "a_quantizer": "lsq"}, "pact": {"a_quantizer": "pact"},
+    "dynamic": {"a_mode": "dynamic"}, "tensor": {"w_granularity": "tensor"}, "symmetric": {"a_scheme": "symmetric"},
+}
 
 
 def train_and_test(spec, quant, data, epochs: int, seed: int) -> float:
@@ -51,6 +59,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--arch-seed", type=int, default=0)
     ap.add_argument("--bits", default="8,4,3,2")
+    ap.add_argument("--quantizers", default="minmax,lsq,pact", help=f"of {', '.join(QUANTIZERS)}")
+    ap.add_argument("--no-float", action="store_true", help="skip the float baseline")
     ap.add_argument("--data", default="digits")
     ap.add_argument("--data-dir")
     args = ap.parse_args()
@@ -70,12 +80,18 @@ def main() -> None:
         return f"{statistics.fmean(accs):.4f} +- {sd:.4f}"
 
     float_quant = replace(spec.quant, layers={k: LayerBits(32, 32) for k in layers}, logit_bits=32)
-    print(f"{'float':<8} {'32/32':>6}  {run(float_quant)}")
+    names = args.quantizers.split(",")
+    unknown = set(names) - set(QUANTIZERS)
+    if unknown:
+        raise SystemExit(f"--quantizers: {sorted(unknown)} not allowed; allowed: {', '.join(QUANTIZERS)}")
+    if not args.no_float:
+        print(f"{'float':<9} {'32/32':>6}  {run(float_quant)}")
     for bits in (int(b) for b in args.bits.split(",")):
-        for name, (wq, aq) in QUANTIZERS.items():
-            quant = replace(spec.quant, layers={k: LayerBits(bits, bits) for k in layers}, logit_bits=32,
-                            w_quantizer=wq, a_quantizer=aq)
-            print(f"{name:<8} {f'{bits}/{bits}':>6}  {run(quant)}", flush=True)
+        for name in names:
+            base = replace(spec.quant, w_quantizer="minmax", a_quantizer="ema", w_granularity="channel",
+                           a_scheme="affine", a_mode="static")
+            quant = replace(base, layers={k: LayerBits(bits, bits) for k in layers}, logit_bits=32, **QUANTIZERS[name])
+            print(f"{name:<9} {f'{bits}/{bits}':>6}  {run(quant)}", flush=True)
     print(f"({time.time() - t0:.0f} s)")
 
 

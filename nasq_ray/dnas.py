@@ -230,12 +230,16 @@ class SuperNet(nn.Module):
             decided[name] = op.names[k]
             base = _module_path(self.net, op)
             dropped += [f"{base}.cands.{i}." for i in range(len(op.names)) if i != k]
+        bits: dict[str, int] = {}
         for path, mod in self.net.named_modules():
-            if isinstance(mod, _MixedLayer) and not any(path.startswith(d) for d in dropped):
+            key = self.space.bits_key(_param_path(path)) if isinstance(mod, _MixedLayer) else None
+            if key is not None and not any(path.startswith(d) for d in dropped):
                 for kind, choices, logits in (("w_bits", mod.w_choices, mod.w_logits),
                                               ("a_bits", mod.act.choices, mod.act.logits)):
-                    name = f"{_param_path(path)}.{kind}"
-                    decided[name] = choices[int(logits.argmax())]
+                    # a width shared by several layers (policy block or uniform): the widest they chose
+                    name = f"{key}.{kind}"
+                    bits[name] = max(bits.get(name, 0), choices[int(logits.argmax())])
+        decided.update(bits)
         lq = self.net.logit_quant
         decided["quant.logit_bits"] = lq.choices[int(lq.logits.argmax())]
         names = set(self.space.names)

@@ -74,6 +74,32 @@ def test_supernet_relaxes_ops_and_bits_and_derives_a_valid_config():
         assert derived[k] == cfg[k]
 
 
+@pytest.mark.parametrize("policy", ["block", "uniform"])
+def test_derived_bits_under_a_shared_width_policy_are_the_widest_chosen(policy):
+    import numpy as np
+
+    space = SearchSpace({**SMALL, "quant": {**SMALL["quant"], "policy": policy}}, (1, 8, 8), 10, source="small")
+    cfg = space.sample(1)
+    net = SuperNet(space, cfg)
+    _force(net, np.random.default_rng(4))
+    derived = net.derive(cfg)
+    chosen: dict[str, list[int]] = {}
+    modules = dict(net.net.named_modules())
+    for path, mod in modules.items():
+        if not isinstance(mod, _MixedLayer):
+            continue
+        if ".cands." in path:  # a candidate op's layer counts only when that op won
+            owner, _, rest = path.partition(".cands.")
+            k, _, rel = rest.partition(".")
+            if int(k) != int(modules[owner].logits.argmax()):
+                continue
+            path = f"{owner}.{rel}"
+        chosen.setdefault(space.bits_key(path), []).append(mod.w_choices[int(mod.w_logits.argmax())])
+    assert chosen
+    for key, widths in chosen.items():
+        assert derived[f"{key}.w_bits"] == max(widths)
+
+
 def test_cost_weight_drives_the_search_to_cheaper_networks(digits):
     space = load_space("digits_small", digits.input_shape, digits.num_classes)
     cfg = space.sample(0)
