@@ -186,10 +186,17 @@ def _single_user_layer(node: fx.Node, modules: dict) -> bool:
 
 def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET):
     """An ``onnx.ModelProto`` computing what ``model`` computes in evaluation mode."""
+    was_training = model.training
+    try:
+        return _to_onnx(model.eval(), input_shape, opset)
+    finally:
+        model.train(was_training)
+
+
+def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int):
     import onnx
     from onnx import TensorProto, helper
 
-    model = model.eval()
     graph_module = fx.GraphModule(model, _Tracer().trace(model))
     modules = dict(graph_module.named_modules())
     g = _Graph()

@@ -87,10 +87,21 @@ def test_the_searcher_proposes_the_points_first_and_learns_them(tmp_path):
                                             ("c", searcher.inner.configs["c"], "complete")]
 
 
-def test_optuna_strategies_learn_a_config_they_did_not_suggest():
+@pytest.mark.parametrize("name", ["tpe", "nsga2"])
+def test_optuna_strategies_learn_a_config_they_did_not_suggest(name):
     space = load_space("digits_small")
-    tpe = make_searcher("tpe", space, ObjectiveConfig(), seed=0)
+    obj = ObjectiveConfig(multi=name == "nsga2")
+    strategy = make_searcher(name, space, obj, seed=0)
     point = space.sample(5)
-    tpe.on_trial_complete("w", point, {"status": "complete", "score": 0.8, "val_acc": 0.8, "size_kb": 2.0})
-    (told,) = tpe.study.get_trials()
-    assert told.value == pytest.approx(0.8) and told.params == point
+    strategy.on_trial_complete("w", point, {"status": "complete", "score": 0.8, "val_acc": 0.8, "size_kb": 2.0})
+    (told,) = strategy.study.get_trials()
+    assert told.values[0] == pytest.approx(0.8)
+    # stored as the strategy asks for it (ordinal values by index), so its own model can use it
+    assert {k: (space.param(k).domain.values[v] if k in told.params and hasattr(space.param(k).domain, "index")
+                else v) for k, v in told.params.items()} == point
+    rng = np.random.default_rng(0)
+    for k in range(14):  # past TPE's 10 startup trials: the sampler models the warm trial with the rest
+        cfg = strategy.suggest(f"t{k}")
+        strategy.on_trial_complete(f"t{k}", cfg, {"status": "complete", "score": float(rng.random()),
+                                                  "val_acc": float(rng.random()), "size_kb": float(rng.random())})
+    assert len(strategy.study.get_trials()) >= 15

@@ -115,10 +115,7 @@ class OptunaStrategy(BaseStrategy):
         trial = self.live.pop(trial_id, None)
         if trial is None:  # a config this strategy did not suggest (a warm start): add it as a finished trial
             if config and result.get("status") in ("complete", "pruned"):
-                from ..optuna_store import frozen_trial
-
-                self.study.add_trial(frozen_trial(trial_id, result["status"], config, result, {}, self.space,
-                                                  self.objective))
+                self.study.add_trial(self._as_trial(config, result))
             return
         status = result.get("status")
         key = self.configs.pop(trial_id, None)
@@ -132,6 +129,27 @@ class OptunaStrategy(BaseStrategy):
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
+
+
+    def _as_trial(self, config: dict, result: dict) -> optuna.trial.FrozenTrial:
+        """``config`` as a finished trial of this study, in the form ``suggest_param`` asks for it."""
+        from ..optuna_store import distribution
+
+        params, dists = {}, {}
+        for name, value in config.items():
+            prm = self.space.param(name)
+            if prm is None:
+                continue
+            if isinstance(prm.domain, Ordinal):
+                dists[name] = optuna.distributions.IntDistribution(0, len(prm.domain.values) - 1)
+                params[name] = prm.domain.index(value)
+            else:
+                dists[name], params[name] = distribution(prm.domain), value
+        complete = result["status"] == "complete"
+        vals = self.values(result) if complete else None
+        return optuna.trial.create_trial(
+            state=TrialState.COMPLETE if complete else TrialState.PRUNED, params=params, distributions=dists,
+            values=list(vals) if vals is not None else None)
 
 
 class TPEStrategy(OptunaStrategy):
