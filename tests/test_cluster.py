@@ -252,10 +252,14 @@ def test_a_trial_that_always_crashes_is_recorded_and_the_search_goes_on(tmp_path
 
 def test_a_fixed_seed_with_one_trial_at_a_time_reproduces_configs_and_metrics(tmp_path, tiny_space):
     runs = []
-    for name in ("r1", "r2"):
-        p = _run(["--space", str(tiny_space), "--max-train", "100", "--max-epochs", "2", "--num-samples", "3",
-                  "--seed", "7", "--max-concurrent", "1", "--out", str(tmp_path), "--name", name, "--quiet"])
-        assert p.returncode == 0, p.stderr[-3000:]
+    procs = {name: subprocess.Popen(  # the two runs side by side (one trial at a time each, two cores)
+        [sys.executable, "-m", "nasq_ray.run", "--space", str(tiny_space), "--max-train", "100", "--max-epochs", "2",
+         "--num-samples", "3", "--seed", "7", "--max-concurrent", "1", "--out", str(tmp_path), "--name", name,
+         "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+        for name in ("r1", "r2")}
+    for name, p in procs.items():
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
         rows = _rows(tmp_path / name / "trials.csv")
         keep = [k for k in rows[0] if k not in ("trial_id", "time_s", "node")]
         runs.append(sorted(tuple(r[k] for k in keep) for r in rows))

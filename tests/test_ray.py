@@ -147,20 +147,36 @@ def _cli(capsys, tmp_path, name, *argv):
     return rc, out, err
 
 
-@pytest.mark.parametrize("searcher", sorted(SEARCHERS))
-def test_every_searcher_runs_on_the_default_space(ray_cluster, tmp_path, capsys, searcher):
-    rc, out, err = _cli(capsys, tmp_path, searcher, *DIGITS_TINY, "--searcher", searcher, "--num-samples", "2",
-                        "--scheduler", "fifo")
+# Every searcher and every scheduler runs through Ray, each paired with one of the other kind (a run
+# per pair, not per name: the pairs cover both lists; PBT only takes the random searcher).
+DEFAULT_PAIRS = [("anneal", "fifo"), ("dnas", "fifo"), ("evolution", "hyperband"), ("greedy", "median"),
+                 ("grid", "asha"), ("nsga2", "moasha"), ("random", "pbt"), ("tpe", "asha")]
+NB201_PAIRS = [("anneal", "asha"), ("evolution", "fifo"), ("greedy", "hyperband"), ("grid", "median"),
+               ("nsga2", "moasha"), ("random", "fifo"), ("tpe", "asha")]
+
+
+def test_the_pairs_cover_every_searcher_and_scheduler():
+    assert {s for s, _ in DEFAULT_PAIRS} == set(SEARCHERS) and {c for _, c in DEFAULT_PAIRS} == set(SCHEDULERS)
+    assert {s for s, _ in NB201_PAIRS} == set(SEARCHERS) - {"dnas"}
+    assert {c for _, c in NB201_PAIRS} == set(SCHEDULERS) - {"pbt"}
+
+
+@pytest.mark.parametrize("searcher, scheduler", DEFAULT_PAIRS)
+def test_every_searcher_and_scheduler_runs_on_the_default_space(ray_cluster, tmp_path, capsys, searcher, scheduler):
+    rc, out, err = _cli(capsys, tmp_path, searcher, "--space", "digits_small", "--max-train", "120",
+                        "--max-epochs", "3", "--num-samples", "3", "--searcher", searcher, "--scheduler", scheduler,
+                        "--quiet")
     assert rc == 0, err
     rows = _rows(tmp_path / searcher / "trials.csv")
-    assert len(rows) == 2 and all(r["status"] == "complete" for r in rows), rows
+    assert len(rows) == 3 and {r["status"] for r in rows} <= {"complete", "pruned"}, rows
+    assert any(r["status"] == "complete" for r in rows)
     assert "Pareto front" in out
 
 
-@pytest.mark.parametrize("searcher", sorted(set(SEARCHERS) - {"dnas"}))
-def test_every_searcher_runs_on_nb201(ray_cluster, tmp_path, capsys, searcher):
-    rc, out, err = _cli(capsys, tmp_path, searcher, "--space", "nb201", "--searcher", searcher,
-                        "--num-samples", "6", "--objective", "multi", "--quiet")
+@pytest.mark.parametrize("searcher, scheduler", NB201_PAIRS)
+def test_every_searcher_and_scheduler_runs_on_nb201(ray_cluster, tmp_path, capsys, searcher, scheduler):
+    rc, out, err = _cli(capsys, tmp_path, searcher, "--space", "nb201", "--searcher", searcher, "--scheduler",
+                        scheduler, "--num-samples", "6", "--objective", "multi", "--quiet")
     assert rc == 0, err
     rows = _rows(tmp_path / searcher / "trials.csv")
     assert len(rows) == 6 and all(r["status"] == "complete" and float(r["val_acc"]) > 0 for r in rows)
@@ -171,26 +187,6 @@ def test_every_searcher_runs_on_nb201(ray_cluster, tmp_path, capsys, searcher):
 def test_dnas_on_a_table_is_refused_with_the_reason(tmp_path, capsys):
     rc, _, err = _cli(capsys, tmp_path, "d", "--space", "nb201", "--searcher", "dnas")
     assert rc == 2 and "dnas trains a super-network" in err and len(err.strip().splitlines()) == 1
-
-
-@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
-def test_every_scheduler_runs_on_the_default_space(ray_cluster, tmp_path, capsys, scheduler):
-    searcher = "random" if scheduler == "pbt" else "tpe"
-    rc, _, err = _cli(capsys, tmp_path, scheduler, "--space", "digits_small", "--max-train", "120",
-                      "--max-epochs", "4", "--num-samples", "4", "--scheduler", scheduler, "--searcher", searcher,
-                      "--quiet")
-    assert rc == 0, err
-    rows = _rows(tmp_path / scheduler / "trials.csv")
-    assert len(rows) == 4 and {r["status"] for r in rows} <= {"complete", "pruned"}
-    assert any(r["status"] == "complete" for r in rows)
-
-
-@pytest.mark.parametrize("scheduler", sorted(set(SCHEDULERS) - {"pbt"}))
-def test_every_scheduler_runs_on_nb201(ray_cluster, tmp_path, capsys, scheduler):
-    rc, _, err = _cli(capsys, tmp_path, scheduler, "--space", "nb201", "--num-samples", "6", "--scheduler",
-                      scheduler, "--quiet")
-    assert rc == 0, err
-    assert len(_rows(tmp_path / scheduler / "trials.csv")) == 6
 
 
 def test_pbt_refuses_a_searcher_and_tables(tmp_path, capsys):
