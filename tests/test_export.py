@@ -111,3 +111,28 @@ def test_onnx_export_refuses_what_it_cannot_write():
     untrained = quantize_(torch.nn.Sequential(torch.nn.Linear(4, 3)), QuantConfig({"0": LayerBits(4, 4)}))
     with pytest.raises(ExportError, match="0: its activation range was never observed"):
         to_onnx(untrained, (4,))
+
+
+def test_onnx_export_of_every_shipped_op_and_connection():
+    from nasq_ray.onnx_export import run_onnx, to_onnx
+    from nasq_ray.space import load_space
+
+    ops, kinds = set(), set()
+    for space_name, seeds in (("digits_small", range(6)), ("cifar_cnn", range(2))):
+        space = load_space(space_name)
+        for seed in seeds:
+            cfg = space.sample(seed)
+            spec = space.decode(cfg)
+            model = build_model(spec.arch, spec.quant, seed=seed)
+            x = torch.randn(8, *space.input_shape)
+            with torch.no_grad():
+                model.train()(x)  # activation ranges observed once
+            model.eval()
+            proto = to_onnx(model, space.input_shape)
+            with torch.no_grad():
+                ref = model(x).numpy()
+            np.testing.assert_allclose(run_onnx(proto, x.numpy(), optimize=False), ref, atol=1e-4, rtol=1e-4)
+            ops |= {n.op_type for n in proto.graph.node}
+            kinds |= {v for k, v in cfg.items() if k.endswith((".op", ".op_b", ".conn", ".merge", "head.pool"))}
+    assert {"MaxPool", "AveragePool", "Conv", "Gemm", "Concat", "Flatten", "ReduceMean"} <= ops
+    assert {"residual", "parallel", "identity", "dwsep3x3", "conv5x5", "sum", "concat"} <= kinds
