@@ -152,8 +152,7 @@ def _layer(g: _Graph, x: str, mod: nn.Module, name: str, bn: nn.Module | None) -
         scale = scale.detach().double().reshape(-1).numpy()
         if bn is not None or scale.size > 1:
             scale = np.broadcast_to(scale, (out_ch,)) * mult
-        w_int = g.const(q.numpy().astype(np.int8).astype(_weight_dtype(w_bits)), f"{name}.weight_int",
-                        _weight_dtype(w_bits))
+        w_int = g.const(q.numpy().astype(np.int64), f"{name}.weight_int", _weight_dtype(w_bits))
         attrs = {"axis": 0} if scale.size > 1 else {}
         weight = g.op("DequantizeLinear", [w_int, g.const(scale.astype(np.float32).reshape(-1) if scale.size > 1
                                                            else np.float32(scale.item()), f"{name}.w_scale")],

@@ -21,7 +21,7 @@ SPACE = {
          "merge": "concat"},
     ],
     "head": {"pool": "avg", "hidden_layers": 1, "hidden": 16},
-    "quant": {"w_bits": [1, 2, 3, 4, 6, 8, 32], "a_bits": [2, 4, 8, 32], "logit_bits": 8},
+    "quant": {"w_bits": [1, 2, 3, 4, 6, 8, 12, 32], "a_bits": [2, 4, 8, 12, 32], "logit_bits": 8},
 }
 
 
