@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, NasqError
+from .models.builder import batchnorm_after
 from .quant.fake_quant import is_float, signed_range
 from .quant.modules import QuantConv2d, QuantLinear
 
@@ -50,37 +51,6 @@ def unpack_codes(data: bytes, bits: int, count: int) -> np.ndarray:
     return (flat.reshape(count, bits).astype(np.uint32) << np.arange(bits, dtype=np.uint32)).sum(axis=1)
 
 
-# ------------------------------------------------------------------------------- integer weights
-
-def integer_weight(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """The integers ``q`` and float32 scales with ``q * scale ==`` the fake-quant weight."""
-    return layer.integer_weight()
-
-
-def _bn_after(model: nn.Module, example: torch.Tensor) -> dict[str, nn.Module]:
-    """Each Conv2d/Linear whose output feeds a BatchNorm directly, with that BatchNorm."""
-    out_of: dict[int, str] = {}
-    pairs: dict[str, nn.Module] = {}
-    names = {m: n for n, m in model.named_modules()}
-    hooks = []
-    for mod in model.modules():
-        if isinstance(mod, (nn.Conv2d, nn.Linear)):
-            hooks.append(mod.register_forward_hook(lambda m, i, o: out_of.__setitem__(id(o), names[m])))
-        elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            hooks.append(mod.register_forward_hook(
-                lambda m, i, o: pairs.__setitem__(out_of[id(i[0])], m) if id(i[0]) in out_of else None))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return pairs
-
-
 def _f32(t) -> bytes:
     return np.asarray(torch.as_tensor(t).detach().cpu(), dtype=np.float32).ravel().tobytes()
 
@@ -96,8 +66,7 @@ def _act_qparams(layer: nn.Module) -> tuple[float, float]:
 
 def pack_model(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     """The packed weights file of a (fake-quant) model."""
-    example = torch.zeros((1, *input_shape))
-    bn_of = _bn_after(model, example)
+    bn_of = batchnorm_after(model, input_shape)
     body = io.BytesIO()
     layers = []
     for name, mod in model.named_modules():
@@ -114,7 +83,7 @@ def pack_model(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
 
         quantized = isinstance(mod, (QuantConv2d, QuantLinear))
         if quantized and not is_float(mod.w_bits):
-            q, scale = integer_weight(mod)
+            q, scale = mod.integer_weight()
             codes = (q > 0).to(torch.int64) if mod.w_bits == 1 else (q + signed_range(mod.w_bits)[1]).to(torch.int64)
             put("weight", pack_codes(codes.numpy(), mod.w_bits))
             put("scale", _f32(scale))
@@ -240,6 +209,7 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     summaries = []
     experiment = local_experiment_dir(cfg) or folder
     test = prep.dataset.test
+    x_test, y_test = torch.from_numpy(np.ascontiguousarray(test.x)), torch.from_numpy(test.y)
     for row in rows:
         checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob("checkpoint_*/state.pt"))
         if not checkpoints:
@@ -252,21 +222,21 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         expected = int(float(row["size_bits"]))  # the cost model's size, as the search measured it
         restored, fake = restored_weights(data), fake_quant_weights(model)
         exact = all(torch.equal(restored[k], fake[k]) for k in fake)
-        summary = {"trial_id": row["trial_id"], "path": str(path), "body_bits": body_bits(data),
-                   "size_bits": expected, "header_bytes": len(data) - len(unpack(data)[1]), "exact": exact}
+        body = unpack(data)[1]
+        summary = {"trial_id": row["trial_id"], "path": str(path), "body_bits": len(body) * 8,
+                   "size_bits": expected, "header_bytes": len(data) - len(body), "exact": exact}
         if fmt == "onnx":
             from .onnx_export import run_onnx, to_onnx
 
             proto = to_onnx(model, space.input_shape)
             onnx_path = out_dir / f"{row['trial_id']}.onnx"
             onnx_path.write_bytes(proto.SerializeToString())
-            x, y = torch.from_numpy(np.ascontiguousarray(test.x)), torch.from_numpy(test.y)
             with torch.no_grad():
-                fq_pred = predict(model, x)
+                fq_pred = predict(model, x_test)
             ort_pred = torch.from_numpy(run_onnx(proto, test.x).argmax(axis=1))
             summary.update(onnx_path=str(onnx_path), onnx_bytes=onnx_path.stat().st_size, test_n=len(test),
-                           fq_test_acc=accuracy_f1(fq_pred, y, space.num_classes)[0],
-                           onnx_test_acc=accuracy_f1(ort_pred, y, space.num_classes)[0],
+                           fq_test_acc=accuracy_f1(fq_pred, y_test, space.num_classes)[0],
+                           onnx_test_acc=accuracy_f1(ort_pred, y_test, space.num_classes)[0],
                            changed=int((fq_pred != ort_pred).sum()))
         summaries.append(summary)
     return summaries

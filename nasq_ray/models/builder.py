@@ -78,14 +78,27 @@ def build_model(arch: ArchSpec, quant: QuantConfig | None = None, seed: int = 0)
     return model
 
 
-@torch.no_grad()
 def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerShape]:
     """Run one sample through ``model`` and record the shape of every Conv2d/Linear layer, in order.
 
     A BatchNorm that consumes a layer's output is recorded with that layer (it folds into it at
     inference). Bit-widths are read from fake-quant layers; float layers count 32 bits.
     """
+    return [LayerShape(**r) for r in _trace(model, input_shape)[0].values()]
+
+
+def batchnorm_after(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, nn.Module]:
+    """Each Conv2d/Linear (by name) whose output feeds a BatchNorm directly, with that BatchNorm:
+    the pairs ``trace_layers`` counts as one layer."""
+    return _trace(model, input_shape)[1]
+
+
+@torch.no_grad()
+def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, dict], dict[str, nn.Module]]:
+    """One sample through ``model`` in evaluation mode: each Conv2d/Linear layer's record (the fields
+    of ``LayerShape``) in forward order, and the BatchNorm that consumes its output, by layer name."""
     records: dict[str, dict] = {}
+    batchnorms: dict[str, nn.Module] = {}
     outputs: dict[int, str] = {}
     hooks = []
     names = {m: n for n, m in model.named_modules()}
@@ -111,6 +124,7 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSh
         owner = outputs.get(id(inp[0]))
         if owner is not None:
             records[owner]["bn_channels"] = mod.num_features
+            batchnorms[owner] = mod
 
     for mod in model.modules():
         if isinstance(mod, (nn.Conv2d, nn.Linear)):
@@ -126,7 +140,7 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSh
         model.train(was_training)
         for h in hooks:
             h.remove()
-    return [LayerShape(**r) for r in records.values()]
+    return records, batchnorms
 
 
 def measure_cost(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[CostSummary, list[LayerCost]]:
