@@ -30,7 +30,7 @@ from torch import nn
 from .cost import FLOAT_BITS, LayerShape, layer_cost, layer_size_bits
 from .models import build_model, get_op, trace_layers
 from .models.blocks import Block, branch_channels
-from .quant import ActFakeQuant, fake_quant_weight, is_float
+from .quant import ActFakeQuant, LayerBits, fake_quant_weight, is_float
 from .space import Choice, Ordinal, SearchSpace
 from .train import make_optimizer
 from .trial import Reporter, TrialContext, run_trial
@@ -230,16 +230,11 @@ class SuperNet(nn.Module):
             decided[name] = op.names[k]
             base = _module_path(self.net, op)
             dropped += [f"{base}.cands.{i}." for i in range(len(op.names)) if i != k]
-        bits: dict[str, int] = {}
-        for path, mod in self.net.named_modules():
-            key = self.space.bits_key(_param_path(path)) if isinstance(mod, _MixedLayer) else None
-            if key is not None and not any(path.startswith(d) for d in dropped):
-                for kind, choices, logits in (("w_bits", mod.w_choices, mod.w_logits),
-                                              ("a_bits", mod.act.choices, mod.act.logits)):
-                    # a width shared by several layers (policy block or uniform): the widest they chose
-                    name = f"{key}.{kind}"
-                    bits[name] = max(bits.get(name, 0), choices[int(logits.argmax())])
-        decided.update(bits)
+        bits = {_param_path(path): LayerBits(mod.w_choices[int(mod.w_logits.argmax())],
+                                             mod.act.choices[int(mod.act.logits.argmax())])
+                for path, mod in self.net.named_modules()
+                if isinstance(mod, _MixedLayer) and not any(path.startswith(d) for d in dropped)}
+        decided.update(self.space.bit_entries(bits))  # a width shared by layers: the widest they chose
         lq = self.net.logit_quant
         decided["quant.logit_bits"] = lq.choices[int(lq.logits.argmax())]
         names = set(self.space.names)

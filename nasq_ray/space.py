@@ -902,6 +902,26 @@ class SearchSpace:
             return m[1]
         return layer
 
+    def bit_entries(self, bits: Mapping[str, LayerBits]) -> dict:
+        """Per-layer widths written as this space's bit parameters: a layer's own pair, or the widest
+        of a block's layers (policy ``block``) or of the network's (``uniform``), rounded up to a width
+        the parameter allows (its widest when none is as wide). Pinned layers, policy ``auto`` and
+        constant widths give no entry."""
+        out = {}
+        for kind in ("w_bits", "a_bits"):
+            need: dict[str, int] = {}
+            for layer, b in bits.items():
+                key = self.bits_key(layer)
+                if key is not None:
+                    need[key] = max(need.get(key, 0), getattr(b, kind))
+            for key, width in need.items():
+                prm = self.param(f"{key}.{kind}")
+                if prm is None:
+                    continue  # a constant width: nothing to choose
+                allowed = sorted(_values(prm.domain))
+                out[prm.name] = next((v for v in allowed if v >= width), allowed[-1])
+        return out
+
     def _layer_bits(self, view: Mapping, layer: str) -> LayerBits:
         """``layer``'s bits under the policy: pinned, its own, its block's, the network's, or a
         32/32 placeholder for policy ``auto``."""

@@ -140,11 +140,10 @@ class WarmStartSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         config = self.given.get(trial_id)
-        if config is None:
+        if isinstance(self.inner, StrategySearcher) and config is not None:
+            self.inner.configs[trial_id] = dict(config)  # its own path tells the strategy, with the config
+        if config is None or isinstance(self.inner, StrategySearcher):
             self.inner.on_trial_complete(trial_id, result, error)
-        elif isinstance(self.inner, StrategySearcher):
-            status = trial_status(result, error, self.max_epochs)
-            self.inner.strategy.on_trial_complete(trial_id, config, {**(result or {}), "status": status})
         elif result and not error and self.metric in result:
             try:
                 self.inner.add_evaluated_point(config, result[self.metric],

@@ -28,25 +28,13 @@ def auto_bits_config(space: SearchSpace, cfg: dict, x: np.ndarray | torch.Tensor
     layers = tuple(L for L in spec.quant.layers if space.bits_key(L) is not None)
     auto = AutoBits(space.auto_sqnr_db, space.bits_candidates("w_bits"), space.bits_candidates("a_bits"), layers)
     chosen = calibrate(replace(spec, auto_bits=auto), x, seed).quant.layers
-    out = dict(cfg)
-    for kind in ("w_bits", "a_bits"):
-        need: dict[str, int] = {}
-        for L in layers:
-            key = space.bits_key(L)
-            need[key] = max(need.get(key, 0), getattr(chosen[L], kind))
-        for key, bits in need.items():
-            prm = space.param(f"{key}.{kind}")
-            if prm is None:
-                continue  # a constant width: nothing to choose
-            allowed = sorted(prm.domain.values)
-            out[prm.name] = next((v for v in allowed if v >= bits), allowed[-1])
+    out = {**cfg, **space.bit_entries({L: chosen[L] for L in layers})}
     return space.validate(out)
 
 
 def warm_start_configs(space: SearchSpace, n: int, x: np.ndarray | torch.Tensor, seed: int = 0) -> list[dict]:
     """``n`` sampled architectures with auto-chosen bits (``x``: training inputs), distinct configs,
     deterministic given ``seed``."""
-    x = torch.as_tensor(x)
     if n <= 0:
         return []
     if space.is_abstract:
