@@ -10,6 +10,9 @@ cifar_cnn``) random inputs of the space's input shape stand in (``--samples`` of
 is measured.
 
     python benchmarks/fakequant_overhead.py [--models 10] [--repeats 7] [--space cifar_cnn --samples 512]
+        [--torch-only]
+
+``--torch-only`` bypasses the fused C kernels (``nasq_ray.quant.native``): torch operations alone.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 
 from nasq_ray.data import load_dataset
 from nasq_ray.models import build_model
-from nasq_ray.quant import LayerBits, QuantConfig
+from nasq_ray.quant import LayerBits, QuantConfig, native
 from nasq_ray.space import load_space
 from nasq_ray.train import make_optimizer, train_epoch
 
@@ -49,8 +52,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--space", default="digits_small")
     ap.add_argument("--samples", type=int, default=512, help="random inputs for spaces other than digits_small")
+    ap.add_argument("--torch-only", action="store_true", help="bypass the fused C kernels")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    native.set_enabled(not args.torch_only)
     if args.space == "digits_small":
         data = load_dataset("digits")
         space = load_space("digits_small", data.input_shape, data.num_classes)
@@ -60,8 +65,9 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
         x = torch.randn((args.samples, *space.input_shape), generator=gen)
         y = torch.randint(0, space.num_classes, (args.samples,), generator=gen)
+    kernels = "fused C kernels" if native.available() else "torch operations"
     print(f"{space.name}, {len(y)} training samples of shape {tuple(x.shape[1:])}, W{args.bits}/A{args.bits} vs float, "
-          f"{args.repeats} interleaved epochs per model, {args.threads} thread(s)")
+          f"{args.repeats} interleaved epochs per model, {args.threads} thread(s), {kernels}")
     print(f"{'model':>5} {'params':>7} {'float_ms':>9} {'quant_ms':>9} {'ratio':>6}  ops")
     ratios = []
     for m in range(args.models):

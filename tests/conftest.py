@@ -39,3 +39,15 @@ def digits():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(params=["native", "torch"])
+def quant_backend(request):
+    """Run a test with the fused C kernels (``quant.native``) and with torch operations alone."""
+    from nasq_ray.quant import native
+
+    if request.param == "native" and not native.available():
+        pytest.skip("no C compiler: the fused kernels are not built")
+    native.set_enabled(request.param == "native")
+    yield request.param
+    native.set_enabled(True)

@@ -16,6 +16,8 @@ from nasq_ray.quant.fake_quant import signed_range, unsigned_range, weight_scale
 
 BITS = (2, 3, 4, 5, 6, 8)
 
+pytestmark = pytest.mark.usefixtures("quant_backend")  # every test with the C kernels and without
+
 
 def _tensor(seed: int, shape=(4096,), spread: float = 3.0) -> torch.Tensor:
     """Random values, a share of them far outside any quantizer range (to exercise clipping)."""

@@ -6,15 +6,23 @@ scale)) + zero_point``, then clamp, then dequantize). The backward pass is the s
 estimator with the clipping mask: the gradient passes unchanged where the rounded value lies inside
 ``[qmin, qmax]`` and is zero where it was clipped.
 
+Contiguous float32 CPU tensors are quantized by fused C kernels (``native``: one call instead of
+3-8 torch operations, the same float32 arithmetic, identical results); other tensors, or a machine
+without a C compiler, take torch operations. Quantized values are computed outside autograd and
+attached to their inputs' graph by one node per layer (``attach_ste``).
+
 Conventions: ``bits >= FLOAT_BITS`` (32) means float, i.e. no quantizer at all.
 """
 
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 import torch
+
+from . import native
 
 FLOAT_BITS = 32
 MAX_INT_BITS = 16
@@ -43,42 +51,115 @@ def unsigned_range(bits: int) -> tuple[int, int]:
     return 0, 2**bits - 1
 
 
+_FLOAT32 = struct.Struct("f")
+
+
 def _f32(v: float) -> float:
-    """``v`` rounded to float32, as the quantization kernels hold it."""
-    return float(np.float32(v))
+    """``v`` rounded to float32 (to nearest, ties to even), as the quantization kernels hold it."""
+    try:
+        return _FLOAT32.unpack(_FLOAT32.pack(v))[0]
+    except OverflowError:  # beyond float32's range: infinity, as numpy rounds it
+        return float(np.float32(v))
+
+
+def _round_scale(x: torch.Tensor, inv_scale, scale) -> torch.Tensor:
+    """``round(x * inv_scale) * scale`` (no gradient)."""
+    return (x.detach() * inv_scale).round_().mul_(scale)
+
+
+def _clip_round_scale(x: torch.Tensor, inv_scale, scale, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``clamp(round(x * inv_scale), lo, hi) * scale`` and the float mask of unclipped values (no
+    gradient); float scales: the fused kernel (``native``).
+
+    The torch path is written for speed on small tensors: bounds are Python numbers (tensor bounds
+    take a slow path in ``torch.clamp``), scales are tensors (a Python number is wrapped into a
+    tensor and converted on every operation), and the mask is a float tensor (boolean kernels are
+    several times slower on CPU)."""
+    if type(inv_scale) is float:
+        return native.fake_quant(x, inv_scale, scale, lo, hi)
+    rounded = (x.detach() * inv_scale).round_()
+    out = torch.clamp(rounded, lo, hi)
+    inside = rounded.eq_(out)  # 1.0 where nothing was clipped
+    return out.mul_(scale), inside
+
+
+def weight_maxabs_values(w: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
+    """Symmetric max-abs fake-quant values of a weight (no gradient).
+
+    The max-abs scale never clips: ``|w| * (1 / s) <= qmax * (1 + 3 * 2^-24)`` rounds to at most
+    ``qmax`` (and ``s`` only grows where it is clamped at ``1e-8``), so the clipped straight-through
+    estimator is the identity and no clamp or mask is computed.
+    """
+    if native.usable(w):
+        return native.weight_maxabs(w, signed_range(bits)[1], per_channel)
+    scale = weight_scale(w, bits, per_channel)
+    return _round_scale(w, scale.reciprocal(), scale)  # reciprocal == torch's 1.0f / scale
 
 
 class _FakeQuantSTE(torch.autograd.Function):
-    """Quantize-dequantize with the clipped straight-through gradient.
-
-    Written for speed on small tensors: the zero point is folded into the clamp bounds
-    (``clamp(round(x / s) + z, qmin, qmax) - z == clamp(round(x / s), qmin - z, qmax - z)``
-    exactly, all values being small integers), bounds and per-tensor qparams are Python numbers
-    (tensor bounds take a slow path in ``torch.clamp``), and the mask is kept as a float tensor
-    (boolean kernels are several times slower on CPU).
-    """
+    """Quantize-dequantize with the clipped straight-through gradient, for tensor scales (per
+    channel, per sample). The zero point is folded into the clamp bounds: ``clamp(round(x / s) + z,
+    qmin, qmax) - z == clamp(round(x / s), qmin - z, qmax - z)`` exactly, all values being small
+    integers."""
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, qmin: int, qmax: int):  # noqa: D401 - autograd API
-        if isinstance(scale, torch.Tensor):
-            inv = 1.0 / scale
-        else:
-            scale = _f32(scale)
-            inv = float(np.float32(1.0) / np.float32(scale))  # torch's kernels: 1.0f / scale
-        if isinstance(zero_point, torch.Tensor):
-            lo, hi = qmin - zero_point, qmax - zero_point
-        else:
-            lo, hi = float(qmin - zero_point), float(qmax - zero_point)
-        rounded = (x * inv).round_()
-        clamped = torch.clamp(rounded, lo, hi)
+    def forward(ctx, x, inv_scale, scale, lo, hi):  # noqa: D401 - autograd API
+        out, inside = _clip_round_scale(x, inv_scale, scale, lo, hi)
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(rounded.eq_(clamped))  # 1.0 where nothing was clipped
-        return clamped.mul_(scale)
+            ctx.save_for_backward(inside)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
         (inside,) = ctx.saved_tensors
         return grad_out * inside, None, None, None, None
+
+
+class _AttachSTE(torch.autograd.Function):
+    """Fake-quant values computed outside autograd, ``done = (xq, mask, wq)``, attached to the graph
+    of their float inputs ``x`` and (unless None) ``w``: the straight-through estimator, the
+    gradient of ``x`` masked by ``mask`` (None: nothing was clipped, the identity) and that of
+    ``w`` passed unchanged (max-abs weights cannot clip). One node for a layer's two operands: on
+    small networks a node costs more than its arithmetic."""
+
+    @staticmethod
+    def forward(ctx, x, w, done):
+        xq, mask, wq = done
+        ctx.set_materialize_grads(False)
+        ctx.masked = mask is not None and ctx.needs_input_grad[0]
+        if ctx.masked:
+            ctx.save_for_backward(mask)
+        if not ctx.needs_input_grad[0]:
+            ctx.mark_non_differentiable(xq)  # no input gradient computed for a layer reading the data
+        if w is None:
+            return xq
+        if not ctx.needs_input_grad[1]:
+            ctx.mark_non_differentiable(wq)
+        return xq, wq
+
+    @staticmethod
+    def backward(ctx, grad_x, grad_w=None):
+        if ctx.masked and grad_x is not None:
+            grad_x = grad_x * ctx.saved_tensors[0]
+        return grad_x, grad_w, None
+
+
+def attach_ste(x: torch.Tensor, xq: torch.Tensor, mask: torch.Tensor | None, w: torch.Tensor | None = None,
+               wq: torch.Tensor | None = None):
+    """``xq`` (and ``wq``) with the straight-through gradients of ``x`` (masked by ``mask``) and ``w``."""
+    return _AttachSTE.apply(x, w, (xq, mask, wq))
+
+
+class _MaxAbsWeightSTE(torch.autograd.Function):
+    """Max-abs weight fake-quant with the identity gradient (it cannot clip)."""
+
+    @staticmethod
+    def forward(ctx, w, bits: int, per_channel: bool):
+        return weight_maxabs_values(w, bits, per_channel)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        return grad_out, None, None
 
 
 class _BinarySTE(torch.autograd.Function):
@@ -95,46 +176,94 @@ class _BinarySTE(torch.autograd.Function):
         return grad_out * (w.abs() <= 1.0), None
 
 
-def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | int, qmin: int, qmax: int) -> torch.Tensor:
+def fake_quant(x: torch.Tensor, scale: torch.Tensor | float, zero_point: torch.Tensor | float, qmin: int,
+               qmax: int) -> torch.Tensor:
     """Quantize-dequantize ``x`` with a straight-through gradient.
 
     ``scale`` and ``zero_point`` are numbers (per tensor) or tensors that broadcast against ``x``
     (shape ``(C, 1, ...)`` for per-channel along dimension 0).
     """
-    return _FakeQuantSTE.apply(x, scale, zero_point, qmin, qmax)
+    if isinstance(scale, torch.Tensor):
+        inv = scale.reciprocal()  # torch's kernels: x * (1.0f / scale)
+        if isinstance(zero_point, torch.Tensor):
+            lo, hi = qmin - zero_point, qmax - zero_point
+        else:
+            lo, hi = float(qmin - zero_point), float(qmax - zero_point)
+        return _FakeQuantSTE.apply(x, inv, scale, lo, hi)
+    return StaticQuantPlan(scale, zero_point, qmin, qmax).apply(x)
+
+
+class StaticQuantPlan:
+    """A per-tensor quantizer's arguments, computed once per range: float32 ``scale`` and its
+    inverse, clamp bounds with the zero point folded in, and the input interval that cannot be
+    clipped (in which the quantizer skips the clamp and the mask)."""
+
+    __slots__ = ("scale", "inv_scale", "lo", "hi", "safe_lo", "safe_hi", "_tensors")
+
+    def __init__(self, scale: float, zero_point: float, qmin: int, qmax: int):
+        self.scale = _f32(scale)
+        # torch's kernels: 1.0f / scale (rounding the double quotient to float32 gives the same value)
+        self.inv_scale = _f32(1.0 / self.scale)
+        self.lo, self.hi = float(qmin - zero_point), float(qmax - zero_point)
+        # round(v * inv) stays in [lo, hi] for v in [safe_lo, safe_hi]: a margin of 0.01 of a step
+        # covers float32 rounding of the product (relative 2^-24, and |v * inv| <= 2^16 here)
+        self.safe_lo, self.safe_hi = (self.lo - 0.49) / self.inv_scale, (self.hi + 0.49) / self.inv_scale
+        self._tensors = None
+
+    def scales(self, x: torch.Tensor) -> tuple:
+        """``(inv_scale, scale)`` for quantizing ``x``: floats for the fused kernel, else float32 tensors."""
+        if native.usable(x):
+            return self.inv_scale, self.scale
+        if self._tensors is None:
+            self._tensors = (torch.tensor(self.inv_scale), torch.tensor(self.scale))
+        return self._tensors
+
+    def clips(self, batch_min: float, batch_max: float) -> bool:
+        """Whether some value in ``[batch_min, batch_max]`` may be clipped."""
+        return not (self.safe_lo <= batch_min and batch_max <= self.safe_hi)
+
+    def quantize(self, x: torch.Tensor, clip: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` quantized (no gradient) and the mask of unclipped values; ``clip=False`` (``x``
+        cannot be clipped) skips the clamp and the mask (None)."""
+        inv_scale, scale = self.scales(x)
+        if clip or type(inv_scale) is float:  # (the fused kernel always clamps)
+            out, inside = _clip_round_scale(x, inv_scale, scale, self.lo, self.hi)
+            return out, (inside if clip else None)
+        return _round_scale(x, inv_scale, scale), None
+
+    def apply(self, x: torch.Tensor, clip: bool = True) -> torch.Tensor:
+        """``x`` fake-quantized with the straight-through gradient."""
+        return attach_ste(x, *self.quantize(x, clip))
 
 
 def weight_scale(w: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
     """Symmetric max-abs scale, one per output channel (or one for the tensor), shaped to broadcast
     against ``w``."""
     dims = tuple(range(1 if per_channel else 0, w.dim()))
-    w = w.detach()
+    w = w.detach().abs()
     if bits == 1:
-        s = w.abs().mean(dim=dims, keepdim=True)
+        s = w.mean(dim=dims, keepdim=True)
     else:
-        s = torch.linalg.vector_norm(w, ord=float("inf"), dim=dims, keepdim=True).div_(signed_range(bits)[1])
+        s = w.amax(dim=dims, keepdim=True).div_(_qmax_tensor(bits))
     return s.clamp_min_(_EPS)
 
 
-class _MaxAbsWeightSTE(torch.autograd.Function):
-    """Weight fake-quant with the max-abs scale. That scale never clips (``|w| / s <= qmax``), so
-    the clipped straight-through estimator is the identity here: no mask is computed or kept."""
+_QMAX_TENSORS: dict[int, torch.Tensor] = {}
 
-    @staticmethod
-    def forward(ctx, w, scale, qmax: int):
-        return (w * (1.0 / scale)).round_().clamp_(-qmax, qmax).mul_(scale)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        return grad_out, None, None
+def _qmax_tensor(bits: int) -> torch.Tensor:
+    """``signed_range(bits)[1]`` as a float32 tensor (dividing by a Python number converts it each time)."""
+    t = _QMAX_TENSORS.get(bits)
+    if t is None:
+        t = _QMAX_TENSORS[bits] = torch.tensor(float(signed_range(bits)[1]))
+    return t
 
 
 def fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool = True) -> torch.Tensor:
     """Symmetric weight fake-quant (zero point 0, max-abs scale per output channel or per tensor)."""
-    scale = weight_scale(w, bits, per_channel)
     if bits == 1:
-        return _BinarySTE.apply(w, scale)
-    return _MaxAbsWeightSTE.apply(w, scale, signed_range(bits)[1])
+        return _BinarySTE.apply(w, weight_scale(w, bits, per_channel))
+    return _MaxAbsWeightSTE.apply(w, bits, per_channel)
 
 
 def affine_qparams(lo: float, hi: float, bits: int) -> tuple[float, float]:

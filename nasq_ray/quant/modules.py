@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fake_quant import (act_qparams, dynamic_qparams, fake_quant, fake_quant_weight, is_float, signed_range,
-                         unsigned_range, weight_scale)
+from . import native
+from .fake_quant import (FLOAT_BITS, StaticQuantPlan, _f32, act_qparams, attach_ste, dynamic_qparams, fake_quant,
+                         fake_quant_weight, is_float, signed_range, weight_maxabs_values, weight_scale)
 
 
 class ActFakeQuant(nn.Module):
@@ -40,34 +41,45 @@ class ActFakeQuant(nn.Module):
         self.register_buffer("running_max", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._range: tuple[float, float] | None = None
-        self._qparams: tuple[float, float, int, int] = (1.0, 0.0, *unsigned_range(min(self.bits, 16)))
+        self._plan: StaticQuantPlan | None = None
 
     def extra_repr(self) -> str:
         mode = ", dynamic" if self.dynamic else ""
         return f"bits={self.bits}, {self.scheme}{mode}"
 
-    def _observe(self, x: torch.Tensor) -> None:  # no torch.no_grad(): x is detached, and it costs 20 us
-        lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    def _observe(self, x: torch.Tensor) -> tuple[float, float] | None:
+        """Move the running range toward this batch's; returns the batch's (min, max), or None for a
+        non-finite batch. (No torch.no_grad(): x is detached, and the context costs 20 us.)"""
+        lo_t, hi_t = torch.aminmax(x.detach())
+        batch = lo, hi = lo_t.item(), hi_t.item()
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            return  # a diverging batch must not poison the range; the loss check ends the trial
+            return None  # a diverging batch must not poison the range; the loss check ends the trial
         if self._range is not None:
             m, (old_lo, old_hi) = self.momentum, self._range
             lo, hi = old_lo + m * (lo - old_lo), old_hi + m * (hi - old_hi)
         else:
             self.initialized.fill_(True)
-        self.running_min.fill_(lo)
-        self.running_max.fill_(hi)
-        self._set_range(float(self.running_min), float(self.running_max))
+        lo, hi = _f32(lo), _f32(hi)  # the buffers' precision
+        self._buffers["running_min"].fill_(lo)
+        self._buffers["running_max"].fill_(hi)
+        self._set_range(lo, hi)
+        return batch
 
     def _set_range(self, lo: float, hi: float) -> None:
-        # Python copies of the buffers: reading a tensor per forward costs more than the quantization
-        # (set through __dict__: nn.Module.__setattr__ is slow)
+        # Python copy of the buffers (reading a tensor per forward costs more than the quantization);
+        # its quantizer is built when the torch path needs it (set through __dict__:
+        # nn.Module.__setattr__ is slow)
         self.__dict__["_range"] = (lo, hi)
-        self.__dict__["_qparams"] = act_qparams(lo, hi, self.bits, self.scheme)
+        self.__dict__["_plan"] = None
+
+    def _current_plan(self) -> StaticQuantPlan:
+        if self._plan is None:
+            self.__dict__["_plan"] = StaticQuantPlan(*act_qparams(*self._range, self.bits, self.scheme))
+        return self._plan
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.__dict__["_range"] = None
+        self.__dict__["_range"] = self.__dict__["_plan"] = None
         if bool(self.initialized):
             self._set_range(float(self.running_min), float(self.running_max))
 
@@ -79,19 +91,40 @@ class ActFakeQuant(nn.Module):
         """Integer range ``(qmin, qmax)`` of the current (running) range."""
         return act_qparams(float(self.running_min), float(self.running_max), self.bits, self.scheme)[2:]
 
+    def plan_for(self, x: torch.Tensor) -> tuple[StaticQuantPlan, bool]:
+        """The static quantizer for ``x`` (observing it first in training) and whether it may clip
+        ``x``. Never trained: ``x``'s own range, nothing recorded."""
+        if self.training:
+            batch = self._observe(x)
+            if batch is not None:
+                return self._current_plan(), self._current_plan().clips(*batch)
+        if self._range is None:
+            lo, hi = torch.aminmax(x.detach())
+            return StaticQuantPlan(*act_qparams(float(lo), float(hi), self.bits, self.scheme)), True
+        return self._current_plan(), True
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` fake-quantized by the static quantizer (observing ``x`` first in training), without
+        gradient, and the float mask of unclipped values (None when nothing was clipped)."""
+        running_min = self._buffers["running_min"]
+        if native.usable(x) and native.usable(running_min):
+            mode = native.OBSERVE if self.training else native.FROZEN if self._range is not None else native.OWN_RANGE
+            out, inside, seen = native.act_quant(x, running_min, self._buffers["running_max"], mode, self.momentum,
+                                                 self._range is not None, self.bits, self.scheme == "symmetric")
+            if seen is not None:
+                if self._range is None:
+                    self.initialized.fill_(True)
+                self._set_range(*seen)
+            return out, inside
+        plan, clip = self.plan_for(x)
+        return plan.quantize(x, clip)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_float(self.bits):
+        if self.bits >= FLOAT_BITS:
             return x
         if self.dynamic:
             return fake_quant(x, *dynamic_qparams(x, self.bits, self.scheme))
-        if self.training:
-            self._observe(x)
-        if self._range is not None:
-            scale, zero_point, qmin, qmax = self._qparams
-        else:  # never trained: use this input's range, record nothing
-            lo, hi = torch.aminmax(x.detach())
-            scale, zero_point, qmin, qmax = act_qparams(float(lo), float(hi), self.bits, self.scheme)
-        return fake_quant(x, scale, zero_point, qmin, qmax)
+        return attach_ste(x, *self.quantize(x))
 
 
 class _QuantMixin:
@@ -116,6 +149,17 @@ class _QuantMixin:
         self.act_quant = make_act_quant(opts["a_quantizer"], a_bits, opts["a_scheme"], opts["a_mode"] == "dynamic")
         if opts["w_quantizer"] == "lsq" and not is_float(self.w_bits):
             self.w_quant = LSQWeight(self.weight.shape[0], self.weight.dim(), self.w_bits, self.w_per_channel)
+        aq = self.act_quant
+        # static min/max activations and max-abs weights, both quantized: one autograd node for both
+        self._paired = (type(aq) is ActFakeQuant and not aq.dynamic and not is_float(self.a_bits)
+                        and 2 <= self.w_bits < FLOAT_BITS and "w_quant" not in self._modules)
+
+    def operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's input and weight as it computes with them (fake-quantized)."""
+        if self._paired:
+            w = self.weight
+            return attach_ste(x, *self.act_quant.quantize(x), w, weight_maxabs_values(w, self.w_bits, self.w_per_channel))
+        return self.act_quant(x), self.quantized_weight()
 
     def quantized_weight(self) -> torch.Tensor:
         if is_float(self.w_bits):
@@ -179,7 +223,7 @@ class QuantConv2d(_QuantMixin, nn.Conv2d):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_quant(x), self.quantized_weight(), self.bias)
+        return self._conv_forward(*self.operands(x), self.bias)
 
 
 class QuantLinear(_QuantMixin, nn.Linear):
@@ -194,4 +238,4 @@ class QuantLinear(_QuantMixin, nn.Linear):
         return (mod.in_features, mod.out_features), dict(bias=mod.bias is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_quant(x), self.quantized_weight(), self.bias)
+        return F.linear(*self.operands(x), self.bias)
