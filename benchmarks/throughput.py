@@ -13,13 +13,18 @@ the same number of trials, with torch's default thread count. Three pairings:
 Ray's own overhead per trial = (wall time x concurrent trials - summed trial time) / trials, that
 is, the slot time not spent inside a trial (start-up, scheduling, checkpoints, idle slots).
 
-    python benchmarks/throughput.py [--num-samples 24] [--pairs asha,fifo]
+Each pairing runs ``--repeats`` times, Ray and the loop alternating, and reports the median ratio:
+a single run varies by +-20% (machine noise, and which trials ASHA stops depends on the order their
+results arrive).
+
+    python benchmarks/throughput.py [--num-samples 24] [--pairs default,fifo,asha] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 
@@ -101,6 +106,7 @@ def main() -> None:
     ap.add_argument("--max-epochs", type=int, default=15)
     ap.add_argument("--pairs", default="default,fifo,asha")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -108,22 +114,28 @@ def main() -> None:
     print(f"digits_small, {n} trials x up to {args.max_epochs} epochs, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, optuna {optuna.__version__}")
     print(f"{'pairing':<8} {'runner':<28} {'wall_s':>7} {'trials/min':>10} {'trial_s':>8}")
-    loops: dict[bool, tuple[float, float]] = {}
+    loops: dict[tuple[bool, int], tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as out:
         for pair in args.pairs.split(","):
             scheduler = "fifo" if pair == "fifo" else "asha"
             prune = pair == "asha"
-            wall_r, busy_r, slots = ray_search(n, args.max_epochs, scheduler, args.seed, out + "/" + pair)
-            if prune not in loops:
-                loops[prune] = optuna_loop(n, args.max_epochs, prune, args.seed)
-            wall_o, busy_o = loops[prune]
-            tpm_r, tpm_o = n / wall_r * 60, n / wall_o * 60
-            overhead = (wall_r * slots - busy_r) / n
-            peer = "plain Optuna loop" + (" + SHA pruner" if prune else "")
-            print(f"{pair:<8} {'nasq-ray, Ray Tune + ' + scheduler:<28} {wall_r:>7.1f} {tpm_r:>10.1f} {busy_r:>8.1f}")
-            print(f"{pair:<8} {peer:<28} {wall_o:>7.1f} {tpm_o:>10.1f} {busy_o:>8.1f}")
-            print(f"{pair:<8} ratio (Ray / Optuna) = {tpm_r / tpm_o:.2f}; Ray overhead per trial = "
-                  f"{overhead:.2f} s of slot time ({slots} slots)", flush=True)
+            ratios = []
+            for rep in range(args.repeats):
+                wall_r, busy_r, slots = ray_search(n, args.max_epochs, scheduler, args.seed, f"{out}/{pair}{rep}")
+                if (prune, rep) not in loops:
+                    loops[prune, rep] = optuna_loop(n, args.max_epochs, prune, args.seed)
+                wall_o, busy_o = loops[prune, rep]
+                tpm_r, tpm_o = n / wall_r * 60, n / wall_o * 60
+                ratios.append(tpm_r / tpm_o)
+                overhead = (wall_r * slots - busy_r) / n
+                peer = "plain Optuna loop" + (" + SHA pruner" if prune else "")
+                print(f"{pair:<8} {'nasq-ray, Ray Tune + ' + scheduler:<28} {wall_r:>7.1f} {tpm_r:>10.1f} {busy_r:>8.1f}")
+                print(f"{pair:<8} {peer:<28} {wall_o:>7.1f} {tpm_o:>10.1f} {busy_o:>8.1f}")
+                print(f"{pair:<8} ratio (Ray / Optuna) = {tpm_r / tpm_o:.2f}; Ray overhead per trial = "
+                      f"{overhead:.2f} s of slot time ({slots} slots)", flush=True)
+            if args.repeats > 1:
+                print(f"{pair:<8} median ratio over {args.repeats} runs = {statistics.median(ratios):.2f} "
+                      f"(min {min(ratios):.2f}, max {max(ratios):.2f})", flush=True)
 
 
 if __name__ == "__main__":
