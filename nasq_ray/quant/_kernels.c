@@ -20,12 +20,6 @@
 #define NQ_CLONES
 #endif
 
-static inline int32_t nq_key(float v) {
-    int32_t b;
-    memcpy(&b, &v, 4);
-    return b ^ ((b >> 31) & 0x7fffffff);
-}
-
 static inline float nq_unkey(int32_t k) {
     int32_t b = k ^ ((k >> 31) & 0x7fffffff);
     float v;

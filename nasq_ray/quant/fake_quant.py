@@ -69,7 +69,9 @@ def _round_scale(x: torch.Tensor, inv_scale, scale) -> torch.Tensor:
 
 def _clip_round_scale(x: torch.Tensor, inv_scale, scale, lo: float, hi: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``clamp(round(x * inv_scale), lo, hi) * scale`` and the float mask of unclipped values (no
-    gradient); float scales: the fused kernel (``native``).
+    gradient); float scales: the fused kernel (``native``). Callers fold the zero point into the
+    bounds: ``clamp(round(x / s) + z, qmin, qmax) - z == clamp(round(x / s), qmin - z, qmax - z)``
+    exactly, all values being small integers.
 
     The torch path is written for speed on small tensors: bounds are Python numbers (tensor bounds
     take a slow path in ``torch.clamp``), scales are tensors (a Python number is wrapped into a
@@ -96,31 +98,12 @@ def weight_maxabs_values(w: torch.Tensor, bits: int, per_channel: bool = True) -
     return _round_scale(w, scale.reciprocal(), scale)  # reciprocal == torch's 1.0f / scale
 
 
-class _FakeQuantSTE(torch.autograd.Function):
-    """Quantize-dequantize with the clipped straight-through gradient, for tensor scales (per
-    channel, per sample). The zero point is folded into the clamp bounds: ``clamp(round(x / s) + z,
-    qmin, qmax) - z == clamp(round(x / s), qmin - z, qmax - z)`` exactly, all values being small
-    integers."""
-
-    @staticmethod
-    def forward(ctx, x, inv_scale, scale, lo, hi):  # noqa: D401 - autograd API
-        out, inside = _clip_round_scale(x, inv_scale, scale, lo, hi)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(inside)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (inside,) = ctx.saved_tensors
-        return grad_out * inside, None, None, None, None
-
-
 class _AttachSTE(torch.autograd.Function):
-    """Fake-quant values computed outside autograd, ``done = (xq, mask, wq)``, attached to the graph
-    of their float inputs ``x`` and (unless None) ``w``: the straight-through estimator, the
-    gradient of ``x`` masked by ``mask`` (None: nothing was clipped, the identity) and that of
-    ``w`` passed unchanged (max-abs weights cannot clip). One node for a layer's two operands: on
-    small networks a node costs more than its arithmetic."""
+    """The straight-through node of every min/max quantizer here. Fake-quant values computed outside
+    autograd, ``done = (xq, mask, wq)``, attached to the graph of their float inputs ``x`` and
+    (unless None) ``w``: the gradient of ``x`` masked by ``mask`` (None: nothing was clipped, the
+    identity) and that of ``w`` passed unchanged (max-abs weights cannot clip). One node for a
+    layer's two operands: on small networks a node costs more than its arithmetic."""
 
     @staticmethod
     def forward(ctx, x, w, done):
@@ -150,18 +133,6 @@ def attach_ste(x: torch.Tensor, xq: torch.Tensor, mask: torch.Tensor | None, w: 
     return _AttachSTE.apply(x, w, (xq, mask, wq))
 
 
-class _MaxAbsWeightSTE(torch.autograd.Function):
-    """Max-abs weight fake-quant with the identity gradient (it cannot clip)."""
-
-    @staticmethod
-    def forward(ctx, w, bits: int, per_channel: bool):
-        return weight_maxabs_values(w, bits, per_channel)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        return grad_out, None, None
-
-
 class _BinarySTE(torch.autograd.Function):
     """One-bit weights: ``sign(w) * scale`` (XNOR-Net); the gradient passes where ``|w| <= 1`` (BinaryConnect)."""
 
@@ -189,7 +160,7 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor | float, zero_point: torch.T
             lo, hi = qmin - zero_point, qmax - zero_point
         else:
             lo, hi = float(qmin - zero_point), float(qmax - zero_point)
-        return _FakeQuantSTE.apply(x, inv, scale, lo, hi)
+        return attach_ste(x, *_clip_round_scale(x, inv, scale, lo, hi))
     return StaticQuantPlan(scale, zero_point, qmin, qmax).apply(x)
 
 
@@ -263,7 +234,7 @@ def fake_quant_weight(w: torch.Tensor, bits: int, per_channel: bool = True) -> t
     """Symmetric weight fake-quant (zero point 0, max-abs scale per output channel or per tensor)."""
     if bits == 1:
         return _BinarySTE.apply(w, weight_scale(w, bits, per_channel))
-    return _MaxAbsWeightSTE.apply(w, bits, per_channel)
+    return attach_ste(w, weight_maxabs_values(w, bits, per_channel), None)  # cannot clip: identity gradient
 
 
 def affine_qparams(lo: float, hi: float, bits: int) -> tuple[float, float]:

@@ -97,7 +97,8 @@ class ActFakeQuant(nn.Module):
         if self.training:
             batch = self._observe(x)
             if batch is not None:
-                return self._current_plan(), self._current_plan().clips(*batch)
+                plan = self._current_plan()
+                return plan, plan.clips(*batch)
         if self._range is None:
             lo, hi = torch.aminmax(x.detach())
             return StaticQuantPlan(*act_qparams(float(lo), float(hi), self.bits, self.scheme)), True
