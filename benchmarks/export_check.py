@@ -24,7 +24,7 @@ from pathlib import Path
 
 import onnxruntime
 
-from nasq_ray.export import export_run
+from nasq_ray.deploy.export_run import export_run
 
 
 def main() -> None:

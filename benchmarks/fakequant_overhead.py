@@ -27,7 +27,7 @@ from nasq_ray.data import load_dataset
 from nasq_ray.models import build_model
 from nasq_ray.quant import LayerBits, QuantConfig, native
 from nasq_ray.space import load_space
-from nasq_ray.train import make_optimizer, train_epoch
+from nasq_ray.trials.training import make_optimizer, train_epoch
 
 
 def uniform(quant: QuantConfig, bits: int) -> QuantConfig:

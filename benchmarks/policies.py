@@ -25,7 +25,8 @@ from pathlib import Path
 import yaml
 
 from nasq_ray.objective import hypervolume
-from nasq_ray.space import SearchSpace, read_space_yaml, resolve_space_path
+from nasq_ray.space import SearchSpace
+from nasq_ray.space import read_space_yaml, resolve_space_path
 
 REFERENCE = (0.5, 10.0)  # (val_acc, size_kb)
 VARIANTS = {

@@ -32,7 +32,7 @@ from nasq_ray.data import load_dataset
 from nasq_ray.models import build_model
 from nasq_ray.quant import LayerBits
 from nasq_ray.space import load_space
-from nasq_ray.train import accuracy_f1, cosine_lr, make_optimizer, predict, train_epoch
+from nasq_ray.trials.training import accuracy_f1, cosine_lr, make_optimizer, predict, train_epoch
 
 QUANTIZERS = {
     "minmax": {}, "lsq": {"w_quantizer": "lsq", "a_quantizer": "lsq"}, "pact": {"a_quantizer": "pact"},

@@ -28,9 +28,9 @@ import optuna
 
 from nasq_ray.objective import ObjectiveConfig, hypervolume, pareto_mask
 from nasq_ray.space import load_space
-from nasq_ray.strategies import SEARCHERS, make_searcher
+from nasq_ray.search.strategies import SEARCHERS, make_searcher
 from nasq_ray.testing import run_in_process
-from nasq_ray.table import Table
+from nasq_ray.trials.table import Table
 
 MODES = ("max", "min")
 TABULAR = [n for n in sorted(SEARCHERS) if n != "dnas"]
@@ -104,7 +104,7 @@ def real(seconds: float, seed: int) -> None:
     import ray
 
     from nasq_ray.config import from_dict
-    from nasq_ray.tune import run_search
+    from nasq_ray.search.driver import run_search
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     print(f"\nReal training (digits_small, TPE/ASHA defaults otherwise), {seconds:.0f} s of wall time per strategy, "

@@ -37,8 +37,8 @@ from nasq_ray.config import from_dict
 from nasq_ray.data import load_dataset
 from nasq_ray.objective import ObjectiveConfig
 from nasq_ray.space import load_space
-from nasq_ray.strategies._optuna import suggest_param
-from nasq_ray.trial import TrialContext, run_trial
+from nasq_ray.search.strategies._optuna import suggest_param
+from nasq_ray.trials.trained import TrialContext, run_trial
 
 
 class _Pruned(Exception):
@@ -87,7 +87,7 @@ def ray_search(n_trials: int, max_epochs: int, scheduler: str, seed: int, out: s
     """Wall seconds (including Ray's start), summed trial seconds and concurrency of a nasq-ray search."""
     import ray
 
-    from nasq_ray.tune import run_search
+    from nasq_ray.search.driver import run_search
 
     t0 = time.time()
     cfg = from_dict({"name": f"tp-{scheduler}-{seed}", "out": out, "quiet": True,

@@ -18,14 +18,15 @@ from .errors import ConfigError, DataError, NasqError, SearchSpaceError, Unknown
 from .models import build_model, measure_cost, register_op
 from .objective import ObjectiveConfig
 from .quant import QuantConfig, quantize_
-from .space import SearchSpace, load_space
+from .space.search_space import SearchSpace
+from .space.search_space import load_space
 
 __version__ = "0.1.0"
 
 
 def run_search(config: ExperimentConfig | dict | None = None):
     """Run a search (see :class:`ExperimentConfig`); returns a ``SearchResult`` and writes the results folder."""
-    from .tune import run_search as _run
+    from .search.driver import run_search as _run
 
     if config is None:
         config = ExperimentConfig()

@@ -14,7 +14,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, NasqError, did_you_mean
 from .objective import ObjectiveConfig
 
 
@@ -75,15 +75,18 @@ class ExperimentConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     table: TableConfig = field(default_factory=TableConfig)
+    trial: str | None = None  # trial kind by name (default: chosen by what the run holds, see nasq_ray.trials)
     verbose: bool = False
     quiet: bool = False
 
     def __post_init__(self):
         validate(self)
+        # a run without a name gets one, stamped once: every access names the same folder
+        self._default_name = f"{Path(self.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     @property
     def run_name(self) -> str:
-        return self.name or f"{Path(self.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return self.name or self._default_name
 
     @property
     def out_dir(self) -> Path:
@@ -99,6 +102,14 @@ class ExperimentConfig:
     @property
     def experiment_path(self) -> str:
         return f"{self.storage_root}/{self.run_name}"
+
+    @property
+    def local_experiment_dir(self) -> Path | None:
+        """Ray Tune's experiment folder on this machine (also for file:// storage); None for remote storage."""
+        import pyarrow.fs
+
+        fs, path = pyarrow.fs.FileSystem.from_uri(self.experiment_path)
+        return Path(path) if isinstance(fs, pyarrow.fs.LocalFileSystem) else None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -169,21 +180,40 @@ def from_dict(raw: dict) -> ExperimentConfig:
     return _build(ExperimentConfig, raw, "")
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, field: str = "config", error: type[NasqError] = ConfigError) -> dict:
+    """The mapping in a YAML file (empty file: ``{}``); errors name ``field``, the file and the line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config: file '{path}' does not exist")
+        raise error(f"{field}: file '{path}' does not exist")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""
-        raise ConfigError(f"config: {path}:{where} malformed YAML: {getattr(e, 'problem', None) or e}") from None
+        raise error(f"{field}: {path}:{where} malformed YAML: {getattr(e, 'problem', None) or e}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config: {path}: expected a mapping at the top level, got {type(raw).__name__}")
+        raise error(f"{field}: {path}: expected a mapping at the top level, got {type(raw).__name__}")
     return raw
+
+
+def saved_config(result_dir: str | Path, field: str, overrides: dict | None = None) -> ExperimentConfig:
+    """The experiment a results folder ran (its experiment.yaml, named after the folder), with
+    ``overrides`` (``address`` or top-level keys); ``field`` names the flag in the error."""
+    folder = Path(result_dir).expanduser().resolve()
+    saved = folder / "experiment.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{field}: '{folder}' holds no nasq-ray experiment (no experiment.yaml); give the "
+                          "results folder of an earlier run (OUT/NAME)")
+    raw = load_yaml(saved)
+    raw.update({"name": folder.name, "out": str(folder.parent)})
+    for key, value in (overrides or {}).items():
+        if key == "address":
+            raw.setdefault("resources", {})["address"] = value
+        else:
+            raw[key] = value
+    return from_dict(raw)
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "space's parameters) instead of training; nb201 uses its table by default")
     a("--table-acc", metavar="COLUMN", help="the table's accuracy column (nb201: cifar10_val_acc)")
     a("--table-cost", metavar="COLUMN", help="the table's cost column (nb201: macs)")
+    a("--trial", help="trial kind: trained (default), table, dnas, or a plug-in; see --list-strategies")
     a("--cost", help="cost metric: size_kb (default), size_bits, bitops, macs")
     a("--target", type=float, help="cost target of the score (default: 2.0, in the cost metric's unit)")
     a("--seed", type=int, help="seed of the searcher, model init and data order (default: 0)")
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", metavar="RESULT_DIR", help="continue an interrupted experiment (its results folder); "
                                              "--address, --quiet, --verbose and --log-format may be given with it")
     a("--set", action="append", metavar="SECTION.KEY=V", help="set any config field, e.g. objective.alpha=-0.1")
-    a("--list-strategies", action="store_true", help="list searchers and schedulers (built-in and plug-ins), then exit")
+    a("--list-strategies", action="store_true", help="list searchers, schedulers and trial kinds (built-in and plug-ins), then exit")
     a("--verbose", action="store_true", help="show Ray's own logs and progress table")
     a("--quiet", action="store_true", help="print only the final summary")
     return p
@@ -85,7 +86,7 @@ _FLAG_FIELDS = {
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
     "time_budget": "search.time_budget_s", "table": "table.path", "storage": "storage",
-    "keep_checkpoints": "search.keep_checkpoints", "warm_start": "search.warm_start", "storage_db": "storage_db", "log_format": "log_format", "table_acc": "table.acc", "table_cost": "table.cost",
+    "keep_checkpoints": "search.keep_checkpoints", "warm_start": "search.warm_start", "storage_db": "storage_db", "log_format": "log_format", "table_acc": "table.acc", "table_cost": "table.cost", "trial": "trial",
 }
 
 
@@ -118,8 +119,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def list_strategies() -> str:
-    from .strategies import SEARCHERS, plugin_searchers
-    from .schedulers import SCHEDULERS, scheduler_names
+    from .search.strategies import SEARCHERS, plugin_searchers
+    from .search.schedulers import SCHEDULERS, scheduler_names
+    from .trials import TRIAL_KINDS, trial_kind_names
 
     plugins = plugin_searchers()
     lines = ["searchers:"]
@@ -127,6 +129,8 @@ def list_strategies() -> str:
     lines += [f"  {n:<14} plug-in ({ep.value})" for n, ep in sorted(plugins.items()) if n not in SEARCHERS]
     lines.append("schedulers:")
     lines += [f"  {n:<14} {'built-in' if n in SCHEDULERS else 'plug-in'}" for n in scheduler_names()]
+    lines.append("trial kinds:")
+    lines += [f"  {n:<14} {'built-in' if n in TRIAL_KINDS else 'plug-in'}" for n in trial_kind_names()]
     return "\n".join(lines)
 
 
@@ -154,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.list_strategies:
             print(list_strategies())
             return 0
-        from .tune import resume_search, run_search, summary, summary_json
+        from .search.driver import resume_search, run_search
+        from .results.console import summary, summary_json
 
         if args.resume:
             result = resume_search(args.resume, **_resume_overrides(args))

@@ -13,8 +13,9 @@ import hashlib
 import pickle
 
 from .objective import ObjectiveConfig, score
-from .space import SearchSpace, load_space
-from .strategies import FINISHED
+from .space.search_space import SearchSpace
+from .space.search_space import load_space
+from .search.strategies import FINISHED
 
 TRIAL_OPTION_PREFIXES = ("dnas.",)
 

@@ -13,11 +13,9 @@ from nasq_ray.data import Split
 from nasq_ray.errors import NasqError
 from nasq_ray.objective import ObjectiveConfig
 from nasq_ray.quant import LayerBits, fake_quant_weight
-from nasq_ray.quant.auto_bits import (
-    activation_bits, bits_from_table, bits_table, choose_bits, sqnr_db, weight_bits,
-)
+from nasq_ray.quant.auto_bits import activation_bits, bits_from_table, bits_table, choose_bits, sqnr_db, weight_bits
 from nasq_ray.space import SearchSpace
-from nasq_ray.trial import TrialContext, run_trial
+from nasq_ray.trials.trained import TrialContext, run_trial
 
 CANDIDATES = (2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 32)
 

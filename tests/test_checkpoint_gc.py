@@ -6,8 +6,8 @@ import json
 
 from ray.tune import Checkpoint
 
-from nasq_ray.checkpoint_gc import CheckpointGC
-from nasq_ray.experiment_state import checkpoint_index, saved_checkpoint_indices, saved_trial_statuses
+from nasq_ray.search.checkpoint_gc import CheckpointGC
+from nasq_ray.search.experiment_state import checkpoint_index, saved_checkpoint_indices, saved_trial_statuses
 
 
 def _state(**newest: str) -> str:

@@ -152,7 +152,7 @@ def test_without_an_address_a_private_ray_is_started(monkeypatch):
     import ray
 
     from nasq_ray.config import from_dict
-    from nasq_ray.tune import init_ray
+    from nasq_ray.search.session import init_ray
 
     seen = {}
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

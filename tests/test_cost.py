@@ -12,7 +12,8 @@ from conftest import SHIPPED_SPACES
 from nasq_ray.cost import cost_table, summarize
 from nasq_ray.models import build_model, measure_cost
 from nasq_ray.quant import LayerBits, QuantConfig, quantize_
-from nasq_ray.space import SearchSpace, load_space
+from nasq_ray.space import SearchSpace
+from nasq_ray.space import load_space
 
 N_SAMPLES = 20
 

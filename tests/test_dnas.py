@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from nasq_ray.data import Split
-from nasq_ray.dnas import MixedOp, SuperNet, _MixedLayer, run_dnas_trial, search
+from nasq_ray.trials.dnas import MixedOp, SuperNet, _MixedLayer, run_dnas_trial, search
 from nasq_ray.models import build_model, measure_cost
 from nasq_ray.objective import ObjectiveConfig
-from nasq_ray.space import SearchSpace, load_space
-from nasq_ray.trial import TrialContext
+from nasq_ray.space import SearchSpace
+from nasq_ray.space import load_space
+from nasq_ray.trials.trained import TrialContext
 
 SMALL = {
     "name": "small", "input": "image",

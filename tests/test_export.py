@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from nasq_ray.export import (body_bits, fake_quant_weights, pack_codes, pack_model, restored_weights,
-                             unpack_codes)
+from nasq_ray.deploy.packed import (
+    body_bits,
+    fake_quant_weights,
+    pack_codes,
+    pack_model,
+    restored_weights,
+    unpack_codes,
+)
 from nasq_ray.models import build_model, measure_cost
 from nasq_ray.models.builder import trace_layers
 from nasq_ray.space import SearchSpace
@@ -78,7 +84,7 @@ def test_unpacked_weights_equal_fake_quant_weights_and_size_matches_the_cost_mod
 def test_onnx_model_computes_the_fake_quant_model_with_integer_weights(wq, aq, options):
     import onnx
 
-    from nasq_ray.onnx_export import run_onnx, to_onnx
+    from nasq_ray.deploy.onnx import run_onnx, to_onnx
 
     space, spec, model = _trained(wq, aq, 0, **options)  # residual block, parallel concat block, FC head
     proto = to_onnx(model, space.input_shape)
@@ -103,7 +109,7 @@ def test_onnx_model_computes_the_fake_quant_model_with_integer_weights(wq, aq, o
 
 
 def test_onnx_export_refuses_what_it_cannot_write():
-    from nasq_ray.onnx_export import ExportError, to_onnx
+    from nasq_ray.deploy.onnx import ExportError, to_onnx
     from nasq_ray.quant import LayerBits, QuantConfig, quantize_
 
     with pytest.raises(ExportError, match="module GELU has no ONNX export"):
@@ -114,7 +120,7 @@ def test_onnx_export_refuses_what_it_cannot_write():
 
 
 def test_onnx_export_of_every_shipped_op_and_connection():
-    from nasq_ray.onnx_export import run_onnx, to_onnx
+    from nasq_ray.deploy.onnx import run_onnx, to_onnx
     from nasq_ray.space import load_space
 
     ops, kinds = set(), set()

@@ -13,7 +13,6 @@ from nasq_ray.errors import UnknownNameError
 from nasq_ray.models import OPS, BaseOp, Net, build_model, get_op, register_op
 from nasq_ray.models.blocks import CONNECTIONS, MERGES, Block, block_layer_names
 from nasq_ray.quant import ActFakeQuant, QuantConv2d, QuantLinear
-from nasq_ray.space import load_space
 
 N_CONFIGS = 30
 SHAPES = [  # (in_ch, out_ch, stride)

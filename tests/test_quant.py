@@ -9,8 +9,17 @@ from torch import nn
 
 from nasq_ray.errors import SearchSpaceError
 from nasq_ray.quant import (
-    ALLOWED_BITS, ActFakeQuant, LayerBits, QuantConfig, QuantConv2d, QuantLinear, check_bits, dequantize_,
-    fake_quant, fake_quant_weight, quantize_,
+    ALLOWED_BITS,
+    ActFakeQuant,
+    LayerBits,
+    QuantConfig,
+    QuantConv2d,
+    QuantLinear,
+    check_bits,
+    dequantize_,
+    fake_quant,
+    fake_quant_weight,
+    quantize_,
 )
 from nasq_ray.quant.fake_quant import signed_range, unsigned_range, weight_scale
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nasq_ray import ExperimentConfig, from_dict, load_space, run_search
+from nasq_ray import from_dict, load_space, run_search
 from nasq_ray.space import SearchSpace
 
 pytestmark = pytest.mark.ray
@@ -90,7 +90,7 @@ def test_diverging_trials_are_recorded_and_the_search_goes_on(ray_cluster, tmp_p
 def test_flat_space_as_plain_tune_param_space(ray_cluster, tmp_path):
     from ray import tune
 
-    from nasq_ray.tune import to_param_space
+    from nasq_ray.search.domains import to_param_space
 
     raw = {"name": "flat", "stages": [{"channels": [4, 8], "ops": "conv3x3"}], "quant": {"w_bits": [2, 4]}}
     space = SearchSpace(raw, (1, 8, 8), 10, source="flat")
@@ -108,7 +108,7 @@ def test_define_by_run_with_rays_optuna_search(ray_cluster, tmp_path):
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from nasq_ray.strategies import define_by_run
+    from nasq_ray.search.strategies import define_by_run
 
     space = load_space("digits_small")
 
@@ -135,8 +135,8 @@ def test_cli_runs_a_search_and_prints_the_front(tmp_path, tiny_space_file):
 # ----------------------------------------------------------- every strategy and scheduler, from the CLI
 
 from nasq_ray.run import main  # noqa: E402
-from nasq_ray.schedulers import SCHEDULERS  # noqa: E402
-from nasq_ray.strategies import SEARCHERS  # noqa: E402
+from nasq_ray.search.schedulers import SCHEDULERS  # noqa: E402
+from nasq_ray.search.strategies import SEARCHERS  # noqa: E402
 
 DIGITS_TINY = ["--space", "digits_small", "--max-train", "120", "--max-epochs", "2", "--quiet"]
 
@@ -276,11 +276,12 @@ def test_export_packs_the_front_of_a_finished_run(ray_cluster, tmp_path, capsys)
                       "--set", "search.seed=2", "--warm-start", "1")
     assert rc == 0, err
     # the warm-start config (bits chosen by calibration) ran, as the first trial
-    from nasq_ray.tune import prepare, saved_config
-    from nasq_ray.warm_start import warm_start_configs
+    from nasq_ray.config import saved_config
+    from nasq_ray.trials import prepare
+    from nasq_ray.trials.trained import warm_start_configs
 
-    prep = prepare(saved_config(tmp_path / "exp", "test"))
-    (point,) = warm_start_configs(prep.space, 1, prep.dataset.train.x, seed=2)
+    _, prep = prepare(saved_config(tmp_path / "exp", "test"))
+    (point,) = warm_start_configs(prep.space, 1, prep.context.train.x, seed=2)
 
     def same(row, cfg):
         return all(float(row[k]) == pytest.approx(v, rel=1e-4) if isinstance(v, float) else row[k] == str(v)

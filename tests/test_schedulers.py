@@ -9,7 +9,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from nasq_ray.errors import ConfigError, UnknownNameError
 from nasq_ray.objective import ObjectiveConfig
-from nasq_ray.schedulers import SCHEDULERS, MOASHAScheduler, build_scheduler
+from nasq_ray.search.schedulers import SCHEDULERS, MOASHAScheduler, build_scheduler
 from nasq_ray.space import load_space
 
 OBJ = ObjectiveConfig(cost="size_kb")
@@ -71,7 +71,7 @@ def test_moasha_promotes_the_top_fraction_by_rank_then_crowding():
 
 def test_pbt_perturbations_stay_inside_the_space():
     # Ray multiplies a continuous value by 0.8 or 1.2 and does not clip; a trial then refused the lr
-    from nasq_ray.tune import ClipToSpace
+    from nasq_ray.search.schedulers import ClipToSpace
 
     space = load_space("digits_small")
     sched = build_scheduler("pbt", {}, metric="score", mode="max", max_t=9, seed=0, objective=OBJ, space=space)
@@ -84,7 +84,7 @@ def test_pbt_perturbations_stay_inside_the_space():
 
 
 def test_optuna_store_leaves_out_a_value_outside_the_space():
-    from nasq_ray.optuna_store import frozen_trial
+    from nasq_ray.results.optuna_store import frozen_trial
 
     space = load_space("digits_small")
     config = {"train.lr": 0.0026, "train.batch_size": 32}

@@ -14,10 +14,11 @@ from nasq_ray.errors import SearchSpaceError, UnknownNameError
 from nasq_ray.models import build_model
 from nasq_ray.objective import ObjectiveConfig
 from nasq_ray.quant import LayerBits
-from nasq_ray.space import (
-    SPACES_DIR, AutoBits, Choice, Float, Int, Ordinal, SearchSpace, TrialSpec, load_space, shipped_spaces,
-)
-from nasq_ray.strategies import MULTI_OBJECTIVE_ONLY, SEARCHERS, define_by_run
+from nasq_ray.space import SPACES_DIR, load_space, shipped_spaces
+from nasq_ray.space import AutoBits, TrialSpec
+from nasq_ray.space import Choice, Float, Int, Ordinal
+from nasq_ray.space import SearchSpace
+from nasq_ray.search.strategies import MULTI_OBJECTIVE_ONLY, SEARCHERS, define_by_run
 from nasq_ray.testing import check_strategy
 
 N_SAMPLES = 50

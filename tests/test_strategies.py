@@ -9,8 +9,9 @@ from optuna.trial import TrialState
 
 from nasq_ray.errors import ConfigError, UnknownNameError
 from nasq_ray.objective import ObjectiveConfig, hypervolume
-from nasq_ray.space import SearchSpace, load_space
-from nasq_ray.strategies import FINISHED, SEARCHERS, make_searcher
+from nasq_ray.space import SearchSpace
+from nasq_ray.space import load_space
+from nasq_ray.search.strategies import FINISHED, SEARCHERS, make_searcher
 from nasq_ray.testing import check_strategy, run_in_process, synthetic_result
 
 FLAT = {

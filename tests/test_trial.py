@@ -12,8 +12,8 @@ from nasq_ray.data import Split
 from nasq_ray.errors import NasqError
 from nasq_ray.objective import ObjectiveConfig
 from nasq_ray.space import SearchSpace
-from nasq_ray.train import accuracy_f1
-from nasq_ray.trial import TrialContext, evaluate_state, load_trained, run_trial
+from nasq_ray.trials.training import accuracy_f1
+from nasq_ray.trials.trained import TrialContext, evaluate_state, load_trained, run_trial
 
 TINY = {
     "name": "tiny", "input": "image",

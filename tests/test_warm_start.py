@@ -9,11 +9,12 @@ import torch
 from nasq_ray.data import load_dataset
 from nasq_ray.errors import ConfigError
 from nasq_ray.objective import ObjectiveConfig
-from nasq_ray.space import SearchSpace, load_space, read_space_yaml, resolve_space_path
-from nasq_ray.strategies import BaseStrategy, make_searcher
-from nasq_ray.trial import calibrate
-from nasq_ray.tune import StrategySearcher, WarmStartSearcher
-from nasq_ray.warm_start import auto_bits_config, warm_start_configs
+from nasq_ray.space import SearchSpace
+from nasq_ray.space import load_space, read_space_yaml, resolve_space_path
+from nasq_ray.search.strategies import BaseStrategy, make_searcher
+from nasq_ray.trials.trained import calibrate
+from nasq_ray.search.searchers import StrategySearcher, WarmStartSearcher
+from nasq_ray.trials.trained import auto_bits_config, warm_start_configs
 
 DATA = load_dataset("digits", max_train=200, seed=0)
 

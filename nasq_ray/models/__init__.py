@@ -1,6 +1,5 @@
 """Model building: the block-op registry, the blocks and ``build_model``."""
 
-from . import blocks as _blocks  # noqa: F401  (registers the built-in ops)
 from ._registry import OPS, BaseOp, get_op, register_op
 from .builder import Net, build_model, measure_cost, trace_layers
 

@@ -18,7 +18,7 @@ from ..quant import QuantConfig, quantize_
 from .blocks import Block
 
 if TYPE_CHECKING:
-    from ..space import ArchSpec
+    from ..space.specs import ArchSpec
 
 
 class Head(nn.Module):

@@ -1,6 +1,7 @@
 """Fake quantization: STE quantizers, quantized layers and the ``quantize_`` verb."""
 
-from .api import ALLOWED_BITS, LayerBits, QuantConfig, check_bits, dequantize_, quantize_
+from .options import ALLOWED_BITS, LayerBits, QuantConfig, check_bits
+from .api import dequantize_, quantize_
 from .fake_quant import FLOAT_BITS, fake_quant, fake_quant_weight, is_float
 from .modules import ActFakeQuant, QuantConv2d, QuantLinear
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import NasqError
-from .api import LayerBits, check_bits
+from .options import LayerBits, check_bits
 from .fake_quant import FLOAT_BITS, act_qparams, fake_quant, fake_quant_weight, is_float
 
 MAX_CALIBRATION_VALUES = 1 << 20  # per layer and batch: larger inputs are subsampled (evenly) for the SQNR

@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from . import native
+from .options import FLOAT_BITS
 
-FLOAT_BITS = 32
-MAX_INT_BITS = 16
 _EPS = 1e-8
 
 

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from .fake_quant import FLOAT_BITS, fake_quant_weight, is_float, signed_range, unsigned_range
+from .fake_quant import fake_quant_weight, is_float, signed_range, unsigned_range
 
 _EPS = 1e-8
 
@@ -169,18 +169,3 @@ class PACTAct(_LearnedAct):
 
     def qparams(self) -> tuple[float, float]:
         return float(self.alpha.detach().abs() + _EPS) / self.grid()[1], 0.0
-
-
-def make_act_quant(kind: str, bits: int, scheme: str = "affine", dynamic: bool = False) -> nn.Module:
-    """The activation quantizer ``kind`` (ema | lsq | pact). Dynamic ranges are min/max ranges of
-    each input, so ``dynamic`` gives the min/max quantizer whatever ``kind`` says; ``scheme``
-    applies to min/max ranges (LSQ and PACT fix their own zero point at 0)."""
-    from .modules import ActFakeQuant
-
-    if kind == "ema" or dynamic or bits >= FLOAT_BITS:
-        return ActFakeQuant(bits, scheme=scheme, dynamic=dynamic)
-    if kind == "lsq":
-        return LSQAct(bits)
-    if kind == "pact":
-        return PACTAct(bits)
-    raise ValueError(f"a_quantizer: unknown name '{kind}'; allowed: ema, lsq, pact")

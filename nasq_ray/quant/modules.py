@@ -14,8 +14,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import native
-from .fake_quant import (FLOAT_BITS, StaticQuantPlan, _f32, act_qparams, attach_ste, dynamic_qparams, fake_quant,
-                         fake_quant_weight, is_float, signed_range, weight_maxabs_values, weight_scale)
+from .learned import LSQAct, LSQWeight, PACTAct
+from .options import QUANT_OPTIONS
+from .fake_quant import (
+    FLOAT_BITS,
+    StaticQuantPlan,
+    _f32,
+    act_qparams,
+    attach_ste,
+    dynamic_qparams,
+    fake_quant,
+    fake_quant_weight,
+    is_float,
+    signed_range,
+    weight_maxabs_values,
+    weight_scale,
+)
 
 
 class ActFakeQuant(nn.Module):
@@ -136,8 +150,6 @@ class _QuantMixin:
     def _init_quant(self, w_bits: int, a_bits: int, **options) -> None:
         """Quantizers for ``w_bits`` / ``a_bits`` with ``options`` (names of ``QUANT_OPTIONS``;
         missing ones take their defaults)."""
-        from .api import QUANT_OPTIONS
-        from .learned import LSQWeight, make_act_quant
 
         unknown = set(options) - set(QUANT_OPTIONS)
         if unknown:
@@ -240,3 +252,16 @@ class QuantLinear(_QuantMixin, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(*self.operands(x), self.bias)
+
+
+def make_act_quant(kind: str, bits: int, scheme: str = "affine", dynamic: bool = False) -> nn.Module:
+    """The activation quantizer ``kind`` (ema | lsq | pact). Dynamic ranges are min/max ranges of
+    each input, so ``dynamic`` gives the min/max quantizer whatever ``kind`` says; ``scheme``
+    applies to min/max ranges (LSQ and PACT fix their own zero point at 0)."""
+    if kind == "ema" or dynamic or bits >= FLOAT_BITS:
+        return ActFakeQuant(bits, scheme=scheme, dynamic=dynamic)
+    if kind == "lsq":
+        return LSQAct(bits)
+    if kind == "pact":
+        return PACTAct(bits)
+    raise ValueError(f"a_quantizer: unknown name '{kind}'; allowed: ema, lsq, pact")

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..objective import crowding_distance, nondominated_ranks
+from ...objective import crowding_distance, nondominated_ranks
 from ._base import FINISHED, BaseStrategy
 
 MAX_DUPLICATE_TRIES = 200

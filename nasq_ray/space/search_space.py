@@ -17,324 +17,30 @@ one pair per layer (``layer``, the default), per block (``block``: ``s1.b0.w_bit
 network (``uniform``: ``quant.w_bits``) or none (``auto``: chosen per layer at trial start by
 :mod:`nasq_ray.quant.auto_bits`). ``quant.pin_first_last`` fixes the first and last layers' width
 and removes their parameters.
+
 """
 
 from __future__ import annotations
 
-import importlib.resources
 import itertools
 import math
-import re
 from collections import ChainMap
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
 import numpy as np
-import yaml
-
-from .errors import SearchSpaceError, did_you_mean, unknown_name
-from .models._registry import OPS
-from .models.blocks import CONNECTIONS, MERGES, block_layer_names, branch_channels
-from .quant import ALLOWED_BITS, FLOAT_BITS, LayerBits, QuantConfig, check_bits
-from .quant.api import QUANT_OPTIONS
-
-def _spaces_dir() -> Path:
-    """The shipped ``search_spaces/`` folder: beside the package in a checkout, inside it when installed."""
-    beside = Path(__file__).resolve().parent.parent / "search_spaces"
-    if beside.is_dir():
-        return beside
-    return Path(str(importlib.resources.files("nasq_ray.search_spaces")))
+from ..errors import SearchSpaceError, did_you_mean
+from ..models._registry import OPS
+from ..models.blocks import CONNECTIONS, MERGES, block_layer_names
+from ..quant import ALLOWED_BITS, FLOAT_BITS, LayerBits, QuantConfig
+from ..quant.options import QUANT_OPTIONS
+from .specs import ArchSpec, AutoBits, BlockSpec, OPTIMIZERS, TrainSpec, TrialSpec
+from .domains import Choice, Float, Int, Ordinal, Param
+from .parse import DEFAULT_AUTO_SQNR_DB, HEAD_POOLS, QUANT_POLICIES, _BLOCK_OF_LAYER, _HEAD_KEYS, _Parser, _QUANT_KEYS, _STAGE_KEYS, _TOP_KEYS, _TRAIN_DEFAULTS, _TRAIN_KEYS, _halvings, _is_number, _values
+from .files import read_space_yaml, resolve_space_path
 
 
-SPACES_DIR = _spaces_dir()
-OPTIMIZERS = ("adam", "adamw", "sgd")
 MAX_REJECTIONS = 500
-
-# --------------------------------------------------------------------------------------- domains
-
-
-@dataclass(frozen=True)
-class Choice:
-    """Unordered categorical choice (op names, connections, optimizers)."""
-
-    values: tuple
-
-    def sample(self, rng: np.random.Generator):
-        return self.values[int(rng.integers(len(self.values)))]
-
-    def contains(self, v) -> bool:
-        return v in self.values
-
-    def neighbors(self, v) -> list:
-        return [x for x in self.values if x != v]
-
-    def describe(self) -> str:
-        return "one of " + ", ".join(map(str, self.values))
-
-
-@dataclass(frozen=True)
-class Ordinal:
-    """Ordered choice (bit-widths, channel counts): neighbouring values are neighbours to a searcher."""
-
-    values: tuple
-
-    def sample(self, rng: np.random.Generator):
-        return self.values[int(rng.integers(len(self.values)))]
-
-    def contains(self, v) -> bool:
-        return not isinstance(v, bool) and v in self.values
-
-    def index(self, v) -> int:
-        return self.values.index(v)
-
-    def neighbors(self, v) -> list:
-        i = self.values.index(v)
-        return [self.values[k] for k in (i - 1, i + 1) if 0 <= k < len(self.values)]
-
-    def describe(self) -> str:
-        return "one of " + ", ".join(map(str, self.values))
-
-
-@dataclass(frozen=True)
-class Int:
-    low: int
-    high: int
-    log: bool = False
-
-    def sample(self, rng: np.random.Generator):
-        if self.log:
-            return int(min(self.high, max(self.low, round(math.exp(rng.uniform(math.log(self.low), math.log(self.high)))))))
-        return int(rng.integers(self.low, self.high + 1))
-
-    def contains(self, v) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and self.low <= v <= self.high
-
-    def neighbors(self, v) -> list:
-        step = max(1, round(v * 0.25)) if self.log else 1
-        return [x for x in (v - step, v + step) if self.low <= x <= self.high]
-
-    def describe(self) -> str:
-        return f"an integer in [{self.low}, {self.high}]" + (" (log)" if self.log else "")
-
-
-@dataclass(frozen=True)
-class Float:
-    low: float
-    high: float
-    log: bool = False
-
-    def sample(self, rng: np.random.Generator):
-        if self.log:
-            return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-        return float(rng.uniform(self.low, self.high))
-
-    def contains(self, v) -> bool:
-        return isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) and self.low <= v <= self.high
-
-    def neighbors(self, v) -> list:
-        if self.log:
-            cand = (v / 2.0, v * 2.0)
-        else:
-            span = (self.high - self.low) / 10.0
-            cand = (v - span, v + span)
-        return [min(self.high, max(self.low, float(x))) for x in cand if x != v]
-
-    def describe(self) -> str:
-        return f"a number in [{self.low}, {self.high}]" + (" (log)" if self.log else "")
-
-
-Domain = Choice | Ordinal | Int | Float
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searchable parameter. ``when`` is None (always active) or a condition tuple:
-    ``("block", i, j)``, ``("parallel", i, j)``, ``("layer", i, j, rel_path)``, ``("bits", i, j)``
-    (the block holds a layer that is not pinned), ``("uniform",)`` (the network does), ``("head", k)``,
-    ``("sgd",)``."""
-
-    name: str
-    domain: Domain
-    group: str  # "arch", "quant" or "train"
-    when: tuple | None = None
-
-
-# ----------------------------------------------------------------------------------- trial spec
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    op: str
-    connection: str
-    op_b: str | None
-    merge: str | None
-    in_ch: int
-    out_ch: int
-    stride: int
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """Plain-data description of one network: what ``build_model`` builds."""
-
-    input_shape: tuple[int, ...]
-    num_classes: int
-    stages: tuple[tuple[BlockSpec, ...], ...]
-    head_widths: tuple[int, ...]
-    head_pool: str = "avg"  # "avg": global average pooling; "flatten": keep the final feature map
-
-    def feature_shape(self) -> tuple[int, ...]:
-        """Shape of what enters the head (before pooling): (C, H, W), or the flat input shape."""
-        if not self.stages:
-            return self.input_shape
-        h, w = self.input_shape[1:]
-        for stage in self.stages:
-            s = stage[0].stride
-            h, w = -(-h // s), -(-w // s)
-        return (self.stages[-1][-1].out_ch, h, w)
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    lr: float = 0.01
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    momentum: float = 0.9
-
-
-@dataclass(frozen=True)
-class AutoBits:
-    """What policy ``auto`` leaves to the trial: choose ``layers``' bits by calibration.
-
-    For each layer the smallest of ``w_candidates`` (``a_candidates``) whose quantization keeps the
-    SQNR of its weights (input activations) at ``sqnr_db`` or more; 32 (float) when none does. See
-    :func:`nasq_ray.quant.auto_bits.choose_bits`. Pinned layers are not in ``layers``: their width is
-    already in the spec's ``QuantConfig``.
-    """
-
-    sqnr_db: float
-    w_candidates: tuple[int, ...]
-    a_candidates: tuple[int, ...]
-    layers: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """A decoded config: the network, its bit-widths and how to train it.
-
-    With ``auto_bits`` set (policy ``auto``), ``quant`` holds placeholder bits (32/32) for the layers
-    that ``auto_bits`` names; the trial replaces them with the widths it chooses.
-    """
-
-    arch: ArchSpec
-    quant: QuantConfig
-    train: TrainSpec
-    auto_bits: AutoBits | None = None
-
-
-# ---------------------------------------------------------------------------------- YAML parsing
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-class _Parser:
-    def __init__(self, source: str):
-        self.source = source
-
-    def err(self, path: str, msg: str) -> SearchSpaceError:
-        return SearchSpaceError(f"{self.source}: {path}: {msg}")
-
-    def keys(self, path: str, raw: Any, allowed: tuple[str, ...]) -> dict:
-        if not isinstance(raw, dict):
-            raise self.err(path, f"expected a mapping with keys {', '.join(allowed)}, got {type(raw).__name__}")
-        for k in raw:
-            if k not in allowed:
-                raise self.err(f"{path}.{k}" if path else k,
-                               f"unknown key{did_you_mean(str(k), allowed)}; allowed: {', '.join(allowed)}")
-        return raw
-
-    def domain(self, path: str, raw: Any, check) -> Domain | Any:
-        """A YAML value as a domain: list -> Choice/Ordinal, {low, high, log} -> Int/Float, scalar -> fixed."""
-        if isinstance(raw, list):
-            if not raw:
-                raise self.err(path, "empty choice list; give at least one value")
-            for v in raw:
-                check(path, v)
-            if all(_is_number(v) for v in raw):
-                return Ordinal(tuple(sorted(set(raw))))
-            if all(isinstance(v, str) for v in raw):
-                return Choice(tuple(dict.fromkeys(raw)))
-            raise self.err(path, f"mix of numbers and names in {raw}; use one kind")
-        if isinstance(raw, dict):
-            self.keys(path, raw, ("low", "high", "log"))
-            if "low" not in raw or "high" not in raw:
-                raise self.err(path, "a range needs both 'low' and 'high'")
-            lo, hi, log = raw["low"], raw["high"], raw.get("log", False)
-            if not (_is_number(lo) and _is_number(hi)) or lo > hi:
-                raise self.err(path, f"range low={lo!r} high={hi!r}: expected numbers with low <= high")
-            check(path, lo)
-            check(path, hi)
-            if log and lo <= 0:
-                raise self.err(path, f"a log range needs low > 0, got {lo}")
-            if isinstance(lo, int) and isinstance(hi, int):
-                return Int(lo, hi, bool(log))
-            return Float(float(lo), float(hi), bool(log))
-        if raw is None:
-            raise self.err(path, "missing value")
-        check(path, raw)
-        return raw
-
-    # value checks ------------------------------------------------------------------------
-    def positive_int(self, path, v):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise self.err(path, f"{v!r} is not allowed; allowed: integers >= 1")
-
-    def non_negative_int(self, path, v):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise self.err(path, f"{v!r} is not allowed; allowed: integers >= 0")
-
-    def non_negative(self, path, v):
-        if not _is_number(v) or v < 0:
-            raise self.err(path, f"{v!r} is not allowed; allowed: numbers >= 0")
-
-    def positive(self, path, v):
-        if not _is_number(v) or v <= 0:
-            raise self.err(path, f"{v!r} is not allowed; allowed: numbers > 0")
-
-    def bits(self, path, v):
-        try:
-            check_bits(path, v)
-        except SearchSpaceError:
-            raise self.err(path, f"bit-width {v!r} is not allowed; allowed: {ALLOWED_BITS}") from None
-
-    def name_in(self, allowed):
-        def check(path, v):
-            if v not in allowed:
-                raise self.err(path, str(unknown_name("", v, allowed)).split(": ", 1)[1])
-        return check
-
-
-_STAGE_KEYS = ("channels", "repeats", "stride", "ops", "connections", "branch_ops", "merge")
-_HEAD_KEYS = ("pool", "hidden_layers", "hidden")
-HEAD_POOLS = ("avg", "flatten")
-# How bit-widths are searched: a pair of parameters per layer, per block, for the whole network, or
-# none (chosen per layer from calibration data at trial start).
-QUANT_POLICIES = ("layer", "block", "uniform", "auto")
-DEFAULT_AUTO_SQNR_DB = 30.0
-_QUANT_KEYS = ("w_bits", "a_bits", "logit_bits", "policy", "pin_first_last", "auto_sqnr_db", *QUANT_OPTIONS)
-_TRAIN_KEYS = ("lr", "optimizer", "weight_decay", "batch_size", "momentum")
-_TOP_KEYS = ("name", "description", "input", "input_shape", "num_classes", "stages", "head", "quant", "train",
-             "params", "table")
-_TRAIN_DEFAULTS = {"lr": 0.01, "optimizer": "adam", "weight_decay": 0.0, "batch_size": 64, "momentum": 0.9}
-_BLOCK_OF_LAYER = re.compile(r"^(s\d+\.b\d+)\.")
-
-
-# ---------------------------------------------------------------------------------- search space
 
 
 class SearchSpace:
@@ -945,52 +651,7 @@ class SearchSpace:
         return f"SearchSpace({self.name!r}, {len(self.params)} params, {where})"
 
 
-def read_space_yaml(path: Path) -> dict:
-    """The raw mapping of a space file; malformed YAML raises with the line."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SearchSpaceError(f"{path}:{where}: malformed YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise SearchSpaceError(f"{path}: expected a mapping at the top level")
-    return raw
-
-
-def shipped_spaces() -> list[str]:
-    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
-
-
-def resolve_space_path(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise SearchSpaceError(f"space: file '{p}' does not exist")
-        return p
-    shipped = SPACES_DIR / f"{name_or_path}.yaml"
-    if shipped.is_file():
-        return shipped
-    raise unknown_name("space", name_or_path, shipped_spaces())
-
-
 def load_space(name_or_path: str | Path, input_shape: tuple[int, ...] | None = None,
                num_classes: int | None = None) -> SearchSpace:
     """Load a search space: a shipped name (``digits_small``, ``cifar_cnn``, ``mlp``, ...) or a path."""
     return SearchSpace.from_yaml(name_or_path, input_shape, num_classes)
-
-
-def _values(d) -> tuple:
-    if isinstance(d, (Choice, Ordinal)):
-        return d.values
-    if isinstance(d, Int):
-        return tuple(range(d.low, d.high + 1))
-    if isinstance(d, Float):
-        return (d.low, d.high)
-    return (d,)
-
-
-def _halvings(h: int) -> Iterator[int]:
-    while h >= 2:
-        h = -(-h // 2)
-        yield h

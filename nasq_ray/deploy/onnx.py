@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .errors import NasqError
-from .quant.fake_quant import is_float
-from .quant.learned import LSQAct, PACTAct
-from .quant.modules import ActFakeQuant, QuantConv2d, QuantLinear
+from ..errors import NasqError
+from ..quant.fake_quant import is_float
+from ..quant.learned import LSQAct, PACTAct
+from ..quant.modules import ActFakeQuant, QuantConv2d, QuantLinear
 
 OPSET = 21
 _ACT_QUANTS = (ActFakeQuant, LSQAct, PACTAct)

@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-from ..space import Choice, Float, Int, Ordinal, SearchSpace
+from ...space.domains import Choice, Ordinal
+from ...space.search_space import SearchSpace
 
 
 class Encoder:

@@ -18,7 +18,7 @@ class EvolutionStrategy(HistoryStrategy):
     def __init__(self, space, objective, seed=0, budget=None, population_size: int = 20, sample_size: int = 5):
         super().__init__(space, objective, seed, budget)
         if population_size < 2 or not 1 <= sample_size <= population_size:
-            from ..errors import ConfigError
+            from ...errors import ConfigError
 
             raise ConfigError(f"searcher_args: population_size={population_size}, sample_size={sample_size}: "
                               "need population_size >= 2 and 1 <= sample_size <= population_size")

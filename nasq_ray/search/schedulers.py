@@ -15,6 +15,7 @@ and returns a Ray ``TrialScheduler``; plug-ins register in the entry-point group
                  a trial goes on if it ranks in the top ``1/reduction_factor`` of the trials recorded
                  there by non-dominated rank on (accuracy max, cost min), ties broken by crowding
                  distance, instead of by one scalar.
+
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
-
 import numpy as np
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ..errors import ConfigError, unknown_name
+from ..objective import ObjectiveConfig, crowding_distance, nondominated_ranks
+from ..space.domains import Choice, Float, Int, Ordinal
+from ..space.search_space import SearchSpace
 
-from .errors import ConfigError, unknown_name
-from .objective import ObjectiveConfig, crowding_distance, nondominated_ranks
 
 ENTRY_POINT_GROUP = "nasq_ray.schedulers"
 
@@ -56,8 +58,6 @@ def _median(metric, mode, max_t, grace_period=None, min_samples_required=3, **_)
 
 def _pbt(metric, mode, max_t, seed=0, space=None, perturbation_interval=None, quantile_fraction=0.25,
          resample_probability=0.25, **_):
-    from .tune import ClipToSpace, pbt_mutations
-
     mutations = pbt_mutations(space)
     return tune.schedulers.PopulationBasedTraining(
         time_attr="training_iteration", metric=metric, mode=mode,
@@ -117,6 +117,8 @@ def _moasha(max_t, objective=None, grace_period=None, reduction_factor=3, **_):
 
 SCHEDULERS: dict[str, Callable] = {"fifo": _fifo, "asha": _asha, "hyperband": _hyperband, "median": _median,
                                    "pbt": _pbt, "moasha": _moasha}
+
+
 _ARGS = {"asha": ("grace_period", "reduction_factor"), "hyperband": ("reduction_factor",),
          "median": ("grace_period", "min_samples_required"), "fifo": (),
          "pbt": ("perturbation_interval", "quantile_fraction", "resample_probability"),
@@ -154,3 +156,71 @@ def build_scheduler(name: str, args: dict, *, metric: str, mode: str, max_t: int
         raise ConfigError(f"scheduler '{name}': the factory returned {type(sched).__name__}; expected a "
                           "ray.tune.schedulers.TrialScheduler")
     return sched
+
+
+PBT_MUTABLE = ("train.lr", "train.weight_decay", "train.momentum", "train.batch_size")
+
+
+PBT_ARCH_KEY = "__config"
+
+
+def pbt_mutations(space: SearchSpace | None) -> dict:
+    """Tune domains of the training hyperparameters PBT may perturb while a model trains."""
+    params = {p.name: p for p in (space.params if space is not None else [])}
+    out = {}
+    for name in PBT_MUTABLE:
+        p = params.get(name)
+        if p is None or p.when is not None:
+            continue
+        d = p.domain
+        if isinstance(d, (Choice, Ordinal)):
+            out[name] = list(d.values)
+        elif isinstance(d, Float):
+            out[name] = tune.loguniform(d.low, d.high) if d.log else tune.uniform(d.low, d.high)
+        elif isinstance(d, Int):
+            out[name] = tune.randint(d.low, d.high + 1)
+    if not out:
+        raise ConfigError(f"scheduler: pbt perturbs training hyperparameters, and space '{getattr(space, 'name', '?')}' "
+                          f"searches none of {', '.join(PBT_MUTABLE)}; use another scheduler")
+    return out
+
+
+class ClipToSpace:
+    """PBT's ``custom_explore_fn``: Ray scales a continuous value by 0.8 or 1.2 without looking at its
+    bounds, so a perturbed learning rate can leave the space; put it back on the nearest bound."""
+
+    def __init__(self, space: SearchSpace):
+        self.domains = {p.name: p.domain for p in space.params if p.name in PBT_MUTABLE}
+
+    def __call__(self, config: dict) -> dict:
+        for name, d in self.domains.items():
+            if name in config and isinstance(d, (Float, Int)):
+                v = min(max(config[name], d.low), d.high)
+                config[name] = int(round(v)) if isinstance(d, Int) else float(v)
+        return config
+
+
+class _SampleConfig:
+    """A picklable ``tune.sample_from`` function: a random config of the space (PBT's starting points)."""
+
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space = space
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, spec):
+        return self.space.sample(self.rng)
+
+
+def pbt_param_space(space: SearchSpace, seed: int) -> dict:
+    """PBT's ``param_space``: a whole random config, with the mutable hyperparameters beside it at
+    the top level where PBT can perturb them."""
+    return {PBT_ARCH_KEY: tune.sample_from(_SampleConfig(space, seed))}
+
+
+def flat_config(config: dict) -> dict:
+    """The space config of a trial (PBT keeps it under a key, with perturbed values beside it)."""
+    if PBT_ARCH_KEY not in config:
+        return config
+    base = dict(config[PBT_ARCH_KEY])
+    base.update({k: v for k, v in config.items() if k != PBT_ARCH_KEY and k in base})
+    return base

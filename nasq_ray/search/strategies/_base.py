@@ -15,8 +15,8 @@ from __future__ import annotations
 import abc
 import copy
 
-from ..objective import ObjectiveConfig
-from ..space import SearchSpace
+from ...objective import ObjectiveConfig
+from ...space.search_space import SearchSpace
 
 FINISHED = "FINISHED"
 """Returned by :meth:`BaseStrategy.suggest` when the strategy has nothing more to try."""

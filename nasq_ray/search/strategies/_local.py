@@ -19,8 +19,8 @@ import math
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..objective import hypervolume
+from ...errors import ConfigError
+from ...objective import hypervolume
 from ._history import HistoryStrategy, config_key
 from ._surrogate import Encoder, ridge_predict
 

@@ -1,37 +1,45 @@
-"""The trial: build the model of a config, train it with fake-quant, measure its cost, score it.
+"""The ``trained`` trial kind: build the model of a config, train it with fake-quant, measure its
+cost, score it.
 
 ``run_trial`` is a plain function. It knows nothing of Ray: it calls ``report(metrics, state)``
 once per epoch (``state`` is a checkpoint payload the caller may save) and can start from a saved
-``state``. ``tune.py`` wraps it for Ray Tune.
+``state``. The search driver runs it through :class:`TrainedTrial`.
 
 Under a space's policy ``auto`` the trial first chooses its bits: the float model runs on a few
 training batches and each layer gets the smallest candidate width whose quantization keeps the
 SQNR over the space's threshold (:mod:`nasq_ray.quant.auto_bits`). The chosen bits travel in the
 checkpoint's model state (key ``auto_bits``), so that a resumed trial and :func:`load_trained` use
 the same ones.
+
+Warm start from the value range (``search.warm_start: N`` / ``--warm-start N``): for each of ``N``
+architectures sampled with the run's seed, :func:`calibrate` chooses every layer's smallest width
+whose SQNR reaches ``quant.auto_sqnr_db``; those widths are written into the config's own bit
+entries (per layer, or the widest layer of a block or of the network, rounded up to a width the
+space allows) and the configs are proposed before the searcher's own.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data import Split
-from .errors import NasqError
-from .models import build_model, measure_cost
-from .objective import ObjectiveConfig, score
-from .quant import LayerBits
-from .quant.auto_bits import bits_from_table, bits_table, choose_bits
-from .space import SearchSpace, TrialSpec
-from .train import accuracy_f1, cosine_lr, make_optimizer, predict, train_epoch
+from ..data import Split, load_dataset
+from ..errors import ConfigError, NasqError
+from ..models import build_model, measure_cost
+from ..objective import ObjectiveConfig, check_training_cost, score
+from ..quant import LayerBits
+from ..quant.auto_bits import bits_from_table, bits_table, choose_bits
+from ..space.search_space import SearchSpace
+from ..space.specs import AutoBits, TrialSpec
+from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, record_state, trial_status
+from .training import accuracy_f1, cosine_lr, make_optimizer, predict, train_epoch
 
-Reporter = Callable[[dict, "dict | None"], None]
 AUTO_BITS_KEY = "auto_bits"  # model-state entry: the bits policy ``auto`` chose, (layers, 2) ints
 CALIBRATION_BATCHES = 4  # training batches policy ``auto`` looks at before it chooses bits
 
@@ -80,7 +88,7 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
         gen.set_state(state["generator"])
         first_epoch = state["epoch"] + 1
         apply_hyperparameters(optimizer, lr_sched, spec.train)
-    base = {**cost.as_metrics(), "w_bits_str": bits_summary(spec.quant)}
+    base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
     metrics: dict = {}
     for epoch in range(first_epoch, ctx.max_epochs + 1):
         t0 = time.perf_counter()
@@ -98,7 +106,7 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
             **base, "epoch": epoch, "val_acc": acc, "val_f1": f1, "train_loss": loss,
             "epoch_time_s": time.perf_counter() - t0,
             "score": score(acc_metric, base[ctx.objective.cost], ctx.objective),
-            "status": "complete" if epoch == ctx.max_epochs else "running", "fail_reason": "",
+            "status": trial_status({"epoch": epoch}, False, ctx.max_epochs, ended=False), "fail_reason": "",
         }
         report(metrics, {"model": _model_state(model, spec), "optimizer": optimizer.state_dict(),
                          "lr_sched": lr_sched.state_dict(), "generator": gen.get_state(), "epoch": epoch})
@@ -182,3 +190,78 @@ def evaluate_state(space: SearchSpace, config: dict, model_state: dict, split: S
     model = load_trained(space, config, model_state, seed)
     x, y = _tensors(split, "cpu")
     return accuracy_f1(predict(model, x), y, space.num_classes)
+
+
+def auto_bits_config(space: SearchSpace, cfg: dict, x: np.ndarray | torch.Tensor, seed: int = 0) -> dict:
+    """``cfg`` with its bit entries set to what calibration on ``x`` chooses (see the module doc)."""
+    x = torch.as_tensor(x)
+    spec = space.decode(cfg)
+    layers = tuple(L for L in spec.quant.layers if space.bits_key(L) is not None)
+    auto = AutoBits(space.auto_sqnr_db, space.bits_candidates("w_bits"), space.bits_candidates("a_bits"), layers)
+    chosen = calibrate(replace(spec, auto_bits=auto), x, seed).quant.layers
+    out = {**cfg, **space.bit_entries({L: chosen[L] for L in layers})}
+    return space.validate(out)
+
+
+def warm_start_configs(space: SearchSpace, n: int, x: np.ndarray | torch.Tensor, seed: int = 0) -> list[dict]:
+    """``n`` sampled architectures with auto-chosen bits (``x``: training inputs), distinct configs,
+    deterministic given ``seed``."""
+    if n <= 0:
+        return []
+    if space.is_abstract:
+        raise ConfigError("search.warm_start: a tabular space trains no network to calibrate; use 0")
+    if space.policy == "auto":
+        raise ConfigError("search.warm_start: space policy 'auto' already chooses every trial's bits; use 0")
+    rng = np.random.default_rng(seed)
+    out: list[dict] = []
+    for _ in range(20 * n):
+        cfg = auto_bits_config(space, space.sample(rng), x, seed)
+        if cfg not in out:
+            out.append(cfg)
+        if len(out) == n:
+            break
+    return out
+
+
+def evaluate_on_test(records, space: SearchSpace, test: Split, seed: int) -> None:
+    """Fill ``test_acc`` / ``test_f1`` of ``records`` from their last checkpoints."""
+    for r in records:
+        if r.test_acc is not None or not (r.checkpoint or r.checkpoint_obj):
+            continue
+        state = record_state(r)
+        if state is not None:
+            r.test_acc, r.test_f1 = evaluate_state(space, r.config, state["model"], test, seed)
+
+
+class TrainedTrial(BaseTrialKind):
+    """Trials that train the config's network with fake-quant on in-memory data."""
+
+    name = "trained"
+
+    def prepare(self, cfg, raw_space: dict, space_path: Path, objective: ObjectiveConfig) -> Prepared:
+        check_training_cost(objective)
+        data = load_dataset(cfg.data.name, cfg.data.dir, label_column=cfg.data.label_column,
+                            val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+                            max_train=cfg.data.max_train, seed=cfg.data.seed)
+        space = SearchSpace(raw_space, data.input_shape, data.num_classes, source=str(space_path))
+        if space.is_abstract:
+            raise ConfigError(f"space: '{space.name}' is abstract (a 'params' space) and has no table; give --table")
+        device = "cuda" if cfg.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
+        ctx = TrialContext(space=space, train=data.train, val=data.val, max_epochs=cfg.search.max_epochs,
+                           objective=objective, seed=cfg.search.seed,
+                           threads=max(1, int(cfg.resources.cpus_per_trial)), device=device)
+        return Prepared(self.name, space, objective, ctx, test=data.test)
+
+    def run(self, config: dict, context: TrialContext, report: Reporter, state: dict | None = None) -> dict:
+        return run_trial(config, context, report, state)
+
+    def test_accuracy(self, records, prepared: Prepared) -> None:
+        if prepared.test is not None and len(prepared.test):
+            evaluate_on_test(records, prepared.space, prepared.test, prepared.context.seed)
+
+    def trained_model(self, config: dict, state: dict, prepared: Prepared) -> nn.Module:
+        return load_trained(prepared.space, config, state["model"], seed=prepared.context.seed)
+
+    def warm_start_configs(self, prepared: Prepared, n: int, seed: int) -> list[dict]:
+        return warm_start_configs(prepared.space, n, prepared.context.train.x, seed)
+

@@ -27,13 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cost import FLOAT_BITS, LayerShape, layer_cost, layer_size_bits
-from .models import build_model, get_op, trace_layers
-from .models.blocks import Block, branch_channels
-from .quant import ActFakeQuant, LayerBits, fake_quant_weight, is_float
-from .space import Choice, Ordinal, SearchSpace
-from .train import make_optimizer
-from .trial import Reporter, TrialContext, run_trial
+from ..cost import FLOAT_BITS, LayerShape, layer_cost, layer_size_bits
+from ..models import build_model, get_op, trace_layers
+from ..models.blocks import Block, branch_channels
+from ..quant import ActFakeQuant, LayerBits, fake_quant_weight, is_float
+from ..space.domains import Choice, Ordinal
+from ..space.search_space import SearchSpace
+from .training import make_optimizer
+from ..errors import ConfigError
+from .base import Reporter
+from .trained import TrainedTrial, TrialContext, run_trial
 
 DNAS_PREFIX = "dnas."
 
@@ -353,3 +356,25 @@ class _ParamsOnly(nn.Module):
     def __init__(self, params):
         super().__init__()
         self.params = nn.ParameterList(params)
+
+
+class DNASTrial(TrainedTrial):
+    """Trials that search ops and bits with a differentiable super-network, then train the derived
+    network like a ``trained`` trial (its config is what results show)."""
+
+    name = "dnas"
+
+    def run(self, config: dict, context: TrialContext, report: Reporter, state: dict | None = None) -> dict:
+        return run_dnas_trial(config, context, report, state)
+
+    def check(self, cfg, prepared) -> None:
+        if (cfg.search.searcher or "tpe") != "dnas":
+            raise ConfigError(f"trial: dnas trials take the dnas searcher's configs (dnas.* options); "
+                              f"got searcher '{cfg.search.searcher or 'tpe'}'; use --searcher dnas")
+
+    def record(self, config: dict, metrics: dict) -> tuple[dict, dict]:
+        extra = {k: v for k, v in config.items() if k.startswith(DNAS_PREFIX)}
+        if "derived_config" in metrics:
+            config = json.loads(metrics["derived_config"])
+        return config, extra
+

@@ -18,8 +18,9 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import ConfigError, SearchSpaceError
-from ..space import MAX_REJECTIONS, Choice, Float, Int, Ordinal, Param
+from ...errors import ConfigError, SearchSpaceError
+from ...space.search_space import MAX_REJECTIONS
+from ...space.domains import Choice, Float, Int, Ordinal, Param, optuna_distribution
 from ._base import FINISHED, BaseStrategy
 from ._history import config_key
 
@@ -133,18 +134,13 @@ class OptunaStrategy(BaseStrategy):
 
     def _as_trial(self, config: dict, result: dict) -> optuna.trial.FrozenTrial:
         """``config`` as a finished trial of this study, in the form ``suggest_param`` asks for it."""
-        from ..optuna_store import distribution
-
         params, dists = {}, {}
         for name, value in config.items():
             prm = self.space.param(name)
             if prm is None:
                 continue
-            if isinstance(prm.domain, Ordinal):
-                dists[name] = optuna.distributions.IntDistribution(0, len(prm.domain.values) - 1)
-                params[name] = prm.domain.index(value)
-            else:
-                dists[name], params[name] = distribution(prm.domain), value
+            dists[name] = optuna_distribution(prm.domain, ordinal_as_index=True)
+            params[name] = prm.domain.index(value) if isinstance(prm.domain, Ordinal) else value
         complete = result["status"] == "complete"
         vals = self.values(result) if complete else None
         return optuna.trial.create_trial(

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..space import Choice, Float, Int, Ordinal
+from ...space.domains import Choice, Float, Int, Ordinal
 from ._base import FINISHED, BaseStrategy
 from ._history import config_key
 
@@ -40,7 +40,7 @@ class GridStrategy(BaseStrategy):
                  max_enumerate: int = 200_000, candidates: int = 64):
         super().__init__(space, objective, seed)
         if order not in ("maximin", "random", "lexicographic"):
-            from ..errors import ConfigError
+            from ...errors import ConfigError
 
             raise ConfigError(f"searcher_args: order={order!r} is not allowed; allowed: maximin, random, lexicographic")
         self.rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from ..errors import ConfigError, unknown_name
+from ...errors import ConfigError, unknown_name
 from ._base import FINISHED, BaseStrategy
 from ._dnas import DNASStrategy
 from ._evolution import EvolutionStrategy

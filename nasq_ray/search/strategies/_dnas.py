@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from ._base import BaseStrategy
 
 

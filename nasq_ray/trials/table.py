@@ -1,4 +1,4 @@
-"""Tabular trials: a config's metrics are looked up in a table instead of trained.
+"""The ``table`` trial kind: a config's metrics are looked up in a table instead of trained.
 
 The table is a CSV file (optionally gzip'd) with one column per parameter of the space and any
 number of numeric metric columns; ``acc`` and ``cost`` name the columns the objective uses. With
@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import gzip
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import ConfigError, DataError, did_you_mean
-from .objective import ObjectiveConfig, score
-from .space import SearchSpace
+from ..errors import ConfigError, DataError, did_you_mean
+from ..objective import ObjectiveConfig, score
+from ..space.search_space import SearchSpace
+from .base import BaseTrialKind, Prepared, Reporter
 
 
 def _key_value(v) -> str:
@@ -94,7 +94,7 @@ class TableContext:
     max_epochs: int
 
 
-def run_table_trial(config: dict, ctx: TableContext, report: Callable[[dict, dict | None], None],
+def run_table_trial(config: dict, ctx: TableContext, report: Reporter,
                     state: dict | None = None) -> dict:
     """Report the table row of ``config`` as one complete result (failed if the table lacks it)."""
     row = ctx.table.lookup(config)
@@ -107,3 +107,40 @@ def run_table_trial(config: dict, ctx: TableContext, report: Callable[[dict, dic
                    "score": score(acc, row[ctx.table.cost], ctx.objective), "status": "complete", "fail_reason": ""}
     report(metrics, None)
     return metrics
+
+
+class TableTrial(BaseTrialKind):
+    """Trials whose metrics are a table's row (one report each, no checkpoint)."""
+
+    name = "table"
+
+    def prepare(self, cfg, raw_space: dict, space_path: Path, objective: ObjectiveConfig) -> Prepared:
+        space = SearchSpace(raw_space, source=str(space_path))
+        default = space.table or {}
+        table_path = cfg.table.path or default.get("path")
+        if not table_path:
+            raise ConfigError(f"table: space '{space.name}' names no table; give --table")
+        acc = cfg.table.acc or default.get("acc")
+        cost = cfg.table.cost or default.get("cost")
+        for field, value in (("table.acc", acc), ("table.cost", cost)):
+            if not value:
+                raise ConfigError(f"{field}: name the table's {field.split('.')[1]} column (--table-{field.split('.')[1]})")
+        objective = replace(objective, cost=cost)
+        table = Table(table_path, space, acc, cost, cfg.table.test)
+        if cfg.table.test is None:
+            table.test = default_test_column(acc, table.numeric)
+        return Prepared(self.name, space, objective, TableContext(space, table, objective, cfg.search.max_epochs))
+
+    def run(self, config: dict, context: TableContext, report: Reporter, state: dict | None = None) -> dict:
+        return run_table_trial(config, context, report, state)
+
+    def check(self, cfg, prepared: Prepared) -> None:
+        if cfg.search.scheduler == "pbt":
+            raise ConfigError("scheduler: pbt perturbs training; a table run reports once per trial; use fifo")
+
+    def test_accuracy(self, records, prepared: Prepared) -> None:
+        column = prepared.context.table.test
+        if column is not None:
+            for r in records:
+                r.test_acc = r.metrics.get(column)
+

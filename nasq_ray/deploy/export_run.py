@@ -1,0 +1,100 @@
+"""Export the trained models of a results folder (packed file and ONNX) and check them against
+fake-quant on the test split.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+import numpy as np
+import torch
+from ..errors import ConfigError
+from ..trials.base import CHECKPOINT_FILE, read_checkpoint
+from .packed import fake_quant_weights, pack_model, restored_weights, unpack
+
+
+def _typed(space, row: dict) -> dict:
+    """A trial's config from a CSV row, each value in its parameter's type."""
+    from ..space.domains import Choice, Float, Int, Ordinal
+
+    config = {}
+    for name in space.names:
+        text = row.get(name, "")
+        if text in ("", None):
+            continue
+        dom = space.param(name).domain
+        if isinstance(dom, (Choice, Ordinal)):
+            config[name] = next((v for v in dom.values if str(v) == text), text)
+        elif isinstance(dom, Int):
+            config[name] = int(float(text))
+        elif isinstance(dom, Float):
+            config[name] = float(text)
+    return config
+
+
+ONNX_TOLERANCE_PP = 0.5  # onnxruntime's test accuracy may differ from fake-quant's by this much
+
+
+def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = False,
+               fmt: str = "onnx") -> list[dict]:
+    """Export the chosen models of a finished run; return one summary dict per model."""
+    from ..config import saved_config
+    from ..trials import prepare
+    from ..trials.training import accuracy_f1, predict
+
+    folder = Path(result_dir).expanduser().resolve()
+    cfg = saved_config(folder, "export")
+    if not (folder / "trials.csv").is_file():
+        raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no trials.csv)")
+    kind, prep = prepare(cfg)
+    space = prep.space
+    with open(folder / ("pareto.csv" if pareto else "trials.csv")) as f:
+        rows = list(csv.DictReader(f))
+    if trial is not None:
+        rows = [r for r in rows if r["trial_id"] == trial]
+        if not rows:
+            raise ConfigError(f"trial: no trial '{trial}' in {folder / 'trials.csv'}")
+    elif not pareto:
+        best = json.loads((folder / "best.json").read_text())["trial_id"] if (folder / "best.json").is_file() else None
+        rows = [r for r in rows if r["trial_id"] == best]
+    out_dir = folder / "export"
+    out_dir.mkdir(exist_ok=True)
+    summaries = []
+    experiment = cfg.local_experiment_dir or folder
+    test = prep.test
+    x_test, y_test = torch.from_numpy(np.ascontiguousarray(test.x)), torch.from_numpy(test.y)
+    for row in rows:
+        checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
+        if not checkpoints:
+            raise ConfigError(f"trial: trial '{row['trial_id']}' has no checkpoint in {experiment}")
+        state = read_checkpoint(checkpoints[-1].parent)
+        model = kind.trained_model(_typed(space, row), state, prep).eval()
+        data = pack_model(model, space.input_shape)
+        path = out_dir / f"{row['trial_id']}.nqw"
+        path.write_bytes(data)
+        expected = int(float(row["size_bits"]))  # the cost model's size, as the search measured it
+        restored, fake = restored_weights(data), fake_quant_weights(model)
+        exact = all(torch.equal(restored[k], fake[k]) for k in fake)
+        body = unpack(data)[1]
+        summary = {"trial_id": row["trial_id"], "path": str(path), "body_bits": len(body) * 8,
+                   "size_bits": expected, "header_bytes": len(data) - len(body), "exact": exact}
+        if fmt == "onnx":
+            from .onnx import run_onnx, to_onnx
+
+            proto = to_onnx(model, space.input_shape)
+            onnx_path = out_dir / f"{row['trial_id']}.onnx"
+            onnx_path.write_bytes(proto.SerializeToString())
+            with torch.no_grad():
+                fq_pred = predict(model, x_test)
+            ort_pred = torch.from_numpy(run_onnx(proto, test.x).argmax(axis=1))
+            summary.update(onnx_path=str(onnx_path), onnx_bytes=onnx_path.stat().st_size, test_n=len(test),
+                           fq_test_acc=accuracy_f1(fq_pred, y_test, space.num_classes)[0],
+                           onnx_test_acc=accuracy_f1(ort_pred, y_test, space.num_classes)[0],
+                           changed=int((fq_pred != ort_pred).sum()))
+        summaries.append(summary)
+    return summaries
+
+
+def acc_gap_pp(r: dict) -> float:
+    return (r["onnx_test_acc"] - r["fq_test_acc"]) * 100

@@ -1,0 +1,81 @@
+"""The results folder's files: ``trials.csv``, ``pareto.csv`` and ``best.json``, and the test accuracy
+of the final Pareto models (the only place the test split is used).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+import numpy as np
+from collections.abc import Callable
+
+from ..objective import ObjectiveConfig
+from ..space.search_space import SearchSpace
+from .records import METRIC_COLUMNS, TrialRecord, best_record, pareto_records
+
+# trials.csv's columns besides the space's parameters and the kind's extra columns
+RECORD_COLUMNS = ("trial_id", "status", "epochs", *METRIC_COLUMNS, "test_acc", "test_f1", "bits", "time_s", "node",
+                  "error")
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(round(v, 6)) if abs(v) < 1e15 else repr(v)
+    return "" if v is None else v
+
+
+def _row(r: TrialRecord, param_names: list[str], metric_columns: tuple[str, ...]) -> dict:
+    row = {"trial_id": r.trial_id, "status": r.status, "epochs": r.epochs}
+    row.update({k: _fmt(r.metrics.get(k)) for k in metric_columns})
+    row.update({"test_acc": _fmt(r.test_acc), "test_f1": _fmt(r.test_f1), "bits": r.bits,
+                "time_s": _fmt(r.time_s), "node": r.node, "error": r.error or r.metrics.get("fail_reason", "")})
+    row.update({k: _fmt(r.config.get(k)) for k in param_names})
+    row.update({k: _fmt(v) for k, v in r.extra.items()})
+    return row
+
+
+def write_csv(path: Path, records: list[TrialRecord], space: SearchSpace, objective: ObjectiveConfig | None = None) -> None:
+    names = space.names
+    metrics = METRIC_COLUMNS
+    if objective is not None and objective.cost not in metrics:
+        metrics = (*metrics, objective.cost)
+    extras = {k: None for r in records for k in r.extra}
+    fields = list(_row(TrialRecord("", "", {}, {}, extra=extras), names, metrics))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(_row(r, names, metrics) for r in records)
+
+
+def write_results(out_dir: Path, records: list[TrialRecord], space: SearchSpace, objective: ObjectiveConfig,
+                  test_accuracy: Callable[[list[TrialRecord]], None] | None = None
+                  ) -> tuple[list[TrialRecord], TrialRecord | None]:
+    """Write trials.csv, pareto.csv and best.json. ``test_accuracy`` (the trial kind's) first gives
+    the front and the best trial their test accuracy."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    front = pareto_records(records, objective)
+    best = best_record(records)
+    if test_accuracy is not None:
+        test_accuracy(front + ([best] if best is not None and best not in front else []))
+    records = sorted(records, key=lambda r: r.trial_id)
+    write_csv(out_dir / "trials.csv", records, space, objective)
+    write_csv(out_dir / "pareto.csv", front, space, objective)
+    if best is not None:
+        payload = {
+            "trial_id": best.trial_id, "status": best.status, "epochs": best.epochs,
+            "metrics": {k: best.metrics.get(k) for k in (*METRIC_COLUMNS, objective.cost) if k in best.metrics},
+            "test_acc": best.test_acc, "test_f1": best.test_f1, "bits": best.bits,
+            "checkpoint": best.checkpoint, "config": best.config,
+        }
+        (out_dir / "best.json").write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    return front, best
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)

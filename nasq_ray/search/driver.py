@@ -1,0 +1,188 @@
+"""The search driver: :func:`run_search` runs one experiment end to end through Ray Tune and writes
+its results folder; :func:`resume_search` continues one. It never asks which trial kind it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+from ray import tune
+
+from ..config import ExperimentConfig, saved_config
+from ..errors import ConfigError
+from ..results.files import write_results
+from ..results.optuna_store import default_url, open_study
+from ..results.records import SearchResult, TrialRecord
+from ..trials import BaseTrialKind, Prepared, prepare, trial_status
+from .callbacks import OptunaStoreCallback, ProgressCallback
+from .checkpoint_gc import CheckpointGC
+from .schedulers import build_scheduler, flat_config, pbt_param_space
+from .searchers import build_searcher, effective_objective, resolve_searcher
+from .session import allow_pending_trials, check_storage, init_ray, saved_statuses
+from .trainable import run_in_ray
+
+
+class TrialFields:
+    """A trial's config as results show it (the kind's :meth:`~BaseTrialKind.record`), its extra
+    columns and how it ended; picklable, for the Optuna store callback."""
+
+    def __init__(self, kind: BaseTrialKind, max_epochs: int):
+        self.kind, self.max_epochs = kind, max_epochs
+
+    def __call__(self, config: dict, metrics: dict, error: bool) -> tuple[dict, dict, str]:
+        shown, extra = self.kind.record(flat_config(config), metrics)
+        return shown, extra, trial_status(metrics, error, self.max_epochs)
+
+
+def collect(grid, fields: TrialFields, statuses: dict[str, str] | None = None) -> list[TrialRecord]:
+    """One record per trial. ``statuses`` (from the saved experiment state) tell a trial a scheduler
+    stopped from one the driver's stop interrupted: after Ctrl-C Ray marks both TERMINATED in memory."""
+    records = []
+    trials = grid._experiment_analysis.trials  # same order as the results
+    for r, trial in zip(grid, trials):
+        m = dict(r.metrics or {})
+        error = ""
+        if r.error is not None:
+            lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
+            error = lines[-1] if lines else type(r.error).__name__
+        trial_id = m.get("trial_id") or Path(r.path).name.replace("trial_", "")
+        config, extra, status = fields(dict(r.config or {}), m, r.error is not None)
+        tune_status = (statuses or {}).get(str(trial_id), trial.status)
+        if status != "failed" and tune_status not in ("TERMINATED", "ERROR"):
+            status = "unfinished"  # stopped with the driver, not by a scheduler: --resume continues it
+        records.append(TrialRecord(
+            trial_id=str(trial_id), status=status,
+            config=config, metrics=m, extra=extra,
+            time_s=float(m.get("time_total_s", 0.0) or 0.0), error=error,
+            checkpoint=r.checkpoint.path if r.checkpoint is not None else None,
+            node=f"{m.get('hostname', '')}/{str(m.get('node_id', ''))[:8]}".strip("/"),
+            checkpoint_obj=r.checkpoint,
+        ))
+    return records
+
+
+def _tuner_parts(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared):
+    """The trainable, tune config pieces and run config shared by a new and a resumed search."""
+    pbt = cfg.search.scheduler == "pbt"
+    resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_in_ray, kind=kind, context=prep.context), resources)
+    callbacks = [] if cfg.quiet else [ProgressCallback(cfg.search.num_samples, prep.objective, cfg.search.max_epochs,
+                                                       cfg.log_format)]
+    callbacks.append(OptunaStoreCallback(cfg.storage_db or default_url(cfg.out_dir), cfg.run_name, prep.space,
+                                         prep.objective, TrialFields(kind, cfg.search.max_epochs)))
+    # PBT restores other trials' checkpoints a little later: keep a few, or they are gone
+    keep = max(cfg.search.keep_checkpoints, 4) if pbt else cfg.search.keep_checkpoints
+    callbacks.append(CheckpointGC(keep))  # not Ray's num_to_keep: see checkpoint_gc for why
+    run_config = tune.RunConfig(
+        name=cfg.run_name, storage_path=cfg.storage_root, verbose=1 if cfg.verbose else 0,
+        failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+        callbacks=callbacks,
+    )
+    return trainable, run_config
+
+
+def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: float) -> SearchResult:
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    with warnings.catch_warnings():
+        if not cfg.verbose:
+            warnings.simplefilter("ignore")
+            tune_logger.setLevel(logging.ERROR)  # also when Ray was started by the caller, not by init_ray
+        try:
+            grid = tuner.fit()
+        finally:
+            tune_logger.setLevel(level)
+    records = collect(grid, TrialFields(kind, cfg.search.max_epochs), saved_statuses(cfg.experiment_path))
+    out_dir = cfg.out_dir
+    front, best = write_results(out_dir, records, prep.space, prep.objective,
+                                test_accuracy=lambda chosen: kind.test_accuracy(chosen, prep))
+    try:
+        from ..results.report import write_report
+
+        write_report(out_dir, records)
+    except Exception as e:  # noqa: BLE001 - a plot must never cost the search's results
+        print(f"warning: report.html not written ({type(e).__name__}: {e}); "
+              f"run python -m nasq_ray.report {out_dir}", file=sys.stderr)
+    cut_short = any(r.status == "unfinished" for r in records) or len(records) < cfg.search.num_samples
+    interrupted = cut_short and not _budget_spent(cfg, t0)
+    return SearchResult(out_dir, records, front, best, prep.space, prep, time.time() - t0, prep.objective,
+                        requested=cfg.search.num_samples, interrupted=interrupted, log_format=cfg.log_format)
+
+
+def _budget_spent(cfg: ExperimentConfig, t0: float) -> bool:
+    return cfg.search.time_budget_s is not None and time.time() - t0 >= cfg.search.time_budget_s
+
+
+def run_search(cfg: ExperimentConfig) -> SearchResult:
+    """Run the experiment described by ``cfg`` and write its results folder."""
+    t0 = time.time()
+    if cfg.name is None:  # the name is fixed once, here, and saved with the experiment
+        cfg = replace(cfg, name=cfg.run_name)
+    kind, prep = prepare(cfg, effective_objective(cfg))
+    space, objective = prep.space, prep.objective
+    pbt = cfg.search.scheduler == "pbt"
+    if cfg.search.warm_start and pbt:
+        raise ConfigError("search.warm_start: needs a searcher, and pbt runs without one; use 0")
+    points = kind.warm_start_configs(prep, cfg.search.warm_start, cfg.search.seed) if cfg.search.warm_start else None
+    searcher = None if pbt else build_searcher(cfg, space, objective, points)
+    if pbt:
+        resolve_searcher(cfg)  # refuses a searcher other than random, with the reason
+    scheduler = build_scheduler(cfg.search.scheduler, cfg.search.scheduler_args, metric="score", mode="max",
+                                max_t=cfg.search.max_epochs, seed=cfg.search.seed, objective=objective, space=space)
+    check_storage(cfg)
+    init_ray(cfg)
+    allow_pending_trials(cfg)
+    if tune.Tuner.can_restore(cfg.experiment_path):
+        raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
+                          f"or continue it with --resume {cfg.out_dir}")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    open_study(cfg.storage_db or default_url(cfg.out_dir), cfg.run_name, prep.objective)  # fail fast on a bad DB
+    trainable, run_config = _tuner_parts(cfg, kind, prep)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=pbt_param_space(space, cfg.search.seed) if pbt else None,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.num_samples,
+            max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True,
+            time_budget_s=cfg.search.time_budget_s,
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+        ),
+        run_config=run_config,
+    )
+    (cfg.out_dir / "experiment.yaml").write_text(_dump_config(cfg))
+    return _fit(cfg, kind, prep, tuner, t0)
+
+
+def _trial_name(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
+    """Continue an interrupted experiment from its results folder: finished trials are kept,
+    unfinished ones continue from their last checkpoint, the searcher's state is restored."""
+    t0 = time.time()
+    cfg = saved_config(result_dir, "resume", overrides)
+    kind, prep = prepare(cfg, effective_objective(cfg))
+    check_storage(cfg)
+    init_ray(cfg)
+    allow_pending_trials(cfg)
+    if not tune.Tuner.can_restore(cfg.experiment_path):
+        raise ConfigError(f"resume: no Ray Tune experiment state at '{cfg.experiment_path}' (the run stopped before "
+                          "its first trial started); start it again instead")
+    trainable, _ = _tuner_parts(cfg, kind, prep)  # the run config (callbacks, storage) is restored with the state
+    tuner = tune.Tuner.restore(cfg.experiment_path, trainable=trainable, resume_unfinished=True,
+                               resume_errored=True, restart_errored=False,
+                               param_space=pbt_param_space(prep.space, cfg.search.seed)
+                               if cfg.search.scheduler == "pbt" else None)
+    return _fit(cfg, kind, prep, tuner, t0)
+
+
+def _dump_config(cfg: ExperimentConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

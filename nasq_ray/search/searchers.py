@@ -1,0 +1,133 @@
+"""Searchers as Ray sees them: a nasq-ray strategy behind Ray's ``Searcher``, warm-start configs
+proposed first, and the run's searcher chosen by name.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+from ..config import ExperimentConfig
+from ..errors import ConfigError
+from ..objective import ObjectiveConfig
+from ..space.search_space import SearchSpace
+from .strategies import FINISHED, MULTI_OBJECTIVE_ONLY, BaseStrategy, make_searcher
+from ray.tune.search import Searcher  # noqa: E402
+from ..results.records import trial_status
+
+
+class StrategySearcher(Searcher):
+    """Ray ``Searcher`` around a :class:`BaseStrategy`."""
+
+    def __init__(self, strategy: BaseStrategy, max_epochs: int, metric: str = "score", mode: str = "max"):
+        super().__init__(metric=metric, mode=mode)
+        self.strategy = strategy
+        self.max_epochs = max_epochs
+        self.configs: dict[str, dict] = {}
+
+    def suggest(self, trial_id: str):
+        cfg = self.strategy.suggest(trial_id)
+        if cfg is FINISHED or cfg == FINISHED:
+            return Searcher.FINISHED
+        if cfg is not None:
+            self.configs[trial_id] = dict(cfg)
+        return cfg
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.strategy.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        status = trial_status(result, error, self.max_epochs)
+        payload = {**(result or {}), "status": status}
+        self.strategy.on_trial_complete(trial_id, self.configs.get(trial_id, {}), payload)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"strategy": self.strategy.get_state(), "configs": self.configs}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.strategy.set_state(state["strategy"])
+        self.configs = state["configs"]
+
+
+class WarmStartSearcher(Searcher):
+    """Proposes ``points`` (whole configs) first, then the wrapped searcher's suggestions; the
+    wrapped searcher learns the points' results as if it had suggested them (a nasq-ray strategy
+    through ``on_trial_complete``, a Ray searcher through ``add_evaluated_point`` where it has one)."""
+
+    def __init__(self, inner: Searcher, points: list[dict], max_epochs: int):
+        super().__init__(metric=inner.metric, mode=inner.mode)
+        self.inner, self.points, self.max_epochs = inner, [dict(p) for p in points], max_epochs
+        self.given: dict[str, dict] = {}
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str):
+        if self.points:
+            self.given[trial_id] = self.points.pop(0)
+            return dict(self.given[trial_id])
+        return self.inner.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self.given:
+            self.inner.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        config = self.given.get(trial_id)
+        if isinstance(self.inner, StrategySearcher) and config is not None:
+            self.inner.configs[trial_id] = dict(config)  # its own path tells the strategy, with the config
+        if config is None or isinstance(self.inner, StrategySearcher):
+            self.inner.on_trial_complete(trial_id, result, error)
+        elif result and not error and self.metric in result:
+            try:
+                self.inner.add_evaluated_point(config, result[self.metric],
+                                               pruned=trial_status(result, False, self.max_epochs) == "pruned")
+            except NotImplementedError:
+                pass  # this Ray searcher cannot learn from configs it did not suggest
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path + ".inner")
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"points": self.points, "given": self.given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path + ".inner")
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.points, self.given = state["points"], state["given"]
+
+
+def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig,
+                   points: list[dict] | None = None) -> Searcher:
+    """The run's searcher; ``points`` (warm-start configs) are proposed before its own suggestions."""
+    s = cfg.search
+    name = resolve_searcher(cfg)
+    made = make_searcher(name, space, objective, seed=s.seed, budget=s.num_samples, **s.searcher_args)
+    if isinstance(made, BaseStrategy):
+        made = StrategySearcher(made, s.max_epochs)
+    elif not isinstance(made, Searcher):
+        raise ConfigError(f"searcher '{name}': the factory returned {type(made).__name__}; expected a "
+                          "nasq_ray BaseStrategy or a ray.tune.search.Searcher")
+    return WarmStartSearcher(made, points, s.max_epochs) if points else made
+
+
+def resolve_searcher(cfg: ExperimentConfig) -> str:
+    """The searcher to use: the one asked for, else ``tpe`` (``random`` under PBT)."""
+    s = cfg.search
+    if s.scheduler == "pbt":
+        if s.searcher not in (None, "random"):
+            raise ConfigError(f"scheduler: pbt cannot be combined with searcher '{s.searcher}': Ray Tune refuses a "
+                              "search algorithm with PBT (PBT starts from random configs, then copies and perturbs "
+                              "the best); use --searcher random, or another scheduler with this searcher")
+        return "random"
+    return s.searcher or "tpe"
+
+
+def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
+    """NSGA-II optimizes (accuracy, cost): it implies a multi-objective run."""
+    obj = cfg.objective
+    if resolve_searcher(cfg) in MULTI_OBJECTIVE_ONLY and not obj.multi:
+        obj = replace(obj, multi=True)
+    return obj

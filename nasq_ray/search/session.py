@@ -1,0 +1,103 @@
+"""Ray's life cycle around a search: checks before Ray starts (cluster reachable, storage
+writable), ``ray.init``, signals, and where the experiment lives on storage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from ..config import ExperimentConfig
+from ..errors import ConfigError
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (``ray.init`` waits for minutes) when ``host:port`` does not accept connections."""
+    import socket
+
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"address: '{address}' is not allowed; allowed: host:port, ray://host:port, auto or local")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"address: cannot reach a Ray cluster at '{address}' ({e.strerror or e})") from None
+
+
+def check_storage(cfg: ExperimentConfig) -> None:
+    """Fail before Ray starts when ``--storage`` cannot be opened or written."""
+    root = cfg.storage_root
+    try:
+        if "://" in root:
+            import pyarrow.fs
+
+            pyarrow.fs.FileSystem.from_uri(root)
+        else:  # nothing is created yet: the nearest existing folder must be writable
+            existing = next(p for p in (Path(root), *Path(root).parents) if p.exists())
+            if not existing.is_dir() or not os.access(existing, os.W_OK):
+                raise PermissionError(f"'{existing}' is not a writable folder")
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError...
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"storage: cannot use '{root}' ({reason}); allowed: a writable local or shared path, "
+                          "or a URI pyarrow can open (s3://, gs://, hdfs://, file://)") from None
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM stops a search the way Ctrl-C does: Ray Tune saves the experiment, the CLI prints how to
+    resume. Installed after ``ray.init``, whose own handler would otherwise end the driver at once."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+
+def init_ray(cfg: ExperimentConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.resources.address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(include_dashboard=False, log_to_driver=cfg.verbose,
+                  logging_level=logging.INFO if cfg.verbose else logging.ERROR)
+    if address and address != "local":
+        check_reachable(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError...
+            raise ConfigError(f"address: cannot reach a Ray cluster at '{address}': "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    else:
+        # "local": always a private instance, never a stale cluster named in /tmp/ray/ray_current_cluster
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", **kwargs)
+    _sigterm_as_interrupt()
+
+
+def saved_statuses(experiment_path: str) -> dict[str, str]:
+    """Trial statuses in the experiment state on storage: what ``--resume`` will see."""
+    import pyarrow.fs
+
+    from .experiment_state import read_saved_state, saved_trial_statuses
+
+    text = read_saved_state(*pyarrow.fs.FileSystem.from_uri(experiment_path))
+    return saved_trial_statuses(text) if text else {}
+
+
+def allow_pending_trials(cfg: ExperimentConfig) -> None:
+    """Let as many trials wait for their actors as the cluster has trial slots.
+
+    With a search algorithm Ray Tune keeps one pending trial at a time by default, so on a cluster
+    each new trial waits for the previous one's actor to start, and short trials never spread to
+    more nodes than the first. (``TUNE_MAX_PENDING_TRIALS_PG`` set by the user wins.)
+    """
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    slots = int(cpus // max(cfg.resources.cpus_per_trial, 1e-9)) or 1
+    if cfg.search.max_concurrent:
+        slots = min(slots, cfg.search.max_concurrent)
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, slots)))

@@ -1,0 +1,83 @@
+"""Trial kinds by name: ``trained`` (build, QAT-train, measure, score), ``table`` (metrics looked up in a
+table), ``dnas`` (a differentiable super-network inside one trial); plug-ins from the entry-point
+group ``nasq_ray.trials`` (a :class:`BaseTrialKind` subclass or a factory returning an instance).
+
+A run's kind is ``trial: NAME`` in the experiment (``--trial``); without it, a space or run with a
+table looks its metrics up, the ``dnas`` searcher runs DNAS trials, and everything else trains.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from ..errors import ConfigError, unknown_name
+from .base import BaseTrialKind, Prepared, Reporter, trial_status
+
+ENTRY_POINT_GROUP = "nasq_ray.trials"
+# name -> "module:Class" (imported on first use: the kinds import torch) or the class itself
+TRIAL_KINDS: dict[str, str | type[BaseTrialKind]] = {
+    "trained": "nasq_ray.trials.trained:TrainedTrial",
+    "table": "nasq_ray.trials.table:TableTrial",
+    "dnas": "nasq_ray.trials.dnas:DNASTrial",
+}
+
+
+def register_trial_kind(cls: type[BaseTrialKind]) -> type[BaseTrialKind]:
+    """Register a kind under ``cls.name`` (usable as a class decorator). Twice is an error."""
+    if not cls.name or cls.name in TRIAL_KINDS:
+        raise ValueError(f"trial kind '{cls.name}': a kind needs a name not yet registered")
+    TRIAL_KINDS[cls.name] = cls
+    return cls
+
+
+def _load(ref: str | type) -> type:
+    if isinstance(ref, str):
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return ref
+
+
+def trial_kind_names() -> list[str]:
+    return sorted(set(TRIAL_KINDS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def get_trial_kind(name: str) -> BaseTrialKind:
+    """An instance of the kind ``name`` (built-in or plug-in)."""
+    if name in TRIAL_KINDS:
+        return _load(TRIAL_KINDS[name])()
+    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if name not in eps:
+        raise unknown_name("trial", name, trial_kind_names())
+    made = eps[name].load()
+    made = made() if callable(made) else made
+    if not isinstance(made, BaseTrialKind):
+        raise ConfigError(f"trial '{name}': the plug-in gave {type(made).__name__}; expected a "
+                          "nasq_ray.trials.BaseTrialKind")
+    return made
+
+
+def prepare(cfg, objective=None) -> tuple[BaseTrialKind, Prepared]:
+    """The run's trial kind and its validated inputs (before Ray starts). ``objective``: the run's
+    (default ``cfg.objective``; the search driver passes the one its searcher implies)."""
+    from ..space.files import read_space_yaml, resolve_space_path
+
+    path = resolve_space_path(cfg.space)
+    raw = read_space_yaml(path)
+    kind = get_trial_kind(kind_name_for(cfg, raw))
+    prepared = kind.prepare(cfg, raw, path, objective if objective is not None else cfg.objective)
+    kind.check(cfg, prepared)
+    return kind, prepared
+
+
+def kind_name_for(cfg, raw_space: dict) -> str:
+    """The kind a run uses: the one it names, else by what it holds (a table; the dnas searcher)."""
+    if cfg.trial:
+        return cfg.trial
+    if cfg.table.path or (raw_space.get("table") or {}).get("path"):
+        return "table"
+    return "dnas" if cfg.search.searcher == "dnas" else "trained"
+
+
+__all__ = ["BaseTrialKind", "ENTRY_POINT_GROUP", "Prepared", "Reporter", "TRIAL_KINDS", "get_trial_kind",
+           "kind_name_for", "prepare", "register_trial_kind", "trial_kind_names", "trial_status"]

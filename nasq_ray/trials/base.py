@@ -1,0 +1,117 @@
+"""What a trial is: the trial-kind interface, in the spirit of Optuna's ``BaseSampler``.
+
+A kind has two required methods and a few optional hooks:
+
+* :meth:`BaseTrialKind.prepare` - before Ray starts: load and check the kind's inputs (data, a
+  table, a model), bind the space, and return a :class:`Prepared` whose ``context`` is plain,
+  picklable data sent to every trial.
+* :meth:`BaseTrialKind.run` - one trial: ``run(config, context, report, state) -> metrics``.
+  ``report(metrics, payload)`` is called once per step (an epoch); ``payload`` is a checkpoint the
+  caller may save, and a resumed trial gets the last one back as ``state``. A trial that cannot go
+  on reports ``status = "failed"`` with a ``fail_reason``. It knows nothing of Ray.
+* hooks: :meth:`check` (refuse settings the kind cannot take), :meth:`record` (the config and extra
+  columns results show), :meth:`test_accuracy` (how the front's test accuracy is obtained),
+  :meth:`trained_model` (what export writes), :meth:`warm_start_configs` (configs proposed before
+  the searcher's own).
+
+Kinds are registered by name in :mod:`nasq_ray.trials`; plug-ins through the entry-point group
+``nasq_ray.trials``. ``nasq_ray.testing.check_trial_kind`` is the conformance check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+    from ..objective import ObjectiveConfig
+    from ..results.records import TrialRecord
+    from ..space.search_space import SearchSpace
+
+Reporter = Callable[[dict, "dict | None"], None]
+BITS_METRIC = "w_bits_str"  # the bits per layer a trial reports (W/A, forward order); results call it "bits"
+CHECKPOINT_FILE = "state.pt"  # a trial's saved state inside a Ray checkpoint folder
+STATUSES = ("complete", "pruned", "failed", "unfinished")
+
+
+def trial_status(result: dict | None, error: bool, max_epochs: int, ended: bool = True) -> str:
+    """How a trial stands after ``result`` (its last report): ``complete`` (trained for the whole
+    budget), ``failed``, and otherwise ``pruned`` (ended early: stopped by a scheduler) or, while it
+    has not ended, ``running``."""
+    if error or not result or result.get("status") == "failed":
+        return "failed"
+    if int(result.get("epoch", 0) or 0) >= max_epochs:
+        return "complete"
+    return "pruned" if ended else "running"
+
+
+@dataclass
+class Prepared:
+    """A kind's validated inputs. ``context`` goes to every trial (keep it plain and picklable);
+    ``test`` stays in the driver for :meth:`BaseTrialKind.test_accuracy`."""
+
+    kind: str
+    space: SearchSpace
+    objective: ObjectiveConfig
+    context: Any
+    test: Any = None
+
+
+class BaseTrialKind:
+    """One kind of trial. Subclasses set ``name`` and implement ``prepare`` and ``run``."""
+
+    name: str = ""
+
+    def prepare(self, cfg: ExperimentConfig, raw_space: dict, space_path: Path,
+                objective: ObjectiveConfig) -> Prepared:
+        raise NotImplementedError
+
+    def run(self, config: dict, context: Any, report: Reporter, state: dict | None = None) -> dict:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------ optional hooks
+
+    def check(self, cfg: ExperimentConfig, prepared: Prepared) -> None:
+        """Refuse settings this kind cannot take (a ``ConfigError`` naming the field)."""
+
+    def record(self, config: dict, metrics: dict) -> tuple[dict, dict]:
+        """The config results show for a trial, and extra columns for trials.csv."""
+        return config, {}
+
+    def test_accuracy(self, records: list[TrialRecord], prepared: Prepared) -> None:
+        """Fill ``test_acc`` / ``test_f1`` of ``records`` (the front and the best trial)."""
+
+    def trained_model(self, config: dict, state: dict, prepared: Prepared):
+        """The trained ``torch.nn.Module`` a trial's saved ``state`` holds (what export writes)."""
+        raise ConfigError(f"export: trials of kind '{self.name}' train no model; nothing to export")
+
+    def warm_start_configs(self, prepared: Prepared, n: int, seed: int) -> list[dict]:
+        raise ConfigError(f"search.warm_start: needs trained trials (trials of kind '{self.name}' calibrate no "
+                          "network); use 0")
+
+
+def read_checkpoint(folder: str | Path, device: str = "cpu") -> dict | None:
+    """The state a trial saved in a checkpoint folder (None if it saved none)."""
+    import torch
+
+    path = Path(folder) / CHECKPOINT_FILE
+    return torch.load(path, map_location=device, weights_only=False) if path.is_file() else None
+
+
+def write_checkpoint(folder: str | Path, state: dict) -> None:
+    import torch
+
+    torch.save(state, Path(folder) / CHECKPOINT_FILE)
+
+
+def record_state(record: TrialRecord) -> dict | None:
+    """The saved state of a trial's last checkpoint (downloaded first if it is remote)."""
+    if record.checkpoint_obj is not None:
+        with record.checkpoint_obj.as_directory() as d:
+            return read_checkpoint(d)
+    return read_checkpoint(record.checkpoint) if record.checkpoint else None
