@@ -1,7 +1,7 @@
 """Trials per minute: the default search through Ray Tune against a plain in-process Optuna loop.
 
 The peer is what a user would write without nasq-ray: ``study.optimize`` in one process, calling
-the same trial function (``nasq_ray.trial.run_trial``: same space, data, epochs and objective) for
+the same trial function (``nasq_ray.trials.trained.run_trial``: same space, data, epochs and objective) for
 the same number of trials, with torch's default thread count. Three pairings:
 
 * ``default``: nasq-ray's default search (TPE + ASHA, one trial per core) against that plain loop

@@ -2,7 +2,7 @@
 models as real integers, checked against the fake-quant models the search scored.
 
 Writes, per model, ``OUT/NAME/export/<trial>.onnx`` (with ``--format onnx``, the default): an ONNX
-model with QuantizeLinear/DequantizeLinear and integer weights (see ``onnx_export``), run with
+model with QuantizeLinear/DequantizeLinear and integer weights (see ``nasq_ray.deploy.onnx``), run with
 onnxruntime on the test split, its accuracy printed beside the fake-quant model's; and
 ``OUT/NAME/export/<trial>.nqw``: a bit-packed weights file that holds exactly
 ``w_bits`` bits per weight, plus what the cost model's ``size_bits`` counts beside them (32 bits

@@ -138,3 +138,17 @@ def crowding_distance(points: Sequence[Sequence[float]]) -> np.ndarray:
         if span > 0:
             dist[order[1:-1]] += (pts[order[2:], k] - pts[order[:-2], k]) / span
     return dist
+
+
+def pareto_order(points: Sequence[Sequence[float]], modes: Sequence[str]) -> np.ndarray:
+    """Indices of ``points`` from best to worst in NSGA-II's order: non-dominated rank, then crowding
+    distance (larger first) within a rank."""
+    pts = np.asarray(points, dtype=float).reshape(len(points), len(modes)) if len(points) else np.zeros((0, len(modes)))
+    if not len(pts):
+        return np.zeros(0, dtype=int)
+    ranks = nondominated_ranks(pts, modes)
+    crowd = np.zeros(len(pts))
+    for r in np.unique(ranks):
+        idx = np.flatnonzero(ranks == r)
+        crowd[idx] = crowding_distance(pts[idx])
+    return np.lexsort((-crowd, ranks))

@@ -16,8 +16,9 @@ from .objective import ObjectiveConfig, score
 from .space.search_space import SearchSpace
 from .space.search_space import load_space
 from .search.strategies import FINISHED
+from .trials.base import DNAS_PREFIX
 
-TRIAL_OPTION_PREFIXES = ("dnas.",)
+TRIAL_OPTION_PREFIXES = (DNAS_PREFIX,)
 
 
 def synthetic_result(cfg: dict, objective: ObjectiveConfig, status: str = "complete", epoch: int = 5) -> dict:
@@ -92,6 +93,94 @@ def check_strategy(factory, space: SearchSpace | None = None, objective: Objecti
     restored.set_state(pickle.loads(pickle.dumps(a.get_state())))
     assert _suggestions(restored, 2, "z") == _suggestions(a, 2, "z"), \
         "rule 5: a restored strategy must suggest what the original would"
+
+
+class _Stop(Exception):
+    """Raised by the conformance check's ``report`` to stop a trial after its first saved state."""
+
+
+def _collect(kind, config: dict, context, state: dict | None = None, stop_at_payload: bool = False):
+    reports: list[tuple[dict, dict | None]] = []
+
+    def report(metrics: dict, payload: dict | None) -> None:
+        assert isinstance(metrics, dict), f"report: metrics must be a dict, got {type(metrics).__name__}"
+        reports.append((dict(metrics), payload))
+        if stop_at_payload and payload is not None:
+            raise _Stop
+
+    try:
+        kind.run(dict(config), context, report, state)
+    except _Stop:
+        pass
+    return reports
+
+
+def _comparable(metrics: dict) -> dict:
+    """Metrics that must not change when a trial resumes: all but timings (``*_s``)."""
+    return {k: v for k, v in metrics.items() if not k.endswith("_s")}
+
+
+def check_trial_kind(kind, prepared, config: dict, failing_config: dict) -> None:
+    """The conformance check every trial kind passes (like :func:`check_strategy` for strategies).
+
+    ``prepared`` is the kind's own ``prepare`` result; ``config`` a config it runs to completion;
+    ``failing_config`` one it cannot run (a diverging learning rate, a config missing from a table).
+
+    * its context is picklable (it travels to Ray's workers);
+    * every report holds what the objective and the scheduler need (``epoch``, ``score``, the
+      objective's accuracy and cost metrics, ``status``), epochs increase, and the last report is
+      ``complete``; ``run`` returns the last report's metrics;
+    * it resumes from its own state: stopped after its first report with a saved state and run
+      again from that state, it continues with the next epoch and ends with the same metrics
+      (timings aside) as a run that was never stopped;
+    * a trial that cannot run reports ``status = "failed"`` with a ``fail_reason``; it does not raise;
+    * the hooks answer: ``record`` gives a config and extra columns.
+    """
+    import math
+
+    from .trials.base import BaseTrialKind
+
+    assert isinstance(kind, BaseTrialKind), f"{type(kind).__name__} is not a BaseTrialKind"
+    assert kind.name, "a trial kind needs a name"
+    pickle.loads(pickle.dumps(prepared.context))
+    pickle.loads(pickle.dumps(kind))
+    objective = prepared.objective
+    straight = _collect(kind, config, prepared.context)
+    assert straight, f"{kind.name}: run() reported nothing"
+    epochs = [m.get("epoch") for m, _ in straight]
+    assert all(isinstance(e, int) for e in epochs) and epochs == sorted(set(epochs)), f"epochs {epochs}"
+    for metrics, _ in straight:
+        missing = {"epoch", "score", "status", objective.acc, objective.cost} - set(metrics)
+        assert not missing, f"{kind.name}: a report lacks {sorted(missing)}"
+    last = straight[-1][0]
+    assert last["status"] == "complete", f"{kind.name}: the last report says {last['status']!r}, not 'complete'"
+    assert math.isfinite(float(last["score"])), f"{kind.name}: a complete trial's score is {last['score']}"
+    shown, extra = kind.record(dict(config), last)
+    assert isinstance(shown, dict) and isinstance(extra, dict), f"{kind.name}: record() must give two dicts"
+
+    first = _collect(kind, config, prepared.context, stop_at_payload=True)
+    if first and first[-1][1] is not None and first[-1][0]["epoch"] < last["epoch"]:  # saved state: continue from it
+        resumed = _collect(kind, config, prepared.context, state=first[-1][1])
+        assert resumed, f"{kind.name}: a resumed run reported nothing"
+        assert resumed[0][0]["epoch"] == first[-1][0]["epoch"] + 1, (
+            f"{kind.name}: resumed after epoch {first[-1][0]['epoch']}, went on with epoch {resumed[0][0]['epoch']}")
+        a, b = _comparable(resumed[-1][0]), _comparable(last)
+        differ = sorted(k for k in set(a) | set(b) if not _same(a.get(k), b.get(k)))
+        assert not differ, f"{kind.name}: resumed and uninterrupted runs end differently in {differ}"
+
+    failed = _collect(kind, failing_config, prepared.context)
+    assert failed, f"{kind.name}: a failing trial reported nothing"
+    end = failed[-1][0]
+    assert end.get("status") == "failed" and end.get("fail_reason"), (
+        f"{kind.name}: a trial that cannot run must end with status 'failed' and a fail_reason; got {end.get('status')!r}")
+
+
+def _same(a, b) -> bool:
+    import math
+
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
 
 
 def kill_session(sid: int) -> None:

@@ -20,16 +20,16 @@ and returns a Ray ``TrialScheduler``; plug-ins register in the entry-point group
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from importlib.metadata import entry_points
 import numpy as np
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ..errors import ConfigError, unknown_name
-from ..objective import ObjectiveConfig, crowding_distance, nondominated_ranks
-from ..space.domains import Choice, Float, Int, Ordinal
+from ..plugins import call_factory, installed
+from ..objective import ObjectiveConfig, pareto_order
+from ..space.domains import Float, Int
 from ..space.search_space import SearchSpace
+from .domains import PBT_MUTABLE, pbt_mutations
 
 
 ENTRY_POINT_GROUP = "nasq_ray.schedulers"
@@ -97,13 +97,7 @@ class MOASHAScheduler(FIFOScheduler):
     def promotable(self, rung: dict[str, tuple[float, float]], trial_id: str) -> bool:
         """Whether ``trial_id`` ranks in the top ``1/rf`` of ``rung`` (at least the single best goes on)."""
         ids = list(rung)
-        pts = np.asarray([rung[i] for i in ids], dtype=float)
-        ranks = nondominated_ranks(pts, ("max", "min"))
-        crowd = np.zeros(len(ids))
-        for r in np.unique(ranks):
-            idx = np.flatnonzero(ranks == r)
-            crowd[idx] = crowding_distance(pts[idx] * np.array([1.0, -1.0]))
-        order = np.lexsort((-crowd, ranks))
+        order = pareto_order([rung[i] for i in ids], ("max", "min"))
         keep = max(1, int(len(ids) / self.rf))
         return ids.index(trial_id) in set(order[:keep].tolist())
 
@@ -126,7 +120,7 @@ _ARGS = {"asha": ("grace_period", "reduction_factor"), "hyperband": ("reduction_
 
 
 def scheduler_names() -> list[str]:
-    return sorted(set(SCHEDULERS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return sorted(set(SCHEDULERS) | set(installed(ENTRY_POINT_GROUP)))
 
 
 def build_scheduler(name: str, args: dict, *, metric: str, mode: str, max_t: int, seed: int,
@@ -139,50 +133,20 @@ def build_scheduler(name: str, args: dict, *, metric: str, mode: str, max_t: int
                               f"{', '.join(_ARGS[name]) or 'none'}")
         return SCHEDULERS[name](metric=metric, mode=mode, max_t=max_t, seed=seed, objective=objective,
                                 space=space, **args)
-    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    eps = installed(ENTRY_POINT_GROUP)
     if name not in eps:
         raise unknown_name("scheduler", name, scheduler_names())
-    factory = eps[name].load()
-    offered = dict(metric=metric, mode=mode, max_t=max_t, seed=seed, objective=objective, space=space)
-    try:
-        params = inspect.signature(factory).parameters
-        takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        kwargs = {k: v for k, v in offered.items() if takes_all or k in params}
-        inspect.signature(factory).bind(**kwargs, **args)
-    except TypeError as e:
-        raise ConfigError(f"scheduler_args: scheduler '{name}' rejects {sorted(args)}: {e}") from None
-    sched = factory(**kwargs, **args)
+    sched = call_factory(eps[name].load(), args, "scheduler_args", f"scheduler '{name}'",
+                         offered=dict(metric=metric, mode=mode, max_t=max_t, seed=seed, objective=objective, space=space))
     if not isinstance(sched, TrialScheduler):
         raise ConfigError(f"scheduler '{name}': the factory returned {type(sched).__name__}; expected a "
                           "ray.tune.schedulers.TrialScheduler")
     return sched
 
 
-PBT_MUTABLE = ("train.lr", "train.weight_decay", "train.momentum", "train.batch_size")
 
 
 PBT_ARCH_KEY = "__config"
-
-
-def pbt_mutations(space: SearchSpace | None) -> dict:
-    """Tune domains of the training hyperparameters PBT may perturb while a model trains."""
-    params = {p.name: p for p in (space.params if space is not None else [])}
-    out = {}
-    for name in PBT_MUTABLE:
-        p = params.get(name)
-        if p is None or p.when is not None:
-            continue
-        d = p.domain
-        if isinstance(d, (Choice, Ordinal)):
-            out[name] = list(d.values)
-        elif isinstance(d, Float):
-            out[name] = tune.loguniform(d.low, d.high) if d.log else tune.uniform(d.low, d.high)
-        elif isinstance(d, Int):
-            out[name] = tune.randint(d.low, d.high + 1)
-    if not out:
-        raise ConfigError(f"scheduler: pbt perturbs training hyperparameters, and space '{getattr(space, 'name', '?')}' "
-                          f"searches none of {', '.join(PBT_MUTABLE)}; use another scheduler")
-    return out
 
 
 class ClipToSpace:

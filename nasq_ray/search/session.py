@@ -58,13 +58,16 @@ def _sigterm_as_interrupt() -> None:
 def init_ray(cfg: ExperimentConfig) -> None:
     import ray
 
+    if cfg.resources.address not in (None, "local"):
+        check_reachable(cfg.resources.address)  # a cluster the run names must be there, even if Ray already runs
     if ray.is_initialized():
         return
     address = cfg.resources.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=False, log_to_driver=cfg.verbose,
                   logging_level=logging.INFO if cfg.verbose else logging.ERROR)
     if address and address != "local":
-        check_reachable(address)
+        if address != cfg.resources.address:
+            check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except Exception as e:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError...

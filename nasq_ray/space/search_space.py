@@ -22,28 +22,25 @@ and removes their parameters.
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections import ChainMap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 import numpy as np
 from ..errors import SearchSpaceError, did_you_mean
-from ..models._registry import OPS
-from ..models.blocks import CONNECTIONS, MERGES, block_layer_names
-from ..quant import ALLOWED_BITS, FLOAT_BITS, LayerBits, QuantConfig
+from ..models.blocks import block_layer_names
+from ..quant import FLOAT_BITS, LayerBits, QuantConfig
 from ..quant.options import QUANT_OPTIONS
-from .specs import ArchSpec, AutoBits, BlockSpec, OPTIMIZERS, TrainSpec, TrialSpec
-from .domains import Choice, Float, Int, Ordinal, Param
-from .parse import DEFAULT_AUTO_SQNR_DB, HEAD_POOLS, QUANT_POLICIES, _BLOCK_OF_LAYER, _HEAD_KEYS, _Parser, _QUANT_KEYS, _STAGE_KEYS, _TOP_KEYS, _TRAIN_DEFAULTS, _TRAIN_KEYS, _halvings, _is_number, _values
+from .specs import ArchSpec, AutoBits, BlockSpec, TrainSpec, TrialSpec
+from .domains import Param
+from .parse import SpaceParser, DEFAULT_AUTO_SQNR_DB, _BLOCK_OF_LAYER, _Parser, _QUANT_KEYS, _TOP_KEYS, _TRAIN_KEYS, _halvings, _values
 from .files import read_space_yaml, resolve_space_path
 
 
 MAX_REJECTIONS = 500
 
 
-class SearchSpace:
+class SearchSpace(SpaceParser):
     """A parsed, validated search space bound to an input shape and a number of classes.
 
     Build one with :meth:`from_yaml` (a shipped name such as ``"digits_small"`` or a path).
@@ -109,211 +106,6 @@ class SearchSpace:
             self._slot(f"quant.{key}", p.domain(f"quant.{key}", q.get(key, names[0]), p.name_in(names)), "quant")
         self._add_train(p, raw.get("train") or {})
         self._check_feasible()
-
-    def _parse_policy(self, p: _Parser, q: Mapping) -> None:
-        """``quant.policy``, ``quant.pin_first_last`` and ``quant.auto_sqnr_db``: fixed values, never searched."""
-        policy = q.get("policy", "layer")
-        if isinstance(policy, (list, dict)):
-            raise p.err("quant.policy", f"{policy!r}: give one policy name, not a choice (each policy gives the "
-                                        f"space different parameters); allowed: {', '.join(QUANT_POLICIES)}")
-        p.name_in(QUANT_POLICIES)("quant.policy", policy)
-        self.policy = policy
-        pin = q.get("pin_first_last")
-        if isinstance(pin, (list, dict)):
-            raise p.err("quant.pin_first_last", f"{pin!r}: give one bit-width (pinned layers are not searched), "
-                                                f"or leave it out; allowed: {ALLOWED_BITS}")
-        if pin is not None:
-            p.bits("quant.pin_first_last", pin)
-        self.pin_bits = pin
-        if "auto_sqnr_db" in q:
-            db = q["auto_sqnr_db"]  # used by policy auto and by the warm start (search.warm_start)
-            if not _is_number(db) or not math.isfinite(db) or db <= 0:
-                raise p.err("quant.auto_sqnr_db", f"{db!r} is not allowed; allowed: a number of dB > 0, e.g. 30")
-            self.auto_sqnr_db = float(db)
-
-    def _init_abstract(self, p: _Parser, raw: Mapping) -> None:
-        """A space of plain named parameters (``params:``): no network to build, for tabular trials."""
-        for key in ("input", "input_shape", "num_classes", "stages", "head", "quant", "train"):
-            if key in raw:
-                raise p.err(key, "a space with 'params' is abstract (no network); remove this key")
-        params = raw["params"]
-        if not isinstance(params, dict) or not params:
-            raise p.err("params", "expected a mapping of parameter names to choice lists or ranges")
-        self.input_kind = "none"
-        self.input_shape = ()
-        self.num_classes = 0
-        self.n_stages = 0
-        for name, value in params.items():
-            self._slot(str(name), p.domain(f"params.{name}", value, lambda path, v: None), "arch")
-
-    @staticmethod
-    def _parse_table(p: _Parser, raw) -> dict | None:
-        """The space's default table for tabular trials: ``{path, acc, cost}`` (path relative to the file)."""
-        if raw is None:
-            return None
-        raw = p.keys("table", raw, ("path", "acc", "cost"))
-        if "path" not in raw:
-            raise p.err("table.path", "missing; give the table file")
-        path = Path(raw["path"])
-        if not path.is_absolute() and p.source not in ("<space>",):
-            path = Path(p.source).resolve().parent / path
-        return {"path": str(path), "acc": raw.get("acc"), "cost": raw.get("cost")}
-
-    # construction -----------------------------------------------------------------------
-    def _slot(self, name: str, value, group: str, when: tuple | None = None) -> None:
-        if isinstance(value, (Choice, Ordinal, Int, Float)):
-            self.params.append(Param(name, value, group, when))
-            self._by_name[name] = self.params[-1]
-        else:
-            self.constants[name] = value
-
-    def _add_stage(self, p: _Parser, i: int, st: Any) -> None:
-        path = f"stages[{i}]"
-        st = p.keys(path, st, _STAGE_KEYS)
-        for req in ("channels", "ops"):
-            if req not in st:
-                raise p.err(f"{path}.{req}", "missing; every stage needs 'channels' and 'ops'")
-        d = {
-            "channels": p.domain(f"{path}.channels", st["channels"], p.positive_int),
-            "stride": p.domain(f"{path}.stride", st.get("stride", 1), p.positive_int),
-            "repeats": p.domain(f"{path}.repeats", st.get("repeats", 1), p.positive_int),
-            "ops": p.domain(f"{path}.ops", st["ops"], p.name_in(OPS)),
-            "connections": p.domain(f"{path}.connections", st.get("connections", "sequential"), p.name_in(CONNECTIONS)),
-        }
-        d["branch_ops"] = p.domain(f"{path}.branch_ops", st.get("branch_ops", st["ops"]), p.name_in(OPS))
-        d["merge"] = p.domain(f"{path}.merge", st.get("merge", "sum"), p.name_in(MERGES))
-        for key in ("ops", "connections", "branch_ops", "merge"):
-            if isinstance(d[key], Ordinal):
-                raise p.err(f"{path}.{key}", "expected names, got numbers")
-        merges = _values(d["merge"])
-        conns = _values(d["connections"])
-        if "parallel" in conns and "concat" in merges and min(_values(d["channels"])) < 2:
-            raise p.err(f"{path}.channels", "concat of parallel branches needs channels >= 2")
-        s = f"s{i}"
-        self._slot(f"{s}.channels", d["channels"], "arch")
-        self._slot(f"{s}.stride", d["stride"], "arch")
-        self._slot(f"{s}.repeats", d["repeats"], "arch")
-        max_rep = max(_values(d["repeats"]))
-        min_rep = min(_values(d["repeats"]))
-        if i == 0:
-            self._input_rels = self._first_layers(d)
-        for j in range(max_rep):
-            b = f"{s}.b{j}"
-            when = None if j < min_rep else ("block", i, j)
-            self._slot(f"{b}.op", d["ops"], "arch", when)
-            self._slot(f"{b}.conn", d["connections"], "arch", when)
-            if "parallel" in conns:
-                self._slot(f"{b}.op_b", d["branch_ops"], "arch", ("parallel", i, j))
-                self._slot(f"{b}.merge", d["merge"], "arch", ("parallel", i, j))
-            rels = [rel for rel in self._possible_layers(d, i, j) if not self.pinned(f"{b}.{rel}")]
-            if self.policy == "layer":
-                for rel in rels:
-                    always = j < min_rep and self._always(d, i, j, lambda names, rel=rel: rel in names)
-                    self._bits_slots(f"{b}.{rel}", None if always else ("layer", i, j, rel))
-            if rels:  # some choice puts a layer with searched bits into this block
-                always = j < min_rep and self._always(
-                    d, i, j, lambda names, b=b: any(not self.pinned(f"{b}.{n}") for n in names))
-                self._unpinned_possible = True
-                self._unpinned_always |= always
-                if self.policy == "block":
-                    self._bits_slots(b, None if always else ("bits", i, j))
-
-    def _possible_layers(self, d: dict, i: int, j: int) -> list[str]:
-        """Every layer any choice could put into block j of stage i (each is conditional)."""
-        names: list[str] = []
-        for op in _values(d["ops"]):
-            for n in OPS[op].layer_names(1, 2, 2):  # shapes chosen so that projections appear
-                names.append(f"op.{n}")
-        if "parallel" in _values(d["connections"]):
-            for op in _values(d["branch_ops"]):
-                for n in OPS[op].layer_names(1, 2, 2):
-                    names.append(f"par.{n}")
-        if "residual" in _values(d["connections"]):
-            names.append("skip")
-        return list(dict.fromkeys(names))
-
-    def _first_layers(self, d: dict) -> set[str]:
-        """Layers of a stage-0 first block that read the network input: the first layer of each
-        branch's op (``op.conv``, ``op.dw``, ``op.proj``, ``par.*`` likewise) and the shortcut ``skip``.
-
-        Decided by name: a layer name that comes first in any of the stage's ops counts as first.
-        """
-        first = {f"op.{names[0]}" for op in _values(d["ops"]) if (names := OPS[op].layer_names(1, 2, 2))}
-        if "parallel" in _values(d["connections"]):
-            first |= {f"par.{names[0]}" for op in _values(d["branch_ops"])
-                      if (names := OPS[op].layer_names(1, 2, 2))}
-        return first | {"skip"}
-
-    def _always(self, d: dict, i: int, j: int, holds) -> bool:
-        """Whether every combination of choices gives block j a layer list for which ``holds(names)``
-        is true (then what depends on it is unconditional)."""
-        outs = _values(d["channels"])
-        if j == 0:
-            ins = _values(self._value_domain(f"s{i - 1}.channels")) if i > 0 else (self.input_shape[0],)
-            strides = _values(d["stride"])
-        else:
-            ins, strides = None, (1,)
-        for op, conn, op_b, merge, out_ch, stride in itertools.product(
-                _values(d["ops"]), _values(d["connections"]), _values(d["branch_ops"]), _values(d["merge"]),
-                outs, strides):
-            for in_ch in (ins or (out_ch,)):
-                if not holds(block_layer_names(op, conn, op_b, merge, in_ch, out_ch, stride)):
-                    return False
-        return True
-
-    def _bits_slots(self, layer: str, when: tuple | None) -> None:
-        for kind, dom in self.bits_domains.items():
-            self._slot(f"{layer}.{kind}", dom, "quant", when)
-
-    def _add_head(self, p: _Parser, head: Any) -> None:
-        head = p.keys("head", head, _HEAD_KEYS)
-        if self.input_kind == "image":
-            pool = p.domain("head.pool", head.get("pool", "avg"), p.name_in(HEAD_POOLS))
-            if isinstance(pool, Ordinal):
-                raise p.err("head.pool", "expected names, got numbers")
-            self._slot("head.pool", pool, "arch")
-        elif "pool" in head:
-            raise p.err("head.pool", "a flat space has no feature map to pool; remove it")
-        layers = p.domain("head.hidden_layers", head.get("hidden_layers", 0), p.non_negative_int)
-        width = p.domain("head.hidden", head.get("hidden", 64), p.positive_int)
-        self._slot("head.layers", layers, "arch")
-        max_layers = max(_values(layers))
-        min_layers = min(_values(layers))
-        for k in range(max_layers):
-            when = None if k < min_layers else ("head", k)
-            self._slot(f"head.fc{k}.width", width, "arch", when)
-            self._head_layer(f"head.fc{k}", when)
-        self._head_layer("head.out", None)
-
-    def _head_layer(self, layer: str, when: tuple | None) -> None:
-        """Bit parameters of a head layer: its own pair under policies ``layer`` and ``block``."""
-        if self.pinned(layer):
-            return
-        self._unpinned_possible = True
-        self._unpinned_always |= when is None
-        if self.policy in ("layer", "block"):
-            self._bits_slots(layer, when)
-
-    def _add_train(self, p: _Parser, t: Any) -> None:
-        t = p.keys("train", t, _TRAIN_KEYS)
-        t = {**_TRAIN_DEFAULTS, **t}
-        self._slot("train.lr", p.domain("train.lr", t["lr"], p.positive), "train")
-        opt = p.domain("train.optimizer", t["optimizer"], p.name_in(OPTIMIZERS))
-        self._slot("train.optimizer", opt, "train")
-        self._slot("train.weight_decay", p.domain("train.weight_decay", t["weight_decay"], p.non_negative), "train")
-        self._slot("train.batch_size", p.domain("train.batch_size", t["batch_size"], p.positive_int), "train")
-        uses_sgd = "sgd" in _values(opt)
-        mom = p.domain("train.momentum", t["momentum"], p.non_negative)
-        self._slot("train.momentum", mom, "train", ("sgd",) if isinstance(opt, Choice) and uses_sgd else None)
-
-    def _check_feasible(self) -> None:
-        """A space whose every configuration downsamples too far is an error, not an empty search."""
-        if self.input_kind != "image":
-            return
-        min_strides = [min(_values(self._value_domain(f"s{i}.stride"))) for i in range(self.n_stages)]
-        reason = self._spatial_violation(min_strides)
-        if reason:
-            raise SearchSpaceError(f"{self.source}: no valid architecture for input {self._shape_str()}: {reason}")
 
     # lookups -------------------------------------------------------------------------------
     def param(self, name: str) -> Param | None:

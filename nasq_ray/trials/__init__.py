@@ -9,9 +9,9 @@ table looks its metrics up, the ``dnas`` searcher runs DNAS trials, and everythi
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 
 from ..errors import ConfigError, unknown_name
+from ..plugins import installed
 from .base import BaseTrialKind, Prepared, Reporter, trial_status
 
 ENTRY_POINT_GROUP = "nasq_ray.trials"
@@ -39,14 +39,14 @@ def _load(ref: str | type) -> type:
 
 
 def trial_kind_names() -> list[str]:
-    return sorted(set(TRIAL_KINDS) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    return sorted(set(TRIAL_KINDS) | set(installed(ENTRY_POINT_GROUP)))
 
 
 def get_trial_kind(name: str) -> BaseTrialKind:
     """An instance of the kind ``name`` (built-in or plug-in)."""
     if name in TRIAL_KINDS:
         return _load(TRIAL_KINDS[name])()
-    eps = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    eps = installed(ENTRY_POINT_GROUP)
     if name not in eps:
         raise unknown_name("trial", name, trial_kind_names())
     made = eps[name].load()

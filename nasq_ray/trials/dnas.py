@@ -12,7 +12,7 @@ current (Gumbel-softmax, temperature annealed from ``tau`` to ``tau / 10``) choi
 Then the most probable op and bits are taken, and that discrete network is retrained from scratch
 with fake-quant by the ordinary trial, which reports as every trial does.
 
-The searcher ``dnas`` (``strategies/_dnas.py``) suggests the macro-architecture and DNAS's own
+The searcher ``dnas`` (``search/strategies/_dnas.py``) suggests the macro-architecture and DNAS's own
 hyperparameters (``dnas.cost_weight``, ``dnas.tau``); Tune searches those.
 """
 
@@ -35,10 +35,9 @@ from ..space.domains import Choice, Ordinal
 from ..space.search_space import SearchSpace
 from .training import make_optimizer
 from ..errors import ConfigError
-from .base import Reporter
+from .base import DNAS_PREFIX, Reporter
 from .trained import TrainedTrial, TrialContext, run_trial
 
-DNAS_PREFIX = "dnas."
 
 
 def _probs(logits: torch.Tensor, tau: float, hard_sample: bool) -> torch.Tensor:
@@ -311,7 +310,15 @@ def run_dnas_trial(config: dict, ctx: TrialContext, report: Reporter, state: dic
 
 def search(space: SearchSpace, config: dict, ctx: TrialContext, cost_weight: float, tau0: float, epochs: int,
            arch_lr: float) -> dict:
-    """Train the super-network of ``config`` and return the derived discrete config."""
+    """Train the super-network of ``config`` and return the derived discrete config (deterministic
+    given ``ctx.seed``: the Gumbel noise is drawn from torch's global generator, seeded here)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed)
+        return _search(space, config, ctx, cost_weight, tau0, epochs, arch_lr)
+
+
+def _search(space: SearchSpace, config: dict, ctx: TrialContext, cost_weight: float, tau0: float, epochs: int,
+            arch_lr: float) -> dict:
     net = SuperNet(space, config, seed=ctx.seed).to(ctx.device)
     spec = space.decode(config)
     w_opt = make_optimizer(_ParamsOnly(net.weight_parameters()), spec.train)

@@ -6,11 +6,10 @@ returning a :class:`BaseStrategy` or a raw Ray Tune ``Searcher``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
-from importlib.metadata import entry_points
 
-from ...errors import ConfigError, unknown_name
+from ...errors import unknown_name
+from ...plugins import call_factory, installed
 from ._base import FINISHED, BaseStrategy
 from ._dnas import DNASStrategy
 from ._evolution import EvolutionStrategy
@@ -48,7 +47,7 @@ register_searcher("dnas", DNASStrategy)
 
 def plugin_searchers() -> dict[str, object]:
     """Installed plug-ins (entry points), not yet loaded."""
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return installed(ENTRY_POINT_GROUP)
 
 
 def searcher_names() -> list[str]:
@@ -69,18 +68,9 @@ def make_searcher(name: str, space, objective, seed: int = 0, budget: int | None
 
     ``budget`` (the number of trials) is passed to factories that accept it.
     """
-    factory = get_searcher(name)
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if budget is not None and "budget" in params and "budget" not in kwargs:
-        kwargs["budget"] = budget
-    try:
-        inspect.signature(factory).bind(space=space, objective=objective, seed=seed, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"searcher_args: searcher '{name}' does not accept {sorted(kwargs)}: {e}") from None
-    return factory(space=space, objective=objective, seed=seed, **kwargs)
+    return call_factory(get_searcher(name), kwargs, "searcher_args", f"searcher '{name}'",
+                        required=dict(space=space, objective=objective, seed=seed),
+                        offered={} if budget is None else {"budget": budget})
 
 
 __all__ = [

@@ -1,6 +1,6 @@
 """``BaseStrategy``: the small interface of a search strategy (Optuna ``BaseSampler``'s shape).
 
-A strategy suggests configs and learns from finished trials. It need not import Ray: ``tune.py``
+A strategy suggests configs and learns from finished trials. It need not import Ray: ``nasq_ray.search.searchers``
 adapts it to Ray Tune's ``Searcher``. Two methods are required; the rest are optional hooks.
 
 Each finished trial arrives as a plain dict: the trial's last metrics plus ``status``, one of

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ...errors import ConfigError
+from ...trials.base import DNAS_PREFIX
 from ._base import BaseStrategy
 
 
@@ -36,11 +37,11 @@ class DNASStrategy(BaseStrategy):
     def suggest(self, trial_id):
         cfg = self.space.sample(self.rng)
         lo, hi = math.log(self.cost_weight[0]), math.log(self.cost_weight[1])
-        cfg["dnas.cost_weight"] = float(math.exp(self.rng.uniform(lo, hi)))
-        cfg["dnas.tau"] = float(self.rng.uniform(*self.tau))
-        cfg["dnas.arch_lr"] = float(self.arch_lr)
+        cfg[DNAS_PREFIX + "cost_weight"] = float(math.exp(self.rng.uniform(lo, hi)))
+        cfg[DNAS_PREFIX + "tau"] = float(self.rng.uniform(*self.tau))
+        cfg[DNAS_PREFIX + "arch_lr"] = float(self.arch_lr)
         if self.search_epochs is not None:
-            cfg["dnas.search_epochs"] = int(self.search_epochs)
+            cfg[DNAS_PREFIX + "search_epochs"] = int(self.search_epochs)
         return cfg
 
     def on_trial_complete(self, trial_id, config, result):

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ...objective import crowding_distance, nondominated_ranks
+from ...objective import nondominated_ranks, pareto_order
 from ._base import FINISHED, BaseStrategy
 
 MAX_DUPLICATE_TRIES = 200
@@ -100,12 +100,7 @@ class HistoryStrategy(BaseStrategy):
         v = np.asarray(values, dtype=float)
         if v.shape[1] == 1:
             return np.argsort(-v[:, 0], kind="stable")
-        ranks = nondominated_ranks(v, ["max"] * v.shape[1])
-        crowd = np.zeros(len(v))
-        for r in np.unique(ranks):
-            idx = np.flatnonzero(ranks == r)
-            crowd[idx] = crowding_distance(v[idx])
-        return np.lexsort((-crowd, ranks))
+        return pareto_order(v, ["max"] * v.shape[1])
 
     def archive(self) -> list[int]:
         """Indices into ``history`` of the non-dominated trials (the best one for one objective)."""

@@ -141,6 +141,28 @@ from nasq_ray.search.strategies import SEARCHERS  # noqa: E402
 DIGITS_TINY = ["--space", "digits_small", "--max-train", "120", "--max-epochs", "2", "--quiet"]
 
 
+def test_a_default_run_without_a_name_stays_in_one_folder(ray_cluster, tmp_path, tiny_space_file, capsys):
+    """As a new user runs it: no --name (and no --quiet). Export, report and --resume all take the
+    folder the run prints."""
+    from nasq_ray.export import main as export_main
+    from nasq_ray.report import main as report_main
+
+    argv = ["--space", str(tiny_space_file), "--max-train", "120", "--max-epochs", "1", "--num-samples", "2",
+            "--out", str(tmp_path / "results")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    folder = Path(out.split("results in ", 1)[1].split()[0])
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [folder.name] and folder.name.startswith("tiny-")
+    for f in ("experiment.yaml", "trials.csv", "pareto.csv", "best.json", "report.html", "optuna.db"):
+        assert (folder / f).is_file(), f
+    assert len(list(folder.glob("trial_*"))) == 2
+    assert yaml.safe_load((folder / "experiment.yaml").read_text())["name"] == folder.name
+    assert export_main([str(folder), "--format", "packed"]) == 0
+    assert report_main([str(folder)]) == 0
+    assert main(["--resume", str(folder), "--quiet"]) == 0
+    assert len(_rows(folder / "trials.csv")) == 2
+
+
 def _cli(capsys, tmp_path, name, *argv):
     rc = main([*argv, "--out", str(tmp_path), "--name", name])
     out, err = capsys.readouterr()

@@ -90,3 +90,19 @@ def test_optuna_store_leaves_out_a_value_outside_the_space():
     config = {"train.lr": 0.0026, "train.batch_size": 32}
     t = frozen_trial("t1", "failed", config, {}, {}, space, OBJ)
     assert t.params == {"train.batch_size": 32}
+
+
+def test_pbt_perturbs_a_log_scale_integer_on_its_log_scale():
+    # pbt_mutations used to turn every Int into a linear randint, dropping Int.log
+    from ray.tune.search.sample import Integer
+
+    from nasq_ray.search.domains import pbt_mutations, to_param_space
+    from nasq_ray.space import SearchSpace
+
+    raw = {"name": "p", "params": {"train.batch_size": {"low": 16, "high": 1024, "log": True},
+                                   "train.lr": {"low": 1e-4, "high": 1e-1, "log": True}}}
+    space = SearchSpace(raw, source="p")
+    for domains in (pbt_mutations(space), to_param_space(space)):
+        bs = domains["train.batch_size"]
+        assert isinstance(bs, Integer) and type(bs.get_sampler()).__name__ == "_LogUniform", bs
+        assert type(domains["train.lr"].get_sampler()).__name__ == "_LogUniform"

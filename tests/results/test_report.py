@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nasq_ray.results.report import hypervolume_2d, load_run, render_html, write_compare, write_report
+from nasq_ray.results.report import render_html, write_compare, write_report
+from nasq_ray.results.report_data import hypervolume_2d, load_run
 from nasq_ray.report import main
 
 TRIALS = [  # trial_id, status, epochs, val_acc, size_kb, bitops, bits, test_acc, s0.op

@@ -6,7 +6,9 @@ import csv
 import os
 import subprocess
 import sys
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,7 @@ PLUGIN = '''
 """A demo plug-in: a nasq-ray strategy, a raw Ray Tune searcher and a scheduler."""
 import numpy as np
 
-from nasq_ray.strategies import BaseStrategy
+from nasq_ray.search.strategies import BaseStrategy
 
 
 class CheapFirst(BaseStrategy):
@@ -36,7 +38,7 @@ class CheapFirst(BaseStrategy):
 
 def optuna_searcher(space, objective, seed=0):
     from ray.tune.search.optuna import OptunaSearch
-    from nasq_ray.strategies import define_by_run
+    from nasq_ray.search.strategies import define_by_run
     return OptunaSearch(space=define_by_run(space), metric="score", mode="max", seed=seed)
 
 
@@ -44,6 +46,12 @@ def scheduler(metric, mode, max_t):
     from ray.tune.schedulers import MedianStoppingRule
     return MedianStoppingRule(time_attr="training_iteration", metric=metric, mode=mode, grace_period=1)
 '''
+
+def _readme_kind() -> str:
+    """The README's trial-kind plug-in, as a user would copy it."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return re.search(r"```python\n(# my_nas/kind.py.*?)```", text, re.S).group(1)
+
 
 PYPROJECT = '''
 [build-system]
@@ -60,6 +68,12 @@ optuna_raw = "nasq_demo:optuna_searcher"
 
 [project.entry-points."nasq_ray.schedulers"]
 demo_median = "nasq_demo:scheduler"
+
+[project.entry-points."nasq_ray.trials"]
+function = "nasq_demo_kind:FunctionTrial"
+
+[tool.setuptools]
+py-modules = ["nasq_demo", "nasq_demo_kind"]
 '''
 
 DRIVER = '''
@@ -71,6 +85,8 @@ codes.append(main(["--space", "nb201", "--searcher", "cheapfirst", "--scheduler"
                    "--num-samples", "6", "--out", out, "--name", "a", "--quiet"]))
 codes.append(main(["--space", "nb201", "--searcher", "optuna_raw", "--num-samples", "4", "--out", out,
                    "--name", "b", "--quiet"]))
+codes.append(main(["--space", "nb201", "--trial", "function", "--cost", "macs", "--num-samples", "5", "--out", out,
+                   "--name", "c", "--quiet"]))
 sys.exit(max(codes))
 '''
 
@@ -82,6 +98,7 @@ def plugin_site(tmp_path_factory):
     src.mkdir()
     (src / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     (src / "nasq_demo.py").write_text(PLUGIN)
+    (src / "nasq_demo_kind.py").write_text(_readme_kind())
     site = root / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(site), str(src)], check=True, timeout=300)
@@ -97,7 +114,8 @@ def test_installed_plugins_are_listed_and_used(plugin_site, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "cheapfirst" in p.stdout and "plug-in (nasq_demo:CheapFirst)" in p.stdout
     assert "optuna_raw" in p.stdout and "demo_median" in p.stdout
-    for name, n in (("a", 6), ("b", 4)):
+    assert re.search(r"function\s+plug-in", p.stdout)
+    for name, n in (("a", 6), ("b", 4), ("c", 5)):
         with open(tmp_path / "out" / name / "trials.csv") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == n and all(r["status"] == "complete" for r in rows)

@@ -1,0 +1,39 @@
+"""Plug-ins: entry points by group, and calling a plug-in's factory with the keywords it takes.
+
+Three groups: ``nasq_ray.searchers``, ``nasq_ray.schedulers`` and ``nasq_ray.trials``; each
+registry lists its built-ins beside the installed entry points of its group.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
+
+from .errors import ConfigError
+
+
+def installed(group: str) -> dict[str, EntryPoint]:
+    """The installed plug-ins of ``group`` by name (not yet loaded)."""
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def call_factory(factory: Callable, user_args: dict, field: str, label: str, required: dict | None = None,
+                 offered: dict | None = None):
+    """``factory(**required, **<those of offered it names>, **user_args)``: an offered keyword goes
+    only to a factory that names it (a ``**kwargs`` of the factory's is for the user's arguments).
+    Arguments the factory does not take raise a ``ConfigError`` naming ``field`` and ``label``
+    (e.g. ``searcher 'tpe'``)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kwargs = dict(required or {})
+    kwargs.update({k: v for k, v in (offered or {}).items() if k in params and k not in user_args})
+    try:
+        inspect.signature(factory).bind(**kwargs, **user_args)
+    except TypeError as e:
+        raise ConfigError(f"{field}: {label} does not accept {sorted(user_args)}: {e}") from None
+    except ValueError:
+        pass  # no signature to check against: the call itself will tell
+    return factory(**kwargs, **user_args)
