@@ -42,14 +42,15 @@ class ProgressCallback(tune.Callback):
     def setup(self, **info):
         self.t0 = time.time()  # also when a resumed experiment starts again
 
-    def state(self, trials) -> dict:
+    def state(self, trials, starting: str | None = None) -> dict:
         done = len(self._ended)
         elapsed = time.time() - self.t0
         ended_now = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
         done_total = max(done, ended_now)
         eta = elapsed / done * max(self.n - done_total, 0) if done else None
         return {"done": done_total, "requested": self.n,
-                "running": sum(t.status == "RUNNING" and t.trial_id not in self._ended for t in trials),
+                "running": sum((t.status == "RUNNING" or t.trial_id == starting) and t.trial_id not in self._ended
+                               for t in trials),
                 "pruned": sum(v == "pruned" for v in self._ended.values()),
                 "failed": sum(v == "failed" for v in self._ended.values()),
                 "best_score": self._best, "front_size": len(pareto_front(list(self._points.values()))),
@@ -87,8 +88,8 @@ class ProgressCallback(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         # the line also moves while trials run: counted at trial ends only, the trial that takes over a
         # freed actor has not started yet, and two trials training at once read as "1 running"
-        if self.log_format == "text":
-            self._print_line(self.state(trials))
+        if self.log_format == "text":  # Ray marks it RUNNING after this call
+            self._print_line(self.state(trials, starting=trial.trial_id))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.log_format == "text":

@@ -20,7 +20,7 @@ def test_progress_counts_both_trials_that_train_at_once(capsys, monkeypatch):
     assert "| 2 running |" in capsys.readouterr().out
     # a ends; the trial that takes over its actor starts: two run again
     a.status, a.last_result = "TERMINATED", {"epoch": 3, "score": 0.9, "val_acc": 0.9, "size_kb": 1.0}
-    c = _trial("c", "RUNNING")
+    c = _trial("c", "PENDING")  # Ray marks a starting trial RUNNING after on_trial_start
     cb.on_trial_complete(0, [a, b, c], a)
     cb.on_trial_start(0, [a, b, c], c)
     lines = capsys.readouterr().out.strip().splitlines()
