@@ -26,13 +26,14 @@ def _fmt(v):
     return "" if v is None else v
 
 
-def _row(r: TrialRecord, param_names: list[str], metric_columns: tuple[str, ...]) -> dict:
+def record_row(r: TrialRecord, param_names, metric_columns: tuple[str, ...] = METRIC_COLUMNS, fmt=_fmt) -> dict:
+    """A record as its trials.csv row (values through ``fmt``; the report takes them as they are)."""
     row = {"trial_id": r.trial_id, "status": r.status, "epochs": r.epochs}
-    row.update({k: _fmt(r.metrics.get(k)) for k in metric_columns})
-    row.update({"test_acc": _fmt(r.test_acc), "test_f1": _fmt(r.test_f1), "bits": r.bits,
-                "time_s": _fmt(r.time_s), "node": r.node, "error": r.error or r.metrics.get("fail_reason", "")})
-    row.update({k: _fmt(r.config.get(k)) for k in param_names})
-    row.update({k: _fmt(v) for k, v in r.extra.items()})
+    row.update({k: fmt(r.metrics.get(k)) for k in metric_columns})
+    row.update({"test_acc": fmt(r.test_acc), "test_f1": fmt(r.test_f1), "bits": r.bits,
+                "time_s": fmt(r.time_s), "node": r.node, "error": r.error or r.metrics.get("fail_reason", "")})
+    row.update({k: fmt(r.config.get(k)) for k in param_names})
+    row.update({k: fmt(v) for k, v in r.extra.items()})
     return row
 
 
@@ -42,11 +43,11 @@ def write_csv(path: Path, records: list[TrialRecord], space: SearchSpace, object
     if objective is not None and objective.cost not in metrics:
         metrics = (*metrics, objective.cost)
     extras = {k: None for r in records for k in r.extra}
-    fields = list(_row(TrialRecord("", "", {}, {}, extra=extras), names, metrics))
+    fields = list(record_row(TrialRecord("", "", {}, {}, extra=extras), names, metrics))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, restval="")
         w.writeheader()
-        w.writerows(_row(r, names, metrics) for r in records)
+        w.writerows(record_row(r, names, metrics) for r in records)
 
 
 def write_results(out_dir: Path, records: list[TrialRecord], space: SearchSpace, objective: ObjectiveConfig,

@@ -14,7 +14,7 @@ from ..config import saved_config
 from ..errors import ConfigError, NasqError
 from ..objective import hypervolume
 from ..trials.base import trial_status
-from .files import RECORD_COLUMNS
+from .files import RECORD_COLUMNS, record_row
 from .records import TrialRecord, bits_of, pareto_front
 
 
@@ -69,15 +69,6 @@ def _experiment_folder(folder: Path) -> Path:
         return folder
 
 
-def _record_row(r: TrialRecord) -> dict:
-    """A record as the trials.csv row the report reads (numbers as numbers)."""
-    row = {"trial_id": r.trial_id, "status": r.status, "epochs": r.epochs, "test_acc": r.test_acc,
-           "test_f1": r.test_f1, "bits": r.bits, "time_s": r.time_s, "node": r.node,
-           "error": r.error or r.metrics.get("fail_reason", "")}
-    row.update({k: v for k, v in r.metrics.items() if k in NOT_PARAMS and k not in row})
-    return {**row, **r.config, **r.extra}
-
-
 def load_run(folder: str | Path, records: list[TrialRecord] | None = None) -> Run:
     """What a results folder says about a search. ``records`` (a search that just ended hands them
     over) stand for trials.csv."""
@@ -116,7 +107,7 @@ def load_run(folder: str | Path, records: list[TrialRecord] | None = None) -> Ru
                       **{k: last[k] for k in (run.acc, run.cost, "val_acc", "score", "size_kb", "bitops", "avg_w_bits")
                          if k in last}, "params": params}
     table = folder / "trials.csv"
-    rows = [_record_row(r) for r in records] if records is not None else None
+    rows = [record_row(r, list(r.config), fmt=lambda v: v) for r in records] if records is not None else None
     if rows is None and table.is_file():
         with open(table) as f:
             rows = [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]

@@ -69,6 +69,24 @@ def test_front_statuses_and_page(tmp_path):
     assert "<script src" not in page and "http" not in page.replace("http://www.w3.org/2000/svg", "")  # offline
 
 
+def test_records_handed_over_in_memory_read_as_trials_csv(tmp_path):
+    """After a search the driver gives the report its records instead of trials.csv to parse back."""
+    from nasq_ray.results.records import TrialRecord
+
+    folder = _results_folder(tmp_path, with_csv=False)
+    records = [TrialRecord(tid, status, {"s0.op": op}, {"epoch": epochs, "val_acc": acc, "size_kb": size,
+                                                        "bitops": bitops, "score": acc, "w_bits_str": bits},
+                           test_acc=test if test != "" else None)
+               for tid, status, epochs, acc, size, bitops, bits, test, op in TRIALS]
+    from_memory = load_run(folder, records)
+    shutil.rmtree(folder)
+    from_csv = load_run(_results_folder(tmp_path))
+    keys = ("trial_id", "status", "epochs", "val_acc", "size_kb", "bits", "test_acc", "params")
+    assert [{k: t.get(k) for k in keys} for t in from_memory.trials] == \
+        [{k: t.get(k) for k in keys} for t in from_csv.trials]
+    assert [t["trial_id"] for t in from_memory.front] == ["a", "b", "e"] and from_memory.state == "finished"
+
+
 def test_report_files_and_cli(tmp_path, capsys):
     folder = _results_folder(tmp_path)
     assert main([str(folder)]) == 0
