@@ -12,7 +12,14 @@ Real part (``--real-seconds S``): each strategy runs the default search (digits_
 through Ray for S seconds of wall time; reported: trials finished and the hypervolume of the
 (val_acc, size_kb) front, with a reference point shared by all runs.
 
-    python benchmarks/strategies.py [--seeds 10] [--budgets 50,100,200] [--real-seconds 0]
+``--acc COLUMN`` picks the table's accuracy column (``cifar10_val_acc``, ``cifar100_val_acc``,
+``imagenet16_val_acc``); ``--in-flight N`` keeps N nasq-ray trials outstanding at once, as Ray does
+on N slots (the oldest ends first; the Optuna peers run one at a time); ``--only a,b`` limits the
+nasq-ray strategies; ``--cli`` also runs them (100 trials per seed) through ``python -m nasq_ray.run``
+and Ray, as a user does.
+
+    python benchmarks/strategies.py [--seeds 10] [--budgets 50,100,200] [--acc COL] [--in-flight 1]
+                                    [--only NAMES] [--real-seconds 0]
 """
 
 from __future__ import annotations
@@ -36,11 +43,11 @@ MODES = ("max", "min")
 TABULAR = [n for n in sorted(SEARCHERS) if n != "dnas"]
 
 
-def load_nb201():
+def load_nb201(acc: str | None = None):
     space = load_space("nb201")
     t = space.table
-    table = Table(t["path"], space, t["acc"], t["cost"])
-    points = np.array([(r[t["acc"]], r[t["cost"]]) for r in table.rows.values()])
+    table = Table(t["path"], space, acc or t["acc"], t["cost"])
+    points = np.array([(r[table.acc], r[t["cost"]]) for r in table.rows.values()])
     front = points[pareto_mask(points, MODES)]
     nadir = np.array([front[:, 0].min(), front[:, 1].max()])
     ideal = np.array([front[:, 0].max(), front[:, 1].min()])
@@ -48,7 +55,7 @@ def load_nb201():
     return space, table, ref, hypervolume(front, ref, MODES)
 
 
-def run_nasq(name, space, table, budget, seed):
+def run_nasq(name, space, table, budget, seed, in_flight=1):
     obj = ObjectiveConfig(cost=table.cost, multi=True)
     strategy = make_searcher(name, space, obj, seed=seed, budget=budget)
 
@@ -57,7 +64,7 @@ def run_nasq(name, space, table, budget, seed):
         return {"val_acc": row[table.acc], table.cost: row[table.cost], "epoch": 1, "status": "complete",
                 "score": row[table.acc]}
 
-    return [(r["val_acc"], r[table.cost]) for _, r in run_in_process(strategy, evaluate, budget)]
+    return [(r["val_acc"], r[table.cost]) for _, r in run_in_process(strategy, evaluate, budget, in_flight)]
 
 
 def run_optuna(kind, space, table, budget, seed):
@@ -79,12 +86,14 @@ def run_optuna(kind, space, table, budget, seed):
     return found
 
 
-def tabular(seeds: int, budgets: list[int]) -> None:
-    space, table, ref, hv_true = load_nb201()
+def tabular(seeds: int, budgets: list[int], acc: str | None = None, in_flight: int = 1,
+            only: list[str] | None = None) -> None:
+    space, table, ref, hv_true = load_nb201(acc)
     print(f"NB201 tabular: {len(table)} cells, objectives ({table.acc} max, {table.cost} min), reference point "
-          f"({ref[0]:.3f}, {ref[1]:.4g}), true front hypervolume {hv_true:.6g}; {seeds} seeds; mean +- std of "
-          f"HV(found) / HV(true)")
-    runners = [(f"nasq-ray {n}", lambda b, s, n=n: run_nasq(n, space, table, b, s)) for n in TABULAR]
+          f"({ref[0]:.3f}, {ref[1]:.4g}), true front hypervolume {hv_true:.6g}; {seeds} seeds; nasq-ray trials "
+          f"in flight: {in_flight}; mean +- std of HV(found) / HV(true)")
+    runners = [(f"nasq-ray {n}", lambda b, s, n=n: run_nasq(n, space, table, b, s, in_flight))
+               for n in TABULAR if not only or n in only]
     runners += [(f"optuna {k} (peer)", lambda b, s, k=k: run_optuna(k, space, table, b, s)) for k in ("random", "tpe", "nsga2")]
     print(f"{'strategy':<28}" + "".join(f"{f'{b} trials':>18}" for b in budgets) + f"{'s/run':>8}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -96,6 +105,33 @@ def tabular(seeds: int, budgets: list[int]) -> None:
             cells.append(f"{statistics.mean(ratios):.3f} +- {statistics.stdev(ratios) if len(ratios) > 1 else 0:.3f}")
         per_run = (time.time() - t0) / (seeds * len(budgets))
         print(f"{label:<28}" + "".join(f"{c:>18}" for c in cells) + f"{per_run:>8.2f}", flush=True)
+
+
+def through_cli(names: list[str], seeds: int, budget: int, acc: str | None) -> None:
+    """The tabular comparison as a user runs it: ``python -m nasq_ray.run --space nb201`` through Ray
+    (two trial slots), one run per strategy and seed; HV ratio of the complete trials' front."""
+    import csv
+    import subprocess
+    import sys
+    import tempfile
+
+    space, table, ref, hv_true = load_nb201(acc)
+    print(f"\nThrough the CLI and Ray: nb201, {table.acc} vs macs, {budget} trials, {seeds} seeds; HV(found) / HV(true)")
+    with tempfile.TemporaryDirectory() as out:
+        for name in names:
+            ratios = []
+            for seed in range(seeds):
+                p = subprocess.run([sys.executable, "-m", "nasq_ray.run", "--space", "nb201", "--table-acc", table.acc,
+                                    "--searcher", name, "--objective", "multi", "--num-samples", str(budget),
+                                    "--seed", str(seed), "--out", out, "--name", f"{name}{seed}", "--quiet"],
+                                   capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise SystemExit(f"{name} seed {seed} failed: {p.stderr[-800:]}")
+                with open(f"{out}/{name}{seed}/trials.csv") as f:
+                    pts = [(float(r["val_acc"]), float(r["macs"])) for r in csv.DictReader(f) if r["status"] == "complete"]
+                ratios.append(hypervolume(pts, ref, MODES) / hv_true)
+            print(f"{name:<12} {statistics.mean(ratios):.3f} +- {statistics.stdev(ratios) if seeds > 1 else 0:.3f}  "
+                  + " ".join(f"{r:.3f}" for r in ratios), flush=True)
 
 
 def real(seconds: float, seed: int) -> None:
@@ -130,10 +166,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--budgets", default="50,100,200")
+    ap.add_argument("--acc", default=None, help="the table's accuracy column (default: the space's, cifar10_val_acc)")
+    ap.add_argument("--in-flight", type=int, default=1, help="nasq-ray trials outstanding at once (1)")
+    ap.add_argument("--only", default="", help="comma-separated nasq-ray strategies (default: all)")
+    ap.add_argument("--cli", action="store_true", help="also run the --only strategies through the CLI and Ray")
     ap.add_argument("--real-seconds", type=float, default=0.0)
     ap.add_argument("--real-seed", type=int, default=0)
     args = ap.parse_args()
-    tabular(args.seeds, [int(b) for b in args.budgets.split(",")])
+    tabular(args.seeds, [int(b) for b in args.budgets.split(",")], args.acc, args.in_flight,
+            [n for n in args.only.split(",") if n])
+    if args.cli:
+        through_cli([n for n in args.only.split(",") if n] or TABULAR, args.seeds, 100, args.acc)
     if args.real_seconds > 0:
         real(args.real_seconds, args.real_seed)
 

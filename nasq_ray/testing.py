@@ -32,18 +32,27 @@ def synthetic_result(cfg: dict, objective: ObjectiveConfig, status: str = "compl
     return metrics
 
 
-def run_in_process(strategy, evaluate, budget: int) -> list[tuple[dict, dict]]:
-    """Drive a strategy without Ray, one trial at a time: ``evaluate(config) -> result`` (a dict of
-    metrics with ``status``). Returns the (config, result) pairs in order. This is how strategies
-    are compared in seconds on a table (``benchmarks/strategies.py``)."""
-    done = []
-    for k in range(budget):
-        cfg = strategy.suggest(str(k))
-        if cfg is None or cfg == FINISHED:
+def run_in_process(strategy, evaluate, budget: int, in_flight: int = 1) -> list[tuple[dict, dict]]:
+    """Drive a strategy without Ray: ``evaluate(config) -> result`` (a dict of metrics with
+    ``status``). ``in_flight`` trials are outstanding at once, as on a cluster (the oldest ends
+    first; a strategy that answers None waits for it). Returns the (config, result) pairs in the
+    order they ended. This is how strategies are compared in seconds on a table
+    (``benchmarks/strategies.py``)."""
+    done, pending, asked, exhausted = [], [], 0, False
+    while len(done) < budget:
+        while not exhausted and len(pending) < in_flight and asked < budget:
+            cfg = strategy.suggest(str(asked))
+            if cfg is None or cfg == FINISHED:
+                exhausted = cfg is not None or not pending  # None with nothing running: nothing will change
+                break
+            pending.append((str(asked), cfg))
+            asked += 1
+        if not pending:
             break
+        tid, cfg = pending.pop(0)
         result = evaluate(cfg)
-        strategy.on_trial_result(str(k), result)
-        strategy.on_trial_complete(str(k), cfg, result)
+        strategy.on_trial_result(tid, result)
+        strategy.on_trial_complete(tid, cfg, result)
         done.append((cfg, result))
     return done
 

@@ -3,6 +3,8 @@ first suggestions on a tiny space; strategy-specific behaviour."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from optuna.trial import TrialState
@@ -217,3 +219,55 @@ def test_unknown_searcher_and_bad_arguments():
         make_searcher("random", space, ObjectiveConfig(), bogus=1)
     with pytest.raises(ConfigError, match="searcher_args"):
         make_searcher("tpe", space, ObjectiveConfig(), n_startup_trialz=3)
+
+
+def test_nsga2_asks_a_new_generation_only_when_the_last_one_has_ended():
+    # Optuna assigns a trial's generation at ask time from the completed trials: trials asked while
+    # a generation ran all joined it (generations overflowed; below random with 4 trials in flight)
+    from nasq_ray.search.strategies._optuna import NSGA2Strategy
+
+    space = load_space("nb201")
+    objective = ObjectiveConfig(cost="macs", multi=True)
+    s = NSGA2Strategy(space, objective, seed=0, population_size=4)
+    first = [s.suggest(f"t{k}") for k in range(4)]
+    assert all(isinstance(c, dict) for c in first) and s.suggest("t4") is None
+    numbers = {tid: s.live[tid].number for tid in s.live}
+
+    def generation(tid):
+        numbers.update({k: v.number for k, v in s.live.items()})
+        trial = s.study.get_trials(deepcopy=False)[numbers[tid]]
+        return trial.system_attrs.get(s.study.sampler._get_generation_key())
+
+    assert {generation(f"t{k}") for k in range(4)} == {0}
+    for k, cfg in enumerate(first[:3]):
+        s.on_trial_complete(f"t{k}", cfg, {"status": "complete", "val_acc": 0.5 + k / 10, "macs": 1e6 * (k + 1)})
+    assert s.suggest("t4") is None  # t3 still runs
+    s.on_trial_complete("t3", first[3], {"status": "complete", "val_acc": 0.6, "macs": 2e6})
+    assert isinstance(s.suggest("t4"), dict) and generation("t4") == 1
+    restored = NSGA2Strategy(space, objective, seed=0, population_size=4)
+    restored.set_state(pickle.loads(pickle.dumps(s.get_state())))
+    assert restored.asked_in_generation == 1
+
+
+def test_run_in_process_keeps_trials_in_flight_and_waits_on_none():
+    from nasq_ray.search.strategies import BaseStrategy
+
+    class Probe(BaseStrategy):
+        def __init__(self, space, objective, seed=0):
+            super().__init__(space, objective, seed)
+            self.outstanding, self.most, self.k = set(), 0, 0
+
+        def suggest(self, trial_id):
+            if len(self.outstanding) >= 2:
+                return None  # waits for a trial to end, as NSGA-II does between generations
+            self.outstanding.add(trial_id)
+            self.most = max(self.most, len(self.outstanding))
+            self.k += 1
+            return {"train.lr": 0.01 * self.k}
+
+        def on_trial_complete(self, trial_id, config, result):
+            self.outstanding.discard(trial_id)
+
+    probe = Probe(load_space("digits_small"), ObjectiveConfig())
+    done = run_in_process(probe, lambda cfg: {"status": "complete", "score": 1.0}, budget=7, in_flight=3)
+    assert len(done) == 7 and probe.most == 2 and not probe.outstanding

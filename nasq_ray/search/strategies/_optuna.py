@@ -156,6 +156,28 @@ class TPEStrategy(OptunaStrategy):
 
 
 class NSGA2Strategy(OptunaStrategy):
-    """Optuna's NSGA-II on (accuracy, cost)."""
+    """Optuna's NSGA-II on (accuracy, cost), one generation at a time.
+
+    Optuna gives a trial its generation when the trial is asked, from how many trials of the newest
+    generation have completed. With several trials in flight (Ray runs them side by side) every
+    trial asked while a generation is still running joins it: generations overflow and the next
+    parents are chosen from whatever had finished (NB201 cifar100 column, 100 trials, 4 in flight:
+    HV ratio 0.818, below random's 0.820; one at a time 0.864). So a generation's
+    ``population_size`` trials are asked, then ``suggest`` returns None (Ray asks again later)
+    until every one of them has ended."""
 
     sampler_kind = "nsga2"
+
+    def __init__(self, space, objective, seed=0, **sampler_kwargs):
+        super().__init__(space, objective, seed, **sampler_kwargs)
+        self.asked_in_generation = 0
+
+    def suggest(self, trial_id):
+        if self.asked_in_generation >= self.study.sampler._population_size:
+            if self.live:
+                return None  # the generation is still running
+            self.asked_in_generation = 0
+        cfg = super().suggest(trial_id)
+        if isinstance(cfg, dict):
+            self.asked_in_generation += 1
+        return cfg
