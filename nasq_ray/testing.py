@@ -1,10 +1,11 @@
-"""Conformance checks for search strategies (like ``optuna.testing``).
+"""Conformance checks for plug-in authors (like ``optuna.testing``): search strategies and trial kinds.
 
-Every built-in strategy runs through :func:`check_strategy` in the test suite; a plug-in author can
-run it on theirs::
+Every built-in strategy runs through :func:`check_strategy`, and every built-in trial kind through
+:func:`check_trial_kind`, in the test suite; a plug-in author can run them on theirs::
 
-    from nasq_ray.testing import check_strategy
+    from nasq_ray.testing import check_strategy, check_trial_kind
     check_strategy(MyStrategy)
+    check_trial_kind(MyKind(), prepared, config, failing_config)
 """
 
 from __future__ import annotations

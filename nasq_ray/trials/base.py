@@ -37,7 +37,6 @@ Reporter = Callable[[dict, "dict | None"], None]
 BITS_METRIC = "w_bits_str"  # the bits per layer a trial reports (W/A, forward order); results call it "bits"
 DNAS_PREFIX = "dnas."  # config keys that are options of a dnas trial, not parameters of the space
 CHECKPOINT_FILE = "state.pt"  # a trial's saved state inside a Ray checkpoint folder
-STATUSES = ("complete", "pruned", "failed", "unfinished")
 
 
 def trial_status(result: dict | None, error: bool, max_epochs: int, ended: bool = True) -> str:
