@@ -7,11 +7,16 @@ Score forms (``acc`` is the accuracy metric, ``cost`` the chosen cost metric):
 * ``linear``  ``acc - penalty * cost / target``.
 * ``acc``     ``acc`` alone (cost ignored by the scalar; still used by multi-objective searchers).
 
+``max_cost`` is a hard budget on the cost metric: a trial over it scores ``-inf``, never enters the
+front, and searchers are told it is infeasible (where the exact cost is known before training, no
+config over it is proposed at all).
+
 The scalar feeds ASHA and single-objective searchers; ``(acc, cost)`` feeds multi-objective ones.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ class ObjectiveConfig:
     beta: float = -0.07
     penalty: float = 0.05
     multi: bool = False  # searchers optimize (acc max, cost min) instead of the scalar score
+    max_cost: float | None = None  # hard budget on the cost metric (its unit); None: no budget
 
     def __post_init__(self):
         if self.form not in FORMS:
@@ -48,6 +54,9 @@ class ObjectiveConfig:
                               f"{', '.join(COST_METRICS)} (or a table's cost column)")
         if not self.target > 0:
             raise ConfigError(f"objective.target: {self.target!r} is not allowed; allowed: numbers > 0")
+        if self.max_cost is not None and not (isinstance(self.max_cost, (int, float)) and 0 < self.max_cost < math.inf):
+            raise ConfigError(f"objective.max_cost: {self.max_cost!r} is not allowed; allowed: a number > 0 in the "
+                              f"unit of objective.cost ({self.cost}), or none")
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -65,8 +74,20 @@ def check_training_cost(cfg: ObjectiveConfig) -> None:
         raise unknown_name("objective.cost", cfg.cost, COST_METRICS)
 
 
+def within_budget(cost: float, cfg: ObjectiveConfig) -> bool:
+    """Whether ``cost`` keeps to ``cfg.max_cost`` (always, without a budget)."""
+    return cfg.max_cost is None or cost <= cfg.max_cost
+
+
+def budget_violation(cost: float, cfg: ObjectiveConfig) -> float:
+    """How far ``cost`` is over ``cfg.max_cost`` (<= 0: within it), Optuna's constraint form."""
+    return 0.0 if cfg.max_cost is None else float(cost) - float(cfg.max_cost)
+
+
 def score(acc: float, cost: float, cfg: ObjectiveConfig) -> float:
-    """The combined accuracy-cost scalar (higher is better)."""
+    """The combined accuracy-cost scalar (higher is better); ``-inf`` over ``cfg.max_cost``."""
+    if not within_budget(cost, cfg):
+        return -math.inf
     if cfg.form == "acc":
         return float(acc)
     ratio = cost / cfg.target

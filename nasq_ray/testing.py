@@ -144,7 +144,8 @@ def check_trial_kind(kind, prepared, config: dict, failing_config: dict) -> None
       again from that state, it continues with the next epoch and ends with the same metrics
       (timings aside) as a run that was never stopped;
     * a trial that cannot run reports ``status = "failed"`` with a ``fail_reason``; it does not raise;
-    * the hooks answer: ``record`` gives a config and extra columns.
+    * the hooks answer: ``record`` gives a config and extra columns; a ``cost_model``, where the
+      kind has one, is picklable and gives the cost the trial then reports (it is exact).
     """
     import math
 
@@ -167,6 +168,11 @@ def check_trial_kind(kind, prepared, config: dict, failing_config: dict) -> None
     assert math.isfinite(float(last["score"])), f"{kind.name}: a complete trial's score is {last['score']}"
     shown, extra = kind.record(dict(config), last)
     assert isinstance(shown, dict) and isinstance(extra, dict), f"{kind.name}: record() must give two dicts"
+    cost_model = kind.cost_model(prepared)
+    if cost_model is not None:
+        predicted = pickle.loads(pickle.dumps(cost_model))(dict(config))
+        assert predicted is None or _same(float(predicted), float(last[objective.cost])), (
+            f"{kind.name}: cost_model says {objective.cost} = {predicted}, the trial reported {last[objective.cost]}")
 
     first = _collect(kind, config, prepared.context, stop_at_payload=True)
     if first and first[-1][1] is not None and first[-1][0]["epoch"] < last["epoch"]:  # saved state: continue from it

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nasq_ray.errors import ConfigError, UnknownNameError
-from nasq_ray.objective import ObjectiveConfig, hypervolume, pareto_mask, score
+from nasq_ray.objective import ObjectiveConfig, budget_violation, hypervolume, pareto_mask, score, within_budget
 
 # -------------------------------------------------------------------------------------------- score
 
@@ -105,6 +105,21 @@ def test_bad_target(target):
     with pytest.raises(ConfigError) as e:
         ObjectiveConfig(target=target)
     assert "objective.target" in str(e.value)
+
+
+@pytest.mark.parametrize("max_cost", [0, -1.0, float("nan"), float("inf"), "5"])
+def test_bad_max_cost(max_cost):
+    with pytest.raises(ConfigError, match=r"objective\.max_cost: .* allowed: a number > 0"):
+        ObjectiveConfig(max_cost=max_cost)
+
+
+@pytest.mark.parametrize("form", ["mnas", "linear", "acc"])
+def test_a_trial_over_the_cost_budget_scores_minus_infinity(form):
+    cfg = ObjectiveConfig(form=form, max_cost=4.0)
+    assert score(0.9, 4.0, cfg) == score(0.9, 4.0, ObjectiveConfig(form=form)) > -math.inf
+    assert score(0.9, 4.01, cfg) == -math.inf
+    assert within_budget(4.0, cfg) and not within_budget(4.01, cfg) and within_budget(1e9, ObjectiveConfig())
+    assert budget_violation(5.0, cfg) == 1.0 and budget_violation(3.0, cfg) == -1.0
 
 
 def test_metrics_and_modes():

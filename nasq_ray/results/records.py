@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..objective import ObjectiveConfig, pareto_mask
+from ..objective import ObjectiveConfig, pareto_mask, within_budget
 from ..trials.base import BITS_METRIC, trial_status
 
 if TYPE_CHECKING:
@@ -77,14 +77,15 @@ def pareto_records(records: list[TrialRecord], objective: ObjectiveConfig) -> li
     Only trials trained for the full budget compete: a trial a scheduler stopped early was measured
     at lower fidelity, and its accuracy is not comparable.
     """
-    pool = [r for r in records if r.usable and r.status == "complete"]
+    pool = [r for r in records if r.usable and r.status == "complete"
+            and (not _finite(r.metrics.get(objective.cost)) or within_budget(r.metrics[objective.cost], objective))]
     front = pareto_front([(r.metrics.get(objective.acc), r.metrics.get(objective.cost)) for r in pool])
     return [pool[i] for i in front]
 
 
 def best_record(records: list[TrialRecord]) -> TrialRecord | None:
-    """The complete trial with the highest score."""
-    pool = [r for r in records if r.usable and r.status == "complete"]
+    """The complete trial with the highest score (none scoring ``-inf``: over the cost budget)."""
+    pool = [r for r in records if r.usable and r.status == "complete" and r.metrics["score"] > -math.inf]
     return max(pool, key=lambda r: r.metrics["score"]) if pool else None
 
 

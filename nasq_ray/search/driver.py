@@ -128,8 +128,11 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     pbt = cfg.search.scheduler == "pbt"
     if cfg.search.warm_start and pbt:
         raise ConfigError("search.warm_start: needs a searcher, and pbt runs without one; use 0")
+    if objective.max_cost is not None and pbt:
+        raise ConfigError("objective.max_cost: pbt runs without a searcher, so nothing holds proposals to the budget; "
+                          "use another scheduler (asha, fifo, ...)")
     points = kind.warm_start_configs(prep, cfg.search.warm_start, cfg.search.seed) if cfg.search.warm_start else None
-    searcher = None if pbt else build_searcher(cfg, space, objective, points)
+    searcher = None if pbt else build_searcher(cfg, space, objective, points, kind.cost_model(prep))
     if pbt:
         resolve_searcher(cfg)  # refuses a searcher other than random, with the reason
     scheduler = build_scheduler(cfg.search.scheduler, cfg.search.scheduler_args, metric="score", mode="max",

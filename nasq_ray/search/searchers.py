@@ -1,16 +1,17 @@
 """Searchers as Ray sees them: a nasq-ray strategy behind Ray's ``Searcher``, warm-start configs
-proposed first, and the run's searcher chosen by name.
+proposed first, a cost budget held before training, and the run's searcher chosen by name.
 """
 
 from __future__ import annotations
 
 import pickle
+import sys
 from dataclasses import replace
 from ..config import ExperimentConfig
 from ..errors import ConfigError
-from ..objective import ObjectiveConfig
-from ..space.search_space import SearchSpace
-from .strategies import FINISHED, MULTI_OBJECTIVE_ONLY, BaseStrategy, make_searcher
+from ..objective import ObjectiveConfig, budget_violation, within_budget
+from ..space.search_space import MAX_REJECTIONS, SearchSpace
+from .strategies import CONSTRAINT_ATTR, FINISHED, MULTI_OBJECTIVE_ONLY, BaseStrategy, make_searcher
 from ray.tune.search import Searcher  # noqa: E402
 from ..results.records import trial_status
 
@@ -99,18 +100,76 @@ class WarmStartSearcher(Searcher):
         self.points, self.given = state["points"], state["given"]
 
 
+class BudgetSearcher(Searcher):
+    """Holds ``objective.max_cost`` before training: a suggestion whose exact cost (``cost_model``)
+    is over the budget is not run; the wrapped searcher is told it failed, with its cost and its
+    excess over the budget (Optuna strategies learn it as infeasible), and asked again under a new
+    id. The id Ray gave is mapped to the id of the suggestion that was kept."""
+
+    def __init__(self, inner: Searcher, cost_model, objective: ObjectiveConfig):
+        super().__init__(metric=inner.metric, mode=inner.mode)
+        self.inner, self.cost_model, self.objective = inner, cost_model, objective
+        self.alias: dict[str, str] = {}  # Ray's trial id -> the inner searcher's id of the kept suggestion
+        self.refused = 0
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def suggest(self, trial_id: str):
+        for k in range(MAX_REJECTIONS):
+            inner_id = trial_id if k == 0 else f"{trial_id}-over-budget-{k}"
+            cfg = self.inner.suggest(inner_id)
+            if not isinstance(cfg, dict):
+                return cfg
+            cost = self.cost_model(cfg)
+            if cost is None or within_budget(cost, self.objective):
+                self.alias[trial_id] = inner_id
+                return cfg
+            self.refused += 1
+            excess = budget_violation(cost, self.objective)
+            self.inner.on_trial_complete(inner_id, {self.objective.cost: cost, CONSTRAINT_ATTR: excess,
+                                                    "fail_reason": f"cost {cost:g} over objective.max_cost"}, error=True)
+        print(f"objective.max_cost: the searcher proposed {MAX_REJECTIONS} configs in a row over the budget "
+              f"({self.objective.max_cost:g} {self.objective.cost}); no new trials are started", file=sys.stderr)
+        return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.inner.on_trial_result(self.alias.get(trial_id, trial_id), result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.inner.on_trial_complete(self.alias.pop(trial_id, trial_id), result, error)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path + ".inner")
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"alias": self.alias, "refused": self.refused}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path + ".inner")
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.alias, self.refused = state["alias"], state["refused"]
+
+
 def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig,
-                   points: list[dict] | None = None) -> Searcher:
-    """The run's searcher; ``points`` (warm-start configs) are proposed before its own suggestions."""
+                   points: list[dict] | None = None, cost_model=None) -> Searcher:
+    """The run's searcher; ``points`` (warm-start configs) are proposed before its own suggestions;
+    ``cost_model`` (a config's exact cost before training) is offered to the strategy and, with a
+    cost budget, refuses suggestions over it."""
     s = cfg.search
     name = resolve_searcher(cfg)
-    made = make_searcher(name, space, objective, seed=s.seed, budget=s.num_samples, **s.searcher_args)
+    made = make_searcher(name, space, objective, seed=s.seed, budget=s.num_samples, cost_model=cost_model,
+                         **s.searcher_args)
     if isinstance(made, BaseStrategy):
         made = StrategySearcher(made, s.max_epochs)
     elif not isinstance(made, Searcher):
         raise ConfigError(f"searcher '{name}': the factory returned {type(made).__name__}; expected a "
                           "nasq_ray BaseStrategy or a ray.tune.search.Searcher")
-    return WarmStartSearcher(made, points, s.max_epochs) if points else made
+    if points:
+        made = WarmStartSearcher(made, points, s.max_epochs)
+    if objective.max_cost is not None and cost_model is not None:
+        made = BudgetSearcher(made, cost_model, objective)
+    return made
 
 
 def resolve_searcher(cfg: ExperimentConfig) -> str:

@@ -12,7 +12,8 @@ A kind has two required methods and a few optional hooks:
 * hooks: :meth:`check` (refuse settings the kind cannot take), :meth:`record` (the config and extra
   columns results show), :meth:`test_accuracy` (how the front's test accuracy is obtained),
   :meth:`trained_model` (what export writes), :meth:`warm_start_configs` (configs proposed before
-  the searcher's own).
+  the searcher's own), :meth:`cost_model` (a config's exact cost before it runs: searchers aim with
+  it, and a cost budget is held before training).
 
 Kinds are registered by name in :mod:`nasq_ray.trials`; plug-ins through the entry-point group
 ``nasq_ray.trials``. ``nasq_ray.testing.check_trial_kind`` is the conformance check.
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from ..space.search_space import SearchSpace
 
 Reporter = Callable[[dict, "dict | None"], None]
+CostModel = Callable[[dict], "float | None"]  # a config -> its exact cost (the objective's metric), None if unknown
 BITS_METRIC = "w_bits_str"  # the bits per layer a trial reports (W/A, forward order); results call it "bits"
 DNAS_PREFIX = "dnas."  # config keys that are options of a dnas trial, not parameters of the space
 CHECKPOINT_FILE = "state.pt"  # a trial's saved state inside a Ray checkpoint folder
@@ -89,6 +91,11 @@ class BaseTrialKind:
     def trained_model(self, config: dict, state: dict, prepared: Prepared):
         """The trained ``torch.nn.Module`` a trial's saved ``state`` holds (what export writes)."""
         raise ConfigError(f"export: trials of kind '{self.name}' train no model; nothing to export")
+
+    def cost_model(self, prepared: Prepared) -> CostModel | None:
+        """A picklable callable giving a config's value of the objective's cost metric before the
+        trial runs (``None`` for a config it cannot tell), or None when the kind cannot tell any."""
+        return None
 
     def warm_start_configs(self, prepared: Prepared, n: int, seed: int) -> list[dict]:
         raise ConfigError(f"search.warm_start: needs trained trials (trials of kind '{self.name}' calibrate no "

@@ -374,6 +374,9 @@ class DNASTrial(TrainedTrial):
     def run(self, config: dict, context: TrialContext, report: Reporter, state: dict | None = None) -> dict:
         return run_dnas_trial(config, context, report, state)
 
+    def cost_model(self, prepared):
+        return None  # the network is derived while the trial runs: its cost is not known before
+
     def check(self, cfg, prepared) -> None:
         if (cfg.search.searcher or "tpe") != "dnas":
             raise ConfigError(f"trial: dnas trials take the dnas searcher's configs (dnas.* options); "

@@ -109,6 +109,17 @@ def run_table_trial(config: dict, ctx: TableContext, report: Reporter,
     return metrics
 
 
+@dataclass(frozen=True)
+class TableCost:
+    """A config's cost column, looked up before the trial runs (the table's exact cost model)."""
+
+    table: Table
+
+    def __call__(self, config: dict) -> float | None:
+        row = self.table.lookup(config)
+        return None if row is None else row[self.table.cost]
+
+
 class TableTrial(BaseTrialKind):
     """Trials whose metrics are a table's row (one report each, no checkpoint)."""
 
@@ -133,6 +144,9 @@ class TableTrial(BaseTrialKind):
 
     def run(self, config: dict, context: TableContext, report: Reporter, state: dict | None = None) -> dict:
         return run_table_trial(config, context, report, state)
+
+    def cost_model(self, prepared: Prepared) -> TableCost:
+        return TableCost(prepared.context.table)
 
     def check(self, cfg, prepared: Prepared) -> None:
         if cfg.search.scheduler == "pbt":

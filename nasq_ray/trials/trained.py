@@ -58,6 +58,27 @@ class TrialContext:
     device: str = "cpu"
 
 
+@dataclass(frozen=True)
+class TrainedCost:
+    """A config's exact cost before training: its network built (untrained) and measured by the
+    cost model. None where the bits are chosen at trial time (policy ``auto``) or the config builds
+    no network."""
+
+    space: SearchSpace
+    metric: str
+
+    def __call__(self, config: dict) -> float | None:
+        try:
+            spec = self.space.decode(config)
+            if spec.auto_bits is not None:
+                return None
+            with torch.random.fork_rng():
+                cost, _ = measure_cost(build_model(spec.arch, spec.quant, seed=0), self.space.input_shape)
+        except (NasqError, RuntimeError, ValueError):
+            return None
+        return float(cost.as_metrics()[self.metric])
+
+
 def _tensors(split: Split, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(np.ascontiguousarray(split.x)).to(device), torch.from_numpy(split.y).to(device)
 
@@ -254,6 +275,9 @@ class TrainedTrial(BaseTrialKind):
 
     def run(self, config: dict, context: TrialContext, report: Reporter, state: dict | None = None) -> dict:
         return run_trial(config, context, report, state)
+
+    def cost_model(self, prepared: Prepared) -> TrainedCost:
+        return TrainedCost(prepared.space, prepared.objective.cost)
 
     def test_accuracy(self, records, prepared: Prepared) -> None:
         if prepared.test is not None and len(prepared.test):

@@ -173,12 +173,14 @@ def _cli(capsys, tmp_path, name, *argv):
 # per pair, not per name: the pairs cover both lists; PBT only takes the random searcher).
 DEFAULT_PAIRS = [("anneal", "fifo"), ("dnas", "fifo"), ("evolution", "hyperband"), ("greedy", "median"),
                  ("grid", "asha"), ("nsga2", "moasha"), ("random", "pbt"), ("tpe", "asha")]
-NB201_PAIRS = [("anneal", "asha"), ("evolution", "fifo"), ("greedy", "hyperband"), ("grid", "median"),
+NB201_PAIRS = [("anneal", "asha"), ("evolution", "fifo"), ("greedy", "hyperband"), ("gp", "fifo"), ("grid", "median"),
                ("nsga2", "moasha"), ("random", "fifo"), ("tpe", "asha")]
+BUDGET_PAIR = ("gp", "asha")  # the default space's gp run is the cost-budget run below
 
 
 def test_the_pairs_cover_every_searcher_and_scheduler():
-    assert {s for s, _ in DEFAULT_PAIRS} == set(SEARCHERS) and {c for _, c in DEFAULT_PAIRS} == set(SCHEDULERS)
+    assert {s for s, _ in DEFAULT_PAIRS + [BUDGET_PAIR]} == set(SEARCHERS)
+    assert {c for _, c in DEFAULT_PAIRS} == set(SCHEDULERS)
     assert {s for s, _ in NB201_PAIRS} == set(SEARCHERS) - {"dnas"}
     assert {c for _, c in NB201_PAIRS} == set(SCHEDULERS) - {"pbt"}
 
@@ -204,6 +206,27 @@ def test_every_searcher_and_scheduler_runs_on_nb201(ray_cluster, tmp_path, capsy
     assert len(rows) == 6 and all(r["status"] == "complete" and float(r["val_acc"]) > 0 for r in rows)
     front = _rows(tmp_path / searcher / "pareto.csv")
     assert front and all(float(r["test_acc"]) > 0 for r in front)  # the table's cifar10_test_acc
+
+
+def test_a_cost_budget_is_held_before_training(ray_cluster, tmp_path, capsys):
+    # as a user asks for it: the default space, only the searcher and the budget given (size_kb);
+    # every config's exact size is known before training, so none over 6 kB is trained
+    searcher, scheduler = BUDGET_PAIR
+    rc, out, err = _cli(capsys, tmp_path, "budget", "--searcher", searcher, "--scheduler", scheduler, "--max-cost", "6",
+                        "--max-train", "120", "--max-epochs", "2", "--num-samples", "4", "--quiet")
+    assert rc == 0, err
+    rows = _rows(tmp_path / "budget" / "trials.csv")
+    assert len(rows) == 4 and all(float(r["size_kb"]) <= 6.0 for r in rows), rows
+    assert "Pareto front" in out
+    rc, out, err = _cli(capsys, tmp_path, "nb", "--space", "nb201", "--searcher", "gp", "--objective", "multi",
+                        "--max-cost", "4e7", "--num-samples", "12", "--quiet")
+    assert rc == 0, err
+    assert all(float(r["macs"]) <= 4e7 for r in _rows(tmp_path / "nb" / "trials.csv"))
+
+
+def test_a_cost_budget_refuses_pbt(tmp_path, capsys):
+    rc, _, err = _cli(capsys, tmp_path, "pb", "--scheduler", "pbt", "--max-cost", "6")
+    assert rc == 2 and err.count("\n") == 1 and "objective.max_cost" in err and "pbt" in err
 
 
 def test_dnas_on_a_table_is_refused_with_the_reason(tmp_path, capsys):

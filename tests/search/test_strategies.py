@@ -23,6 +23,8 @@ FLAT = {
     "train": {"lr": {"low": 0.001, "high": 0.1, "log": True}},
 }
 TABLE_LIKE = [n for n in sorted(SEARCHERS) if n != "dnas"]  # dnas trains; it has its own tests
+# a GP fit per suggestion makes gp ~50x slower than the others here: it gets its own shorter checks
+QUICK = [n for n in TABLE_LIKE if n != "gp"]
 
 
 def _flat_space():
@@ -68,7 +70,7 @@ def _run(name: str, multi: bool, budget: int, seed: int) -> list[tuple[float, fl
     return [(r["val_acc"], r["cost"]) for _, r in run_in_process(s, evaluate, budget)]
 
 
-@pytest.mark.parametrize("name", TABLE_LIKE)
+@pytest.mark.parametrize("name", QUICK)
 def test_single_objective_beats_its_first_suggestions(name):
     # in most seeds the best of 55 later suggestions beats the best of the first 5 (random's first 5
     # are sometimes lucky: 4 of 6 is what it reaches; every strategy that learns reaches 5 or 6)
@@ -79,12 +81,46 @@ def test_single_objective_beats_its_first_suggestions(name):
     assert wins >= 4, f"{name}: {wins}/6"
 
 
-@pytest.mark.parametrize("name", TABLE_LIKE)
+@pytest.mark.parametrize("name", QUICK)
 def test_multi_objective_front_beats_its_first_suggestions(name):
     ref = (-6.0, 20.0)
     for seed in range(6):
         found = _run(name, multi=True, budget=60, seed=seed)
         assert hypervolume(found, ref, ("max", "min")) > hypervolume(found[:5], ref, ("max", "min")), f"{name} {seed}"
+
+
+def test_gp_beats_its_first_suggestions_single_and_multi_objective():
+    # 10 random start-up trials, then the GP: its 20 suggestions beat the random start
+    for seed in range(2):
+        found = _run("gp", multi=False, budget=30, seed=seed)
+        assert max(a for a, _ in found[10:]) > max(a for a, _ in found[:10]), seed
+        found = _run("gp", multi=True, budget=30, seed=seed)
+        ref = (-6.0, 20.0)
+        assert hypervolume(found, ref, ("max", "min")) > hypervolume(found[:10], ref, ("max", "min")), seed
+
+
+def test_gp_asks_every_parameter_so_its_space_keeps_one_shape():
+    space = load_space("digits_small")  # conditional: a stage's third block exists only at depth 3
+    s = make_searcher("gp", space, ObjectiveConfig(), seed=0)
+    cfgs = [s.suggest(str(k)) for k in range(4)]
+    assert len({len(c) for c in cfgs}) > 1  # the configs differ in which parameters are active
+    trials = s.study.get_trials(deepcopy=False)
+    assert all(set(t.params) == set(space.names) for t in trials)
+
+
+def test_optuna_strategies_leave_a_sampler_stuck_on_finished_configs():
+    # a space of 3 configs: once all are done, a sampler proposing them again gets unseen configs
+    # tried (none left: FINISHED) after a few repeats, not MAX_REJECTIONS GP fits
+    space = SearchSpace({"name": "three", "params": {"x": ["a", "b", "c"]}}, source="three")
+    obj = ObjectiveConfig(form="acc", cost="cost")
+    for name in ("gp", "tpe"):
+        s = make_searcher(name, space, obj, seed=0)
+        for k in range(3):
+            cfg = s.suggest(str(k))
+            assert isinstance(cfg, dict), (name, k)
+            s.on_trial_complete(str(k), cfg, {"status": "complete", "score": 0.1 * k, "val_acc": 0.1 * k, "cost": 1.0})
+        assert s.suggest("3") == FINISHED, name
+        assert len(s.study.get_trials(deepcopy=False)) < 20, name
 
 
 def test_model_guided_strategies_beat_random_on_average():

@@ -64,6 +64,21 @@ def test_dnas_kind_conforms(tiny_yaml):
     assert shown == {"s0.channels": 4} and set(extra) == {k for k in config if k.startswith("dnas.")}
 
 
+def test_cost_models_give_the_cost_trials_report_before_they_run(tiny_yaml):
+    kind, prep = prepare(_cfg(space=str(tiny_yaml), search={"max_epochs": 1}, objective={"cost": "bitops"}))
+    cost = kind.cost_model(prep)
+    for seed in range(3):
+        config = {**prep.space.sample(seed), "train.lr": 0.02}
+        reported = kind.run(config, prep.context, lambda metrics, state: None)
+        assert cost(config) == reported["bitops"]
+    kind, prep = prepare(_cfg(space="nb201"))
+    config = next(c for c in (prep.space.sample(s) for s in range(50)) if prep.context.table.lookup(c))
+    assert kind.cost_model(prep)(config) == prep.context.table.lookup(config)["macs"]
+    assert kind.cost_model(prep)({**config, prep.space.names[0]: "not-an-op"}) is None
+    dnas, dprep = prepare(_cfg(space=str(tiny_yaml), search={"searcher": "dnas"}))
+    assert dnas.cost_model(dprep) is None  # a dnas trial derives its network while it runs
+
+
 def test_table_kind_conforms():
     kind, prep = prepare(_cfg(space="nb201"))
     assert kind.name == "table" and prep.objective.cost == "macs"

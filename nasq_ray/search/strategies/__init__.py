@@ -15,7 +15,7 @@ from ._dnas import DNASStrategy
 from ._evolution import EvolutionStrategy
 from ._grid import GridStrategy
 from ._local import AnnealStrategy, GreedyStrategy
-from ._optuna import NSGA2Strategy, TPEStrategy, define_by_run
+from ._optuna import CONSTRAINT_ATTR, GPStrategy, NSGA2Strategy, TPEStrategy, define_by_run
 from ._random import RandomStrategy
 
 SEARCHERS: dict[str, Callable] = {}
@@ -38,6 +38,7 @@ def register_searcher(name: str, factory: Callable | None = None):
 register_searcher("random", RandomStrategy)
 register_searcher("tpe", TPEStrategy)
 register_searcher("nsga2", NSGA2Strategy)
+register_searcher("gp", GPStrategy)
 register_searcher("grid", GridStrategy)
 register_searcher("evolution", EvolutionStrategy)
 register_searcher("greedy", GreedyStrategy)
@@ -63,17 +64,18 @@ def get_searcher(name: str) -> Callable:
     raise unknown_name("searcher", name, searcher_names())
 
 
-def make_searcher(name: str, space, objective, seed: int = 0, budget: int | None = None, **kwargs):
+def make_searcher(name: str, space, objective, seed: int = 0, budget: int | None = None, cost_model=None, **kwargs):
     """Instantiate the searcher ``name``; bad keyword arguments raise a ConfigError naming them.
 
-    ``budget`` (the number of trials) is passed to factories that accept it.
+    ``budget`` (the number of trials) and ``cost_model`` (a config's exact cost before training,
+    from the trial kind) are passed to factories that accept them.
     """
+    offered = {k: v for k, v in (("budget", budget), ("cost_model", cost_model)) if v is not None}
     return call_factory(get_searcher(name), kwargs, "searcher_args", f"searcher '{name}'",
-                        required=dict(space=space, objective=objective, seed=seed),
-                        offered={} if budget is None else {"budget": budget})
+                        required=dict(space=space, objective=objective, seed=seed), offered=offered)
 
 
 __all__ = [
-    "FINISHED", "BaseStrategy", "SEARCHERS", "define_by_run", "get_searcher", "make_searcher",
+    "CONSTRAINT_ATTR", "FINISHED", "BaseStrategy", "SEARCHERS", "define_by_run", "get_searcher", "make_searcher",
     "register_searcher", "searcher_names",
 ]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ...objective import nondominated_ranks, pareto_order
+from ...objective import nondominated_ranks, pareto_order, within_budget
 from ._base import FINISHED, BaseStrategy
 
 MAX_DUPLICATE_TRIES = 200
@@ -60,6 +60,8 @@ class HistoryStrategy(BaseStrategy):
     def on_trial_complete(self, trial_id, config, result):
         if result.get("status") not in ("complete", "pruned") or not config:
             return
+        if not within_budget(result.get(self.objective.cost, 0.0), self.objective):
+            return  # over the cost budget: not a point to build on
         try:
             values = self.oriented(self.values(result))
         except (KeyError, TypeError, ValueError):

@@ -1,4 +1,4 @@
-"""Optuna samplers (TPE, NSGA-II, random) driven by ask-and-tell over the joint space.
+"""Optuna samplers (TPE, NSGA-II, Gaussian process, random) driven by ask-and-tell over the joint space.
 
 The space's define-by-run walk asks Optuna for each active parameter, so conditional parameters
 (a block's op, a layer's bits) exist only where they apply. Ordinal parameters (bit-widths, channel
@@ -8,23 +8,36 @@ Trials stopped early by a scheduler are told to Optuna as PRUNED (with their int
 for single-objective studies), not as completed trials with low-fidelity values; an invalid
 configuration (for example too much downsampling) is told as FAIL and another one is asked; a
 config that already finished is answered from memory (not trained twice) and another one asked.
+
+With a cost budget (``objective.max_cost``) the samplers that take constraints (TPE, NSGA-II, GP)
+get one: a trial's excess over the budget, so they learn where the budget ends. A config refused
+before training for its known cost is told as a complete trial with the worst accuracy and that
+excess, never as a plain failure (which the samplers ignore, and would propose again).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
+import threading
 import warnings
+from dataclasses import replace
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
 from ...errors import ConfigError, SearchSpaceError
+from ...objective import budget_violation, score
 from ...space.search_space import MAX_REJECTIONS
 from ...space.domains import Choice, Float, Int, Ordinal, Param, optuna_distribution
 from ._base import FINISHED, BaseStrategy
 from ._history import config_key
 
 optuna.logging.set_verbosity(logging.WARNING)
+_LOCK_TYPE = type(threading.Lock())
+REPEATS_BEFORE_RANDOM = 3  # finished configs the sampler may propose in a row before an unseen one is tried
 
 
 def suggest_param(trial: optuna.Trial, prm: Param):
@@ -55,16 +68,32 @@ class define_by_run:  # noqa: N801 - used like a function: define_by_run(space)
         return self.space.walk(lambda prm, view: suggest_param(trial, prm))
 
 
+CONSTRAINT_ATTR = "cost_over_budget"  # user attribute: the trial's cost minus objective.max_cost
+CONSTRAINT_NAME = "max_cost"
+# Optuna 5 reads a trial's constraints from the trial (``set_constraint``); Optuna 4 from a
+# ``constraints_func`` given to the sampler
+TRIAL_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def budget_constraint(trial: optuna.trial.FrozenTrial) -> tuple[float]:
+    """Optuna 4's ``constraints_func``: the trial's excess over the cost budget (<= 0: feasible)."""
+    return (float(trial.user_attrs.get(CONSTRAINT_ATTR, 0.0)),)
+
+
 def make_sampler(kind: str, objective, seed: int, **kwargs) -> optuna.samplers.BaseSampler:
+    budget = {} if objective.max_cost is None or TRIAL_CONSTRAINTS else {"constraints_func": budget_constraint}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             if kind == "tpe":
-                opts = dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=10)
+                opts = dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=10, **budget)
                 return optuna.samplers.TPESampler(seed=seed, **{**opts, **kwargs})
             if kind == "nsga2":
-                opts = dict(population_size=16)
+                opts = dict(population_size=16, **budget)
                 return optuna.samplers.NSGAIISampler(seed=seed, **{**opts, **kwargs})
+            if kind == "gp":
+                opts = dict(n_startup_trials=10, **budget)
+                return optuna.samplers.GPSampler(seed=seed, **{**opts, **kwargs})
             if kind == "random":
                 return optuna.samplers.RandomSampler(seed=seed, **kwargs)
         except TypeError as e:
@@ -73,10 +102,11 @@ def make_sampler(kind: str, objective, seed: int, **kwargs) -> optuna.samplers.B
 
 
 class OptunaStrategy(BaseStrategy):
-    """An Optuna study as a nasq-ray strategy. ``sampler``: ``tpe``, ``nsga2`` or ``random``;
+    """An Optuna study as a nasq-ray strategy. ``sampler``: ``tpe``, ``nsga2``, ``gp`` or ``random``;
     other keyword arguments go to the Optuna sampler."""
 
     sampler_kind = "tpe"
+    ask_every_param = False  # ask inactive parameters too (a sampler that models one fixed-shape space)
 
     def __init__(self, space, objective, seed=0, **sampler_kwargs):
         super().__init__(space, objective, seed)
@@ -85,16 +115,37 @@ class OptunaStrategy(BaseStrategy):
         self.study = optuna.create_study(directions=directions, sampler=sampler)
         self.live: dict[str, optuna.Trial] = {}
         self.configs: dict[str, tuple] = {}  # running trial -> its config's key
-        self.done: dict[tuple, object] = {}  # finished config -> the values told
+        self.done: dict[tuple, tuple] = {}  # finished config -> (the values told, its budget excess)
+        self.rng = np.random.default_rng(seed)  # random unseen configs when the sampler keeps repeating
+
+    def _ask_config(self, trial: optuna.Trial) -> dict:
+        if not self.ask_every_param:
+            return self.space.walk(lambda prm, view: suggest_param(trial, prm))
+        values = {prm.name: suggest_param(trial, prm) for prm in self.space.params}
+        return self.space.walk(lambda prm, view: values[prm.name])
+
+    def _tell(self, trial: optuna.Trial, told, excess: float | None) -> None:
+        if excess is not None:
+            trial.set_user_attr(CONSTRAINT_ATTR, excess)
+            if TRIAL_CONSTRAINTS:
+                trial.set_constraint(CONSTRAINT_NAME, excess)
+        self.study.tell(trial, told)
 
     def suggest(self, trial_id):
-        reason = ""
+        reason, repeats = "", 0
         for _ in range(MAX_REJECTIONS):
+            if repeats >= REPEATS_BEFORE_RANDOM:  # the sampler is stuck on finished configs: try an unseen one
+                repeats = 0
+                unseen = self._random_unseen()
+                if unseen is None:
+                    return FINISHED
+                self.study.enqueue_trial(self._optuna_params(unseen)[0], skip_if_exists=False)
             trial = self.study.ask()
-            cfg = self.space.walk(lambda prm, view: suggest_param(trial, prm))
+            cfg = self._ask_config(trial)
             key = config_key(cfg)
             if key in self.done:  # asked again for a finished config: answer from memory, ask anew
-                self.study.tell(trial, self.done[key])
+                self._tell(trial, *self.done[key])
+                repeats += 1
                 continue
             reason = self.space.violation(cfg)
             if not reason:
@@ -120,32 +171,84 @@ class OptunaStrategy(BaseStrategy):
             return
         status = result.get("status")
         key = self.configs.pop(trial_id, None)
-        if status == "complete":
-            vals = self.values(result)
-            told = vals if self.objective.multi else vals[0]
-            self.study.tell(trial, told)
+        refused = status == "failed" and result.get(CONSTRAINT_ATTR, 0.0) > 0  # over the budget, not trained
+        if status == "complete" or refused:
+            told, excess = self._told(result, refused)
+            self._tell(trial, told, excess)
             if key is not None:
-                self.done[key] = told
+                self.done[key] = (told, excess)
         elif status == "pruned":
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             self.study.tell(trial, state=TrialState.FAIL)
 
 
+    def _told(self, result: dict, refused: bool) -> tuple[object, float | None]:
+        """The values told for a finished trial, and its budget excess (None without a budget). A
+        trial over the budget is told its score without the budget (not ``-inf``), and a config
+        refused before training the worst accuracy (0) at its cost; the excess marks both infeasible."""
+        obj = self.objective
+        if obj.max_cost is None:
+            vals = self.values(result)
+            return (vals if obj.multi else vals[0]), None
+        cost = float(result[obj.cost])
+        acc = 0.0 if refused else float(result[obj.acc])
+        told = (acc, cost) if obj.multi else score(acc, cost, replace(obj, max_cost=None))
+        return told, budget_violation(cost, obj)
+
+    def get_state(self) -> dict:
+        """The state, pickled here: Optuna 5's NSGA-II sampler holds a thread lock, which cannot be
+        pickled; it is left out and a new one made on restore."""
+        sampler = self.study.sampler
+        locks = [k for k, v in vars(sampler).items() if isinstance(v, _LOCK_TYPE)]
+        held = {k: getattr(sampler, k) for k in locks}
+        for k in locks:
+            setattr(sampler, k, None)
+        try:
+            return {"pickled": pickle.dumps(copy.copy(self.__dict__)), "locks": locks}
+        finally:
+            for k, v in held.items():
+                setattr(sampler, k, v)
+
+    def set_state(self, state: dict) -> None:
+        if "pickled" not in state:
+            return super().set_state(state)
+        restored = pickle.loads(state["pickled"])
+        for k in state["locks"]:
+            setattr(restored["study"].sampler, k, threading.Lock())
+        self.__dict__.update(restored)
+
+    def _random_unseen(self) -> dict | None:
+        taken = set(self.done) | set(self.configs.values())
+        for _ in range(MAX_REJECTIONS):
+            cfg = self.space.sample(self.rng)
+            if config_key(cfg) not in taken:
+                return cfg
+        return None
+
+    def _optuna_params(self, config: dict) -> tuple[dict, dict]:
+        """``config`` in the form ``suggest_param`` asks for it (ordinal values by index), and the
+        distributions; with ``ask_every_param`` an inactive parameter gets its domain's first value."""
+        params, dists = {}, {}
+        for prm in self.space.params:
+            if prm.name not in config and not self.ask_every_param:
+                continue
+            d = prm.domain
+            value = config.get(prm.name, d.values[0] if isinstance(d, (Choice, Ordinal)) else d.low)
+            dists[prm.name] = optuna_distribution(d, ordinal_as_index=True)
+            params[prm.name] = d.index(value) if isinstance(d, Ordinal) else value
+        return params, dists
+
     def _as_trial(self, config: dict, result: dict) -> optuna.trial.FrozenTrial:
         """``config`` as a finished trial of this study, in the form ``suggest_param`` asks for it."""
-        params, dists = {}, {}
-        for name, value in config.items():
-            prm = self.space.param(name)
-            if prm is None:
-                continue
-            dists[name] = optuna_distribution(prm.domain, ordinal_as_index=True)
-            params[name] = prm.domain.index(value) if isinstance(prm.domain, Ordinal) else value
+        params, dists = self._optuna_params(config)
         complete = result["status"] == "complete"
-        vals = self.values(result) if complete else None
+        told, excess = self._told(result, False) if complete else (None, None)
         return optuna.trial.create_trial(
             state=TrialState.COMPLETE if complete else TrialState.PRUNED, params=params, distributions=dists,
-            values=list(vals) if vals is not None else None)
+            values=None if told is None else list(told) if self.objective.multi else [told],
+            user_attrs={} if excess is None else {CONSTRAINT_ATTR: excess},
+            system_attrs={f"constraints:{CONSTRAINT_NAME}": excess} if excess is not None and TRIAL_CONSTRAINTS else None)
 
 
 class TPEStrategy(OptunaStrategy):
@@ -181,3 +284,25 @@ class NSGA2Strategy(OptunaStrategy):
         if isinstance(cfg, dict):
             self.asked_in_generation += 1
         return cfg
+
+
+class GPStrategy(OptunaStrategy):
+    """Optuna's ``GPSampler``: a Gaussian process with (log) expected improvement, expected
+    hypervolume improvement when multi-objective, constraints for a cost budget, and running trials
+    taken into account. A GP models one fixed-shape space, so every parameter is asked on every trial
+    (an inactive one's value is not used) instead of only the active ones."""
+
+    sampler_kind = "gp"
+    ask_every_param = True
+
+    def suggest(self, trial_id):
+        # the GP's tensors are tiny: one torch thread is several times faster than many (and does not
+        # fight the trials for the cores); the caller's setting is restored
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return super().suggest(trial_id)
+        finally:
+            torch.set_num_threads(threads)

@@ -1,0 +1,21 @@
+"""Trial records: the front and the best trial keep to the cost budget."""
+
+from __future__ import annotations
+
+from nasq_ray.objective import ObjectiveConfig, score
+from nasq_ray.results.records import TrialRecord, best_record, pareto_records
+
+
+def _record(tid, acc, size_kb, objective):
+    metrics = {"val_acc": acc, "size_kb": size_kb, "epoch": 3, "score": score(acc, size_kb, objective)}
+    return TrialRecord(tid, "complete", {}, metrics)
+
+
+def test_trials_over_the_budget_enter_neither_the_front_nor_the_best():
+    budget = ObjectiveConfig(max_cost=5.0)
+    records = [_record("cheap", 0.80, 2.0, budget), _record("edge", 0.90, 5.0, budget),
+               _record("dear", 0.99, 9.0, budget)]
+    assert [r.trial_id for r in pareto_records(records, budget)] == ["cheap", "edge"]
+    assert best_record(records).trial_id in ("cheap", "edge")
+    assert [r.trial_id for r in pareto_records(records, ObjectiveConfig())] == ["cheap", "edge", "dear"]
+    assert best_record([records[2]]) is None
