@@ -196,9 +196,9 @@ class OptunaStrategy(BaseStrategy):
         told = (acc, cost) if obj.multi else score(acc, cost, replace(obj, max_cost=None))
         return told, budget_violation(cost, obj)
 
+    # Optuna 5's NSGA-II sampler holds a thread lock, which cannot be pickled: Ray pickles the
+    # searcher, and its checkpoints hold the state; the lock is left out and a new one made on load
     def get_state(self) -> dict:
-        """The state, pickled here: Optuna 5's NSGA-II sampler holds a thread lock, which cannot be
-        pickled; it is left out and a new one made on restore."""
         sampler = self.study.sampler
         locks = [k for k, v in vars(sampler).items() if isinstance(v, _LOCK_TYPE)]
         held = {k: getattr(sampler, k) for k in locks}
@@ -217,6 +217,9 @@ class OptunaStrategy(BaseStrategy):
         for k in state["locks"]:
             setattr(restored["study"].sampler, k, threading.Lock())
         self.__dict__.update(restored)
+
+    __getstate__ = get_state
+    __setstate__ = set_state
 
     def _random_unseen(self) -> dict | None:
         taken = set(self.done) | set(self.configs.values())
