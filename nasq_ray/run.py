@@ -16,7 +16,7 @@ EPILOG = """examples:
   python -m nasq_ray.run                                  # default search on digits (~2-3 min)
   python -m nasq_ray.run --space mlp --num-samples 40
   python -m nasq_ray.run --data mnist --data-dir ~/data/mnist --space digits_small --max-train 10000
-  python -m nasq_ray.run --objective multi --searcher nsga2
+  python -m nasq_ray.run --objective multi                # ehvi on (val_acc, size_kb)
   python -m nasq_ray.run --config experiment.yaml --set search.max_epochs=30
 """
 
@@ -37,14 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-dir", metavar="PATH", help="folder (or CSV file) holding the dataset in its standard format")
     a("--label-column", help="label column of a CSV dataset (default: label)")
     a("--max-train", type=int, metavar="N", help="use at most N training samples (stratified)")
-    a("--searcher", help="search strategy by name (default: tpe; random with --scheduler pbt); see --list-strategies")
+    a("--searcher", help="search strategy by name (default: tpe; ehvi with --objective multi; random with "
+                                                "--scheduler pbt); see --list-strategies")
     a("--searcher-arg", action="append", metavar="K=V", help="keyword argument for the searcher (repeatable)")
     a("--scheduler", help="trial scheduler: asha (default), fifo, hyperband, median, pbt, moasha; see --list-strategies")
     a("--scheduler-arg", action="append", metavar="K=V", help="keyword argument for the scheduler (repeatable)")
     a("--num-samples", type=int, metavar="N", help="number of trials (default: 24)")
     a("--max-epochs", type=int, metavar="N", help="epochs per trial; the resource early stopping uses (default: 15)")
     a("--objective", help="score form: mnas (acc*(cost/target)^w, default), linear (acc - penalty*cost/target), "
-                          "acc; or multi: searchers optimize (accuracy, cost) as two objectives")
+                          "acc; or multi: searchers optimize (accuracy, cost) as two objectives (default searcher: ehvi)")
     a("--table", metavar="CSV", help="tabular trials: look each config's metrics up in this CSV (keyed by the "
                                    "space's parameters) instead of training; nb201 uses its table by default")
     a("--table-acc", metavar="COLUMN", help="the table's accuracy column (nb201: cifar10_val_acc)")
@@ -103,8 +104,6 @@ def config_from_args(args: argparse.Namespace):
     if args.objective is not None:
         if args.objective == "multi":
             set_dotted(raw, "objective.multi", True)
-            if args.searcher is None and not raw.get("search", {}).get("searcher"):
-                set_dotted(raw, "search.searcher", "nsga2")
         else:
             set_dotted(raw, "objective.form", args.objective)
     if args.searcher_arg:

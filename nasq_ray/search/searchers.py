@@ -172,8 +172,13 @@ def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: Objecti
     return made
 
 
+DEFAULT_SEARCHER = "tpe"
+DEFAULT_MULTI_OBJECTIVE_SEARCHER = "ehvi"  # chosen on NB201's cifar10 and cifar100 columns (BENCHMARKS.md)
+
+
 def resolve_searcher(cfg: ExperimentConfig) -> str:
-    """The searcher to use: the one asked for, else ``tpe`` (``random`` under PBT)."""
+    """The searcher to use: the one asked for, else ``tpe`` (``ehvi`` for a multi-objective run;
+    ``random`` under PBT)."""
     s = cfg.search
     if s.scheduler == "pbt":
         if s.searcher not in (None, "random"):
@@ -181,7 +186,7 @@ def resolve_searcher(cfg: ExperimentConfig) -> str:
                               "search algorithm with PBT (PBT starts from random configs, then copies and perturbs "
                               "the best); use --searcher random, or another scheduler with this searcher")
         return "random"
-    return s.searcher or "tpe"
+    return s.searcher or (DEFAULT_MULTI_OBJECTIVE_SEARCHER if cfg.objective.multi else DEFAULT_SEARCHER)
 
 
 def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:

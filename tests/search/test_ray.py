@@ -173,13 +173,14 @@ def _cli(capsys, tmp_path, name, *argv):
 # per pair, not per name: the pairs cover both lists; PBT only takes the random searcher).
 DEFAULT_PAIRS = [("anneal", "fifo"), ("dnas", "fifo"), ("evolution", "hyperband"), ("greedy", "median"),
                  ("grid", "asha"), ("nsga2", "moasha"), ("random", "pbt"), ("tpe", "asha")]
-NB201_PAIRS = [("anneal", "asha"), ("evolution", "fifo"), ("greedy", "hyperband"), ("gp", "fifo"), ("grid", "median"),
+NB201_PAIRS = [("anneal", "asha"), ("ehvi", "asha"), ("evolution", "fifo"), ("greedy", "hyperband"), ("gp", "fifo"), ("grid", "median"),
                ("nsga2", "moasha"), ("random", "fifo"), ("tpe", "asha")]
 BUDGET_PAIR = ("gp", "asha")  # the default space's gp run is the cost-budget run below
+MULTI_DEFAULT = ("ehvi", "asha")  # and its ehvi run the multi-objective run with no searcher named
 
 
 def test_the_pairs_cover_every_searcher_and_scheduler():
-    assert {s for s, _ in DEFAULT_PAIRS + [BUDGET_PAIR]} == set(SEARCHERS)
+    assert {s for s, _ in DEFAULT_PAIRS + [BUDGET_PAIR, MULTI_DEFAULT]} == set(SEARCHERS)
     assert {c for _, c in DEFAULT_PAIRS} == set(SCHEDULERS)
     assert {s for s, _ in NB201_PAIRS} == set(SEARCHERS) - {"dnas"}
     assert {c for _, c in NB201_PAIRS} == set(SCHEDULERS) - {"pbt"}
@@ -222,6 +223,17 @@ def test_a_cost_budget_is_held_before_training(ray_cluster, tmp_path, capsys):
                         "--max-cost", "4e7", "--num-samples", "12", "--quiet")
     assert rc == 0, err
     assert all(float(r["macs"]) <= 4e7 for r in _rows(tmp_path / "nb" / "trials.csv"))
+
+
+def test_a_multi_objective_run_with_no_searcher_named_runs_ehvi(ray_cluster, tmp_path, capsys):
+    from nasq_ray.search.searchers import resolve_searcher
+
+    assert resolve_searcher(from_dict({"objective": {"multi": True}})) == MULTI_DEFAULT[0]
+    rc, out, err = _cli(capsys, tmp_path, "multi", "--objective", "multi", "--max-train", "120", "--max-epochs", "2",
+                        "--num-samples", "3", "--quiet")
+    assert rc == 0, err
+    rows = _rows(tmp_path / "multi" / "trials.csv")
+    assert len(rows) == 3 and any(r["status"] == "complete" for r in rows) and "Pareto front" in out
 
 
 def test_a_cost_budget_refuses_pbt(tmp_path, capsys):

@@ -123,19 +123,51 @@ def test_optuna_strategies_leave_a_sampler_stuck_on_finished_configs():
         assert len(s.study.get_trials(deepcopy=False)) < 20, name
 
 
+def test_ehvi_matches_a_brute_force_expected_hypervolume_improvement():
+    from nasq_ray.search.strategies._ehvi import ehvi_2d
+
+    rng = np.random.default_rng(0)
+    front, ref = np.array([[0.9, -5.0], [0.8, -3.0], [0.6, -1.0]]), np.array([0.0, -10.0])
+    mu, sd, cost = np.array([0.85, 0.7, 0.95]), np.array([0.05, 0.2, 0.01]), np.array([-4.0, -0.5, -8.0])
+    exact = ehvi_2d(front, ref, mu, sd, cost)
+    base = hypervolume(front, ref, ("max", "max"))
+    for k in range(3):
+        draws = rng.normal(mu[k], sd[k], 20000)
+        mc = np.mean([hypervolume(np.vstack([front, [a, cost[k]]]), ref, ("max", "max")) - base for a in draws[:4000]])
+        assert exact[k] == pytest.approx(mc, rel=0.05, abs=1e-4), k
+    assert ehvi_2d(front, ref, [0.5], [1e-9], [-6.0])[0] == pytest.approx(0.0, abs=1e-12)  # dominated for sure
+
+
+def test_ehvi_uses_the_exact_cost_and_keeps_to_the_budget():
+    # the cost model, not a regression, decides the cost of a candidate; none over max_cost is proposed
+    space = SearchSpace(TOY, source="toy")
+    calls = []
+
+    def cost_model(cfg):
+        calls.append(cfg)
+        return toy_metrics(cfg)[1]
+
+    obj = ObjectiveConfig(form="acc", cost="cost", multi=True, max_cost=7.0)
+    s = make_searcher("ehvi", space, obj, seed=0, budget=30, cost_model=cost_model)
+    found = run_in_process(s, lambda cfg: {"val_acc": toy_metrics(cfg)[0], "cost": toy_metrics(cfg)[1],
+                                           "score": 0.0, "epoch": 1, "status": "complete"}, 30)
+    assert calls and all(r["cost"] <= 7.0 for _, r in found)
+    assert "cost_model" not in s.get_state()
+
+
 def test_model_guided_strategies_beat_random_on_average():
     def hv(name):
         return np.mean([hypervolume(_run(name, True, 30, s), (-6.0, 20.0), ("max", "min")) for s in range(8)])
 
     base = hv("random")
-    for name in ("greedy", "tpe"):
+    for name in ("greedy", "tpe", "ehvi"):
         assert hv(name) > base, name
 
 
 # ------------------------------------------------------------------------------ strategy specifics
 
 def test_no_strategy_of_ours_suggests_a_config_twice():
-    for name in ("random", "grid", "evolution", "greedy", "anneal", "tpe", "nsga2"):
+    for name in ("random", "grid", "evolution", "greedy", "anneal", "tpe", "nsga2", "ehvi"):
         space = SearchSpace(TOY, source="toy")
         s = make_searcher(name, space, ObjectiveConfig(form="acc", cost="cost", multi=True), seed=1, budget=60)
         seen = set()

@@ -12,6 +12,7 @@ from ...errors import unknown_name
 from ...plugins import call_factory, installed
 from ._base import FINISHED, BaseStrategy
 from ._dnas import DNASStrategy
+from ._ehvi import EHVIStrategy
 from ._evolution import EvolutionStrategy
 from ._grid import GridStrategy
 from ._local import AnnealStrategy, GreedyStrategy
@@ -42,6 +43,7 @@ register_searcher("gp", GPStrategy)
 register_searcher("grid", GridStrategy)
 register_searcher("evolution", EvolutionStrategy)
 register_searcher("greedy", GreedyStrategy)
+register_searcher("ehvi", EHVIStrategy)
 register_searcher("anneal", AnnealStrategy)
 register_searcher("dnas", DNASStrategy)
 
