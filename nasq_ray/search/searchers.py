@@ -52,18 +52,41 @@ class StrategySearcher(Searcher):
         self.configs = state["configs"]
 
 
-class WarmStartSearcher(Searcher):
+class WrappingSearcher(Searcher):
+    """A searcher around ``inner``: search properties pass through; ``save``/``restore`` keep the
+    inner searcher's state beside the attributes named in ``STATE``."""
+
+    STATE: tuple[str, ...] = ()
+
+    def __init__(self, inner: Searcher):
+        super().__init__(metric=inner.metric, mode=inner.mode)
+        self.inner = inner
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, config, **spec)
+
+    def save(self, checkpoint_path: str) -> None:
+        self.inner.save(checkpoint_path + ".inner")
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({k: getattr(self, k) for k in self.STATE}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.inner.restore(checkpoint_path + ".inner")
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class WarmStartSearcher(WrappingSearcher):
     """Proposes ``points`` (whole configs) first, then the wrapped searcher's suggestions; the
     wrapped searcher learns the points' results as if it had suggested them (a nasq-ray strategy
     through ``on_trial_complete``, a Ray searcher through ``add_evaluated_point`` where it has one)."""
 
-    def __init__(self, inner: Searcher, points: list[dict], max_epochs: int):
-        super().__init__(metric=inner.metric, mode=inner.mode)
-        self.inner, self.points, self.max_epochs = inner, [dict(p) for p in points], max_epochs
-        self.given: dict[str, dict] = {}
+    STATE = ("points", "given")
 
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return self.inner.set_search_properties(metric, mode, config, **spec)
+    def __init__(self, inner: Searcher, points: list[dict], max_epochs: int):
+        super().__init__(inner)
+        self.points, self.max_epochs = [dict(p) for p in points], max_epochs
+        self.given: dict[str, dict] = {}
 
     def suggest(self, trial_id: str):
         if self.points:
@@ -88,32 +111,20 @@ class WarmStartSearcher(Searcher):
             except NotImplementedError:
                 pass  # this Ray searcher cannot learn from configs it did not suggest
 
-    def save(self, checkpoint_path: str) -> None:
-        self.inner.save(checkpoint_path + ".inner")
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({"points": self.points, "given": self.given}, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path + ".inner")
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self.points, self.given = state["points"], state["given"]
-
-
-class BudgetSearcher(Searcher):
+class BudgetSearcher(WrappingSearcher):
     """Holds ``objective.max_cost`` before training: a suggestion whose exact cost (``cost_model``)
     is over the budget is not run; the wrapped searcher is told it failed, with its cost and its
     excess over the budget (Optuna strategies learn it as infeasible), and asked again under a new
     id. The id Ray gave is mapped to the id of the suggestion that was kept."""
 
+    STATE = ("alias", "refused")
+
     def __init__(self, inner: Searcher, cost_model, objective: ObjectiveConfig):
-        super().__init__(metric=inner.metric, mode=inner.mode)
-        self.inner, self.cost_model, self.objective = inner, cost_model, objective
+        super().__init__(inner)
+        self.cost_model, self.objective = cost_model, objective
         self.alias: dict[str, str] = {}  # Ray's trial id -> the inner searcher's id of the kept suggestion
         self.refused = 0
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        return self.inner.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str):
         for k in range(MAX_REJECTIONS):
@@ -138,17 +149,6 @@ class BudgetSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self.inner.on_trial_complete(self.alias.pop(trial_id, trial_id), result, error)
-
-    def save(self, checkpoint_path: str) -> None:
-        self.inner.save(checkpoint_path + ".inner")
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump({"alias": self.alias, "refused": self.refused}, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path + ".inner")
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        self.alias, self.refused = state["alias"], state["refused"]
 
 
 def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig,

@@ -234,8 +234,12 @@ def test_a_trial_that_kills_its_process_is_retried_from_its_checkpoint(tmp_path,
     assert len(rows) == 2 and all(r["status"] == "complete" and r["epochs"] == "3" for r in rows)
     assert len(list(marks.iterdir())) == 2  # both really crashed once
     for trial in (tmp_path / "crash").glob("trial_*"):
-        epochs = [json.loads(x)["epoch"] for x in (trial / "result.json").read_text().splitlines() if x.strip()]
-        assert epochs[:2] == [1, 2] and epochs[-1] == 3 and 1 not in epochs[2:]  # resumed, not restarted
+        lines = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x.strip()]
+        # resumed, not restarted: the retried worker's first report is epoch 3. (Ray's JSON logger copies
+        # result.json back from storage when the trial restarts; under load that copy can predate epochs
+        # 1-2, so they are not always in the file: the last line says what the retry did.)
+        assert lines[-1]["epoch"] == 3 and lines[-1]["iterations_since_restore"] == 1, lines
+        assert [r["epoch"] for r in lines] in ([1, 2, 3], [3]), lines
 
 
 def test_a_trial_that_always_crashes_is_recorded_and_the_search_goes_on(tmp_path, tiny_space):
