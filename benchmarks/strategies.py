@@ -42,6 +42,7 @@ import optuna
 from nasq_ray.objective import ObjectiveConfig, hypervolume, pareto_mask
 from nasq_ray.space import load_space
 from nasq_ray.search.strategies import SEARCHERS, get_searcher, make_searcher
+from nasq_ray.search.strategies._optuna import one_torch_thread
 from nasq_ray.testing import run_in_process
 from nasq_ray.trials.table import Table, TableCost
 
@@ -89,22 +90,9 @@ def run_optuna(kind, space, table, budget, seed):
         found.append((row[table.acc], row[table.cost]))
         return row[table.acc], row[table.cost]
 
-    with _one_torch_thread():  # the GP's tensors are tiny: one thread is fastest
+    with one_torch_thread():  # as nasq-ray's gp runs its GP
         study.optimize(objective, n_trials=budget)
     return found
-
-
-class _one_torch_thread:  # noqa: N801
-    def __enter__(self):
-        import torch
-
-        self.threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.threads)
 
 
 def budget_free(name: str) -> bool:

@@ -78,7 +78,7 @@ def pareto_records(records: list[TrialRecord], objective: ObjectiveConfig) -> li
     at lower fidelity, and its accuracy is not comparable.
     """
     pool = [r for r in records if r.usable and r.status == "complete"
-            and (not _finite(r.metrics.get(objective.cost)) or within_budget(r.metrics[objective.cost], objective))]
+            and within_budget(r.metrics.get(objective.cost, math.nan), objective)]
     front = pareto_front([(r.metrics.get(objective.acc), r.metrics.get(objective.cost)) for r in pool])
     return [pool[i] for i in front]
 

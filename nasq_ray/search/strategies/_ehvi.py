@@ -128,7 +128,6 @@ class EHVIStrategy(HistoryStrategy):
         self.n_initial, self.n_random, self.ref_margin = n_initial, n_random, ref_margin
         self.clip_q, self.refit_every, self.exact_top = clip_q, refit_every, exact_top
         self.multi = len(objective.metrics) == 2
-        self.cost_sign = -1.0  # costs are minimized: oriented values are -cost
         self.encode = Encoder(space)
         self.gp = HammingGP()
         self.pending: dict[tuple, dict] = {}  # suggested, not finished yet
@@ -165,13 +164,14 @@ class EHVIStrategy(HistoryStrategy):
         return ridge_predict(X, Y, self.encode.matrix(cfgs), lam=1e-3)[:, 0]
 
     def _oriented_costs(self, cfgs: list[dict], exact: bool) -> np.ndarray:
-        """-cost of each config: exact where asked for (``exact``) and known, else predicted."""
-        out = self._predicted(cfgs) if self.history else np.zeros(len(cfgs))
+        """-cost of each config (costs are minimized; oriented values are larger-is-better): exact
+        where asked for (``exact``) and known, else predicted."""
+        out = self._predicted(cfgs)
         if self.cost_model is not None and exact:
             for k, c in enumerate(cfgs):
                 v = self._exact(c)
                 if v is not None:
-                    out[k] = self.cost_sign * v
+                    out[k] = -v
         return out
 
     def _over_budget(self, cfg: dict) -> bool:

@@ -17,6 +17,7 @@ excess, never as a plain failure (which the samplers ignore, and would propose a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import pickle
@@ -289,6 +290,20 @@ class NSGA2Strategy(OptunaStrategy):
         return cfg
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run a GP fit on one torch thread: its tensors are tiny, and one thread is several times faster
+    than many (and does not fight the trials for the cores); the caller's setting is restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class GPStrategy(OptunaStrategy):
     """Optuna's ``GPSampler``: a Gaussian process with (log) expected improvement, expected
     hypervolume improvement when multi-objective, constraints for a cost budget, and running trials
@@ -299,13 +314,5 @@ class GPStrategy(OptunaStrategy):
     ask_every_param = True
 
     def suggest(self, trial_id):
-        # the GP's tensors are tiny: one torch thread is several times faster than many (and does not
-        # fight the trials for the cores); the caller's setting is restored
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             return super().suggest(trial_id)
-        finally:
-            torch.set_num_threads(threads)
