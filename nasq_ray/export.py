@@ -3,7 +3,10 @@ models as real integers, checked against the fake-quant models the search scored
 
 Writes, per model, ``OUT/NAME/export/<trial>.onnx`` (with ``--format onnx``, the default): an ONNX
 model with QuantizeLinear/DequantizeLinear and integer weights (see ``nasq_ray.deploy.onnx``), run with
-onnxruntime on the test split, its accuracy printed beside the fake-quant model's; and
+onnxruntime on the test split, its accuracy printed beside the fake-quant model's, with how many of its
+Conv/Gemm layers onnxruntime runs on integer kernels (QLinearConv) and why each other one stays float;
+``OUT/NAME/export/<trial>.float.onnx``: the same network in float (its float weights, no quantizers),
+what ``--benchmark`` times the export against; and
 ``OUT/NAME/export/<trial>.nqw``: a bit-packed weights file that holds exactly
 ``w_bits`` bits per weight, plus what the cost model's ``size_bits`` counts beside them (32 bits
 each): per-channel weight scales, biases, the following BatchNorm in its inference form (scale and
@@ -21,7 +24,21 @@ from __future__ import annotations
 import argparse
 import sys
 from .errors import NasqError
-from .deploy.export_run import ONNX_TOLERANCE_PP, acc_gap_pp, export_run
+from .deploy.export_run import BENCHMARK_BATCHES, ONNX_TOLERANCE_PP, acc_gap_pp, export_run
+from .deploy.runtime import kernel_summary
+
+
+def latency_table(rows: list[dict]) -> str:
+    """onnxruntime latency per model: float ONNX against the export, per batch size."""
+    head = f"{'trial':<10} " + " ".join(f"{'float ms b' + str(b):>13} {'export ms':>10} {'ratio':>6}"
+                                         for b in BENCHMARK_BATCHES)
+    lines = ["onnxruntime latency, 1 thread, median of 20 timings:", head]
+    for r in rows:
+        lat = r["latency_ms"]
+        lines.append(f"{r['trial_id']:<10} " + " ".join(
+            f"{lat['float', b]:>13.3f} {lat['export', b]:>10.3f} {lat['export', b] / lat['float', b]:>6.2f}"
+            for b in BENCHMARK_BATCHES))
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,12 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=["onnx", "packed"], default="onnx",
                     help="onnx: ONNX Q/DQ model checked in onnxruntime, and the packed weights file (default); "
                          "packed: the packed weights file only")
+    ap.add_argument("--benchmark", action="store_true",
+                    help="also time each model in onnxruntime (1 thread, batch 1 and 64, median of repeats): "
+                         "the export against the float ONNX model of the same network")
     args = ap.parse_args(argv)
+    if args.benchmark and args.format != "onnx":
+        print("error: --benchmark: needs --format onnx (it times ONNX models)", file=sys.stderr)
+        return 2
     if not args.tolerance_pp >= 0:
         print(f"error: --tolerance-pp: {args.tolerance_pp} is not allowed; allowed: a number >= 0", file=sys.stderr)
         return 2
     try:
-        rows = export_run(args.result_dir, args.trial, args.pareto, args.format)
+        rows = export_run(args.result_dir, args.trial, args.pareto, args.format, args.benchmark)
     except NasqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -62,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     if onnx:
         print(f"test split: {rows[0]['test_n'] if rows else 0} samples; changed = test predictions that differ "
               "between onnxruntime and fake-quant")
+        for r in rows:
+            print(f"{r['trial_id']}: {kernel_summary(r['kernels'])}")
+        if args.benchmark:
+            print(latency_table(rows))
         off = [r["trial_id"] for r in rows if abs(acc_gap_pp(r)) > args.tolerance_pp]
         if off:
             print(f"onnxruntime accuracy differs from fake-quant by more than {args.tolerance_pp} pp for: "

@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
-SHIPPED_SPACES = ("digits_small", "cifar_cnn", "mlp")
+SHIPPED_SPACES = ("digits_small", "cifar_cnn", "fashion_cnn", "mlp")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -33,12 +33,14 @@ def _typed(space, row: dict) -> dict:
     return config
 
 
+BENCHMARK_BATCHES = (1, 64)
 ONNX_TOLERANCE_PP = 0.5  # onnxruntime's test accuracy may differ from fake-quant's by this much
 
 
 def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = False,
-               fmt: str = "onnx") -> list[dict]:
-    """Export the chosen models of a finished run; return one summary dict per model."""
+               fmt: str = "onnx", benchmark: bool = False) -> list[dict]:
+    """Export the chosen models of a finished run; return one summary dict per model. ``benchmark``:
+    also onnxruntime latency (1 thread, batch 1 and 64) of the export and of the float model."""
     from ..config import saved_config
     from ..trials import prepare
     from ..trials.training import accuracy_f1, predict
@@ -58,6 +60,8 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     elif not pareto:
         best = json.loads((folder / "best.json").read_text())["trial_id"] if (folder / "best.json").is_file() else None
         rows = [r for r in rows if r["trial_id"] == best]
+    if not rows:
+        raise ConfigError(f"export: '{folder}' has no finished trial to export (no best trial, empty front)")
     out_dir = folder / "export"
     out_dir.mkdir(exist_ok=True)
     summaries = []
@@ -80,11 +84,22 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         summary = {"trial_id": row["trial_id"], "path": str(path), "body_bits": len(body) * 8,
                    "size_bits": expected, "header_bytes": len(data) - len(body), "exact": exact}
         if fmt == "onnx":
-            from .onnx import run_onnx, to_onnx
+            import copy
+
+            from ..quant import dequantize_
+            from .onnx import integer_plan, run_onnx, to_onnx
+            from .runtime import latency_ms, layer_kernels
 
             proto = to_onnx(model, space.input_shape)
             onnx_path = out_dir / f"{row['trial_id']}.onnx"
             onnx_path.write_bytes(proto.SerializeToString())
+            float_path = out_dir / f"{row['trial_id']}.float.onnx"  # the same network in float, for comparison
+            float_path.write_bytes(to_onnx(dequantize_(copy.deepcopy(model)), space.input_shape).SerializeToString())
+            summary["kernels"] = layer_kernels(proto, integer_plan(model))
+            if benchmark:
+                summary["latency_ms"] = {
+                    (which, batch): latency_ms(path.read_bytes(), space.input_shape, batch)
+                    for which, path in (("float", float_path), ("export", onnx_path)) for batch in BENCHMARK_BATCHES}
             with torch.no_grad():
                 fq_pred = predict(model, x_test)
             ort_pred = torch.from_numpy(run_onnx(proto, test.x).argmax(axis=1))

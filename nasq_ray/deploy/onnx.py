@@ -73,6 +73,19 @@ class _Graph:
 
         self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes, self.inits, self._n = [], [], 0
+        self.quantized_by: dict[str, nn.Module] = {}  # tensor -> the activation quantizer that wrote it
+        self.integers: dict[str, tuple[str, str, str]] = {}  # DequantizeLinear output -> its (integers, scale, zp)
+        self.dequantized: dict[tuple, str] = {}  # (tensor, quantizer grid) -> its Q -> DQ output
+
+    def prune(self, outputs: list[str]) -> None:
+        """Drop the nodes nothing uses (DequantizeLinears bypassed by an integer-side reshape)."""
+        used, kept = set(outputs), []
+        for node in reversed(self.nodes):
+            if any(o in used for o in node.output):
+                kept.append(node)
+                used.update(node.input)
+        self.nodes = kept[::-1]
+        self.inits = [i for i in self.inits if i.name in used]
 
     def name(self, hint: str) -> str:
         self._n += 1
@@ -98,7 +111,7 @@ def _bn_fold(bn: nn.Module, out_ch: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _act_quant(g: _Graph, x: str, q: nn.Module, where: str, rank: int) -> str:
     """The activation quantizer ``q`` applied to tensor ``x`` (of ``rank`` dimensions)."""
-    if is_float(q.bits):
+    if is_float(q.bits) or _same_grid(g.quantized_by.get(x), q):  # the layer before already requantized x so
         return x
     if getattr(q, "dynamic", False):
         return _dynamic_quant(g, x, q, rank)
@@ -107,11 +120,28 @@ def _act_quant(g: _Graph, x: str, q: nn.Module, where: str, rank: int) -> str:
     scale, zero_point = (float(v) for v in q.qparams())
     qmin, qmax = (int(v) for v in q.grid())
     dtype, lo, hi = _act_dtype(qmin, qmax)
+    key = (x, np.float32(scale).item(), int(zero_point), np.dtype(dtype).name, qmin, qmax)
+    if key in g.dequantized:  # one tensor quantized alike for several consumers: one Q (onnxruntime fuses
+        return g.dequantized[key]  # an op into a QLinear one only when a single Q reads its output)
     if (qmin, qmax) != (lo, hi):  # a grid narrower than the storage type: clip to its real range
         x = g.op("Clip", [x, g.const(np.float32((qmin - zero_point) * scale), "lo"),
                           g.const(np.float32((qmax - zero_point) * scale), "hi")])
     s, z = g.const(np.float32(scale), "a_scale"), g.const(int(zero_point), "a_zp", dtype)
-    return g.op("DequantizeLinear", [g.op("QuantizeLinear", [x, s, z], "q"), s, z], "dq")
+    q_out = g.op("QuantizeLinear", [x, s, z], "q")
+    dq = g.op("DequantizeLinear", [q_out, s, z], "dq")
+    g.integers[dq] = (q_out, s, z)
+    g.dequantized[key] = dq
+    return dq
+
+
+def _integer_reshape(g: _Graph, x: str, shape: list[int]) -> str:
+    """``x`` (a DequantizeLinear output) reshaped on the integer side (Q -> Reshape -> DQ), where the
+    QDQ fusions expect it."""
+    q_out, s, z = g.integers[x]
+    reshaped = g.op("Reshape", [q_out, g.const(np.array(shape, np.int64), "shape", np.int64)])
+    dq = g.op("DequantizeLinear", [reshaped, s, z], "dq")
+    g.integers[dq] = (reshaped, s, z)
+    return dq
 
 
 def _dynamic_quant(g: _Graph, x: str, q: ActFakeQuant, rank: int) -> str:
@@ -138,8 +168,10 @@ def _dynamic_quant(g: _Graph, x: str, q: ActFakeQuant, rank: int) -> str:
     return g.op("Mul", [clamped, scale], "dyn_q")
 
 
-def _layer(g: _Graph, x: str, mod: nn.Module, name: str, bn: nn.Module | None) -> str:
-    """A Conv2d/Linear (fake-quant or float), its input quantizer and an optional folded BatchNorm."""
+def _layer(g: _Graph, x: str, mod: nn.Module, name: str, bn: nn.Module | None, integer: bool = False) -> str:
+    """A Conv2d/Linear (fake-quant or float), its input quantizer and an optional folded BatchNorm.
+    ``integer``: written for onnxruntime's integer kernels (weights in INT8, the bias an INT32 input
+    at input scale x weight scale; the caller requantizes the output)."""
     if isinstance(mod, (QuantConv2d, QuantLinear)):
         x = _act_quant(g, x, mod.act_quant, name, 4 if isinstance(mod, nn.Conv2d) else 2)
     out_ch = mod.weight.shape[0]
@@ -152,30 +184,163 @@ def _layer(g: _Graph, x: str, mod: nn.Module, name: str, bn: nn.Module | None) -
         scale = scale.detach().double().reshape(-1).numpy()
         if bn is not None or scale.size > 1:
             scale = np.broadcast_to(scale, (out_ch,)) * mult
+        q = q.reshape(*q.shape, 1, 1) if integer and isinstance(mod, nn.Linear) else q
         w_int = g.const(q.numpy().astype(np.int64), f"{name}.weight_int", _weight_dtype(w_bits))
         attrs = {"axis": 0} if scale.size > 1 else {}
-        weight = g.op("DequantizeLinear", [w_int, g.const(scale.astype(np.float32).reshape(-1) if scale.size > 1
-                                                           else np.float32(scale.item()), f"{name}.w_scale")],
-                      f"{name}.weight", **attrs)
+        w_scale = scale.astype(np.float32).reshape(-1) if scale.size > 1 else np.float32(scale.item())
+        weight = g.op("DequantizeLinear", [w_int, g.const(w_scale, f"{name}.w_scale")], f"{name}.weight", **attrs)
     else:
         w = mod.weight.detach().double().numpy()
         w = w * mult.reshape((-1,) + (1,) * (w.ndim - 1))
         weight = g.const(w.astype(np.float32), f"{name}.weight")
+    inputs = [x, weight]
+    if integer:  # the bias as onnxruntime's integer kernels take it: INT32 at input scale x weight scale
+        b_scale = np.float32(mod.act_quant.qparams()[0]) * np.atleast_1d(w_scale).astype(np.float32)
+        b_int = np.round(bias.astype(np.float64) / b_scale.astype(np.float64))
+        if np.abs(b_int).max(initial=0) < 2**31 - 1:
+            b_scale = np.broadcast_to(b_scale, (out_ch,)).astype(np.float32)
+            inputs.append(g.op("DequantizeLinear", [g.const(b_int, f"{name}.bias_int", np.int32),
+                                                    g.const(b_scale, f"{name}.b_scale")], f"{name}.bias", axis=0))
+        else:
+            integer = False  # a bias beyond INT32 at this scale stays a float Add
     if isinstance(mod, nn.Conv2d):
         if mod.padding_mode != "zeros" or isinstance(mod.padding, str):
             raise ExportError(f"{name}: padding {mod.padding!r} / {mod.padding_mode} is not supported; allowed: "
                               "numeric zero padding")
         ph, pw = mod.padding
-        y = g.op("Conv", [x, weight], name, kernel_shape=list(mod.kernel_size), strides=list(mod.stride),
+        y = g.op("Conv", inputs, name, kernel_shape=list(mod.kernel_size), strides=list(mod.stride),
                  pads=[ph, pw, ph, pw], dilations=list(mod.dilation), group=mod.groups)
         bias = bias.reshape(1, out_ch, 1, 1)
+    elif integer:  # as a 1x1 Conv on (N, C, 1, 1): onnxruntime 1.32 fuses QDQ Conv, not QDQ Gemm (nor MatMul + bias)
+        inputs[0] = _integer_reshape(g, x, [0, -1, 1, 1])
+        y = g.op("Conv", inputs, name, kernel_shape=[1, 1])  # its output is flattened back once requantized
     else:
-        y = g.op("Gemm", [x, weight], name, transB=1)
-    if mod.bias is None and bn is None:
+        y = g.op("Gemm", inputs, name, transB=1, alpha=1.0, beta=1.0)
+    if integer or (mod.bias is None and bn is None):
         return y
     # A separate Add keeps the bias in float32, as fake-quant computes it and the cost model counts
     # it; as the Conv's third input onnxruntime would round it to int32 at input scale x weight scale.
     return g.op("Add", [y, g.const(bias, f"{name}.bias")], f"{name}.add_bias")
+
+
+_RELUS = (("call_function", torch.relu), ("call_function", F.relu), ("call_method", "relu"))
+
+
+def _is_relu(node: fx.Node, modules: dict) -> bool:
+    return (node.op, node.target) in _RELUS or isinstance(modules.get(node.target) if node.op == "call_module"
+                                                         else None, nn.ReLU)
+
+
+def _is_flatten(node: fx.Node) -> bool:
+    return (node.op, node.target) in (("call_method", "flatten"), ("call_function", torch.flatten))
+
+
+def _describe(node: fx.Node, modules: dict) -> str:
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    if node.op == "output":
+        return "the model's output"
+    return getattr(node.target, "__name__", str(node.target))
+
+
+def _integer_plan(graph: fx.Graph, modules: dict, folded: dict) -> tuple[dict, dict[str, str]]:
+    """Which layers can run on onnxruntime's integer kernels (x86: UINT8 activations, INT8 weights,
+    the output requantized at once) and, for the others, why not.
+
+    A layer qualifies when it is 8/8 (its input quantizer static with an unsigned 8-bit grid, its
+    weights 8 bits: at narrower widths the INT32 bias, rounded at input scale x weight scale, would
+    move outputs by whole steps), and its output reaches, through its folded BatchNorm, a ReLU and max
+    pooling only (each used once: quantization commutes with them exactly), the input quantizer of
+    the next layer (or the logit quantizer), static, exactly 8 bits unsigned. The output is then
+    requantized right after the layer (after its ReLU) with that quantizer: the same integers the
+    fake-quant model computes, so onnxruntime fuses DequantizeLinear -> Conv/Gemm -> QuantizeLinear.
+
+    Returns ``(requantize, reasons)``: fx node -> the quantizer to apply after it; layer name -> why
+    it stays a float kernel ("" for the ones that qualify)."""
+    requantize, reasons = {}, {}
+    for node in graph.nodes:
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+            continue
+        reasons[str(node.target)] = why = _why_float(node, mod, modules, folded)
+        if not why:
+            after, q = _requant_point(node, modules, folded)
+            requantize[after] = (q, isinstance(mod, nn.Linear))
+    return requantize, reasons
+
+
+def _unsigned_8bit_static(q: nn.Module | None, exact_8: bool) -> str:
+    """'' when ``q`` quantizes statically to an unsigned grid (exactly 8 bits if ``exact_8``)."""
+    if q is None or is_float(q.bits):
+        return "float"
+    if getattr(q, "dynamic", False):
+        return "dynamic range"
+    if not bool(getattr(q, "initialized", True)):
+        return "range never observed"
+    qmin, qmax = (int(v) for v in q.grid())
+    if qmin < 0:
+        return "signed (INT8; onnxruntime fuses signed activations on ARM only)"
+    if qmax > 255 or (exact_8 and qmax != 255):
+        return f"{q.bits} bits"
+    return ""
+
+
+def _same_grid(a: nn.Module | None, b: nn.Module) -> bool:
+    """Whether static quantizers ``a`` and ``b`` give the same integers (the quantizers of two
+    consumers of one tensor observe the same values, so their ranges agree)."""
+    if a is b:
+        return True
+    if a is None or getattr(a, "dynamic", False) or getattr(b, "dynamic", False) or a.bits != b.bits:
+        return False
+    return a.qparams() == b.qparams() and a.grid() == b.grid()
+
+
+def _consumer_quant(user: fx.Node, modules: dict) -> nn.Module | None:
+    mod = modules.get(user.target) if user.op == "call_module" else None
+    if isinstance(mod, (QuantConv2d, QuantLinear)):
+        return mod.act_quant
+    return mod if isinstance(mod, _ACT_QUANTS) else None
+
+
+def _requant_point(layer: fx.Node, modules: dict, folded: dict) -> tuple[fx.Node, nn.Module | str]:
+    """Where the layer's output can be requantized (the layer or its ReLU) and with which quantizer;
+    or ``(node, reason)`` when the path to the next quantizer is not one quantization commutes with."""
+    node, after = layer, layer
+    while True:
+        if len(node.users) > 1:  # several consumers: fine when all quantize it to the same integers
+            quants = [_consumer_quant(u, modules) for u in node.users]
+            if all(q is not None and _same_grid(q, quants[0]) for q in quants):
+                return after, quants[0]
+            return after, f"output used by {len(node.users)} nodes"
+        if not node.users:
+            return after, "output unused"
+        user = next(iter(node.users))
+        mod = modules.get(user.target) if user.op == "call_module" else None
+        if mod is not None and folded.get(node) is mod:
+            node = after = user  # its BatchNorm, folded
+        elif _is_relu(user, modules) and after is node:
+            node = after = user
+        elif isinstance(mod, (nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout)) or _is_flatten(user):
+            node = user  # max pooling and reshapes commute with quantization: requantize before them
+        elif _consumer_quant(user, modules) is not None:
+            return after, _consumer_quant(user, modules)
+        else:
+            return after, f"output feeds {_describe(user, modules)}, not a quantizer"
+
+
+def _why_float(node: fx.Node, mod: nn.Module, modules: dict, folded: dict) -> str:
+    if not isinstance(mod, (QuantConv2d, QuantLinear)):
+        return "float layer (32 bits)"
+    why = _unsigned_8bit_static(mod.act_quant, exact_8=True)
+    if why:
+        return f"input {why}"
+    if mod.w_bits != 8:  # narrower weights: the INT32 bias would round at a coarse input x weight scale
+        return f"weights {mod.w_bits} bits"
+    _, q = _requant_point(node, modules, folded)
+    if isinstance(q, str):
+        return q
+    why = _unsigned_8bit_static(q, exact_8=True)
+    return f"output quantizer {why}" if why else ""
 
 
 def _single_user_layer(node: fx.Node, modules: dict) -> bool:
@@ -183,16 +348,41 @@ def _single_user_layer(node: fx.Node, modules: dict) -> bool:
             and len(node.users) == 1)
 
 
-def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET):
-    """An ``onnx.ModelProto`` computing what ``model`` computes in evaluation mode."""
+def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET, integer_kernels: bool = True):
+    """An ``onnx.ModelProto`` computing what ``model`` computes in evaluation mode.
+
+    ``integer_kernels`` (the default): layers that qualify (see ``integer_plan``) are written in the
+    form onnxruntime fuses into integer kernels (QLinearConv, QGemm): INT8 weights, INT32 bias,
+    the output requantized at once; the others as with ``False``: float kernels on the exact
+    integers (a float bias kept in float32). The INT32 bias is the float bias rounded to input scale x
+    weight scale: at most half a step of the accumulator, so an output step may move where the
+    value sat on a rounding boundary."""
     was_training = model.training
     try:
-        return _to_onnx(model.eval(), input_shape, opset)
+        return _to_onnx(model.eval(), input_shape, opset, integer_kernels)
     finally:
         model.train(was_training)
 
 
-def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int):
+def integer_plan(model: nn.Module) -> dict[str, str]:
+    """Layer name -> why it stays a float kernel in the export ("" for the layers written for
+    onnxruntime's integer kernels)."""
+    graph_module = fx.GraphModule(model, _Tracer().trace(model))
+    modules = dict(graph_module.named_modules())
+    return _integer_plan(graph_module.graph, modules, _folded(graph_module.graph, modules))[1]
+
+
+def _folded(graph: fx.Graph, modules: dict) -> dict[fx.Node, nn.Module]:
+    """Layer node -> the BatchNorm folded into it."""
+    folded = {}
+    for node in graph.nodes:
+        mod = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)) and _single_user_layer(node.args[0], modules):
+            folded[node.args[0]] = mod
+    return folded
+
+
+def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int, integer_kernels: bool):
     import onnx
     from onnx import TensorProto, helper
 
@@ -200,11 +390,8 @@ def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int):
     modules = dict(graph_module.named_modules())
     g = _Graph()
     env: dict[fx.Node, str] = {}
-    folded: dict[fx.Node, nn.Module] = {}  # layer node -> the BatchNorm folded into it
-    for node in graph_module.graph.nodes:
-        mod = modules.get(node.target) if node.op == "call_module" else None
-        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)) and _single_user_layer(node.args[0], modules):
-            folded[node.args[0]] = mod
+    folded = _folded(graph_module.graph, modules)
+    requantize, reasons = _integer_plan(graph_module.graph, modules, folded) if integer_kernels else ({}, {})
 
     def arg(a):
         if isinstance(a, fx.Node):
@@ -226,7 +413,7 @@ def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int):
             if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)) and node.args[0] in folded:
                 env[node] = x  # already applied by the layer it follows
             elif isinstance(mod, (nn.Conv2d, nn.Linear)):
-                env[node] = _layer(g, x, mod, where, folded.get(node))
+                env[node] = _layer(g, x, mod, where, folded.get(node), integer=reasons.get(where) == "")
             elif isinstance(mod, nn.BatchNorm2d):
                 env[node] = g.op("BatchNormalization", [x, g.const(mod.weight.detach(), "bn_scale"),
                                                         g.const(mod.bias.detach(), "bn_bias"),
@@ -273,11 +460,18 @@ def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int):
                              keepdims=int(keep))
         else:
             raise ExportError(f"{node.op} '{node.target}' has no ONNX export")
+        if node in requantize:  # an integer layer's output, requantized at once by the next quantizer
+            q, linear = requantize[node]
+            env[node] = _act_quant(g, env[node], q, where, 4)
+            if linear:  # a Linear written as a 1x1 Conv: back to (N, C)
+                env[node] = _integer_reshape(g, env[node], [0, -1])
+            g.quantized_by[env[node]] = q
     example = torch.zeros((1, *input_shape))
     with torch.no_grad():
         n_out = model(example).shape[1]
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])
     g.nodes.append(helper.make_node("Identity", [out_name], ["logits"], name="logits"))
+    g.prune(["logits"])
     out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", n_out])
     proto = helper.make_model(helper.make_graph(g.nodes, "nasq_ray", [inp], [out], g.inits),
                               opset_imports=[helper.make_opsetid("", opset)], producer_name="nasq-ray")

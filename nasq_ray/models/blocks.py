@@ -111,8 +111,12 @@ class _PoolOp(_Projection):
         kwargs = {"count_include_pad": False} if self.pool_cls is nn.AvgPool2d else {}
         self.pool = self.pool_cls(3, stride=stride, padding=1, **kwargs)
         self._init_proj(in_ch, out_ch, 1)
+        if self.pool_cls is nn.AvgPool2d:  # its input, at quant.merge_bits (max pooling commutes with quantizers)
+            self.pool_quant = nn.Identity()
 
     def forward(self, x):
+        if self.pool_cls is nn.AvgPool2d:
+            x = self.pool_quant(x)
         return self._project(self.pool(x))
 
 
@@ -186,12 +190,15 @@ class Block(nn.Module):
             self.skip_bn = nn.BatchNorm2d(out_ch)
         else:
             self.skip = None
+        if connection in ("residual", "parallel"):  # the merge's inputs: quantizers at quant.merge_bits
+            self.merge_quant_a, self.merge_quant_b = nn.Identity(), nn.Identity()
 
     def forward(self, x):
-        y = self.op(x)
         if self.connection == "residual":
-            return y + (x if self.skip is None else self.skip_bn(self.skip(x)))
+            return self.merge_quant_a(self.op(x)) + self.merge_quant_b(x if self.skip is None
+                                                                       else self.skip_bn(self.skip(x)))
+        y = self.op(x)
         if self.connection == "parallel":
-            z = self.par(x)
+            y, z = self.merge_quant_a(y), self.merge_quant_b(self.par(x))
             return torch.cat([y, z], dim=1) if self.merge == "concat" else y + z
         return y

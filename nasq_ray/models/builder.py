@@ -57,11 +57,12 @@ class Net(nn.Module):
         in_features = feat[0] if self.pool == "avg" else math.prod(feat)
         self.head = Head(in_features, arch.head_widths, arch.num_classes)
         self.logit_quant: nn.Module = nn.Identity()
+        self.pool_quant: nn.Module = nn.Identity()  # the average pooling's input, at quant.merge_bits
 
     def forward(self, x):
         for i in range(self.n_stages):
             x = getattr(self, f"s{i}")(x)
-        x = x.mean(dim=(2, 3)) if self.pool == "avg" else x.flatten(1)
+        x = self.pool_quant(x).mean(dim=(2, 3)) if self.pool == "avg" else x.flatten(1)
         return self.logit_quant(self.head(x))
 
 

@@ -11,13 +11,15 @@ from .options import QuantConfig
 
 
 _QUANT_CLS = {nn.Conv2d: QuantConv2d, nn.Linear: QuantLinear}
+MERGE_QUANTS = ("merge_quant_a", "merge_quant_b", "pool_quant")  # placeholders quantized at merge_bits
 
 
 def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
     """Swap the named Conv2d/Linear layers of ``model`` for fake-quant layers, in place.
 
     A layer at 32/32 bits stays a plain float layer. If ``model`` has a ``logit_quant`` attribute it
-    is replaced by an activation quantizer at ``config.logit_bits``. Returns ``model``.
+    is replaced by an activation quantizer at ``config.logit_bits``; its ``nn.Identity`` placeholders
+    named in ``MERGE_QUANTS`` by quantizers at ``config.merge_bits`` (unless 32). Returns ``model``.
     """
     modules = dict(model.named_modules())
     for path in config.layers:  # check every path before changing anything
@@ -27,14 +29,17 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
         if is_float(bits.w_bits) and is_float(bits.a_bits):
             continue
         mod = modules[path]
-        parent_path, _, attr = path.rpartition(".")
-        parent = modules[parent_path] if parent_path else model
         new = _QUANT_CLS[type(mod)].from_float(mod, bits.w_bits, bits.a_bits, **config.options())
-        setattr(parent, attr, new.train(mod.training))
+        _replace(model, path, new.train(mod.training))
     if hasattr(model, "logit_quant"):
         logit = nn.Identity() if is_float(config.logit_bits) else ActFakeQuant(
             config.logit_bits, scheme=config.a_scheme, dynamic=config.a_mode == "dynamic")
         model.logit_quant = logit.train(model.training)
+    if not is_float(config.merge_bits):
+        for path, mod in list(model.named_modules()):
+            if path.rpartition(".")[2] in MERGE_QUANTS and isinstance(mod, nn.Identity):
+                _replace(model, path, ActFakeQuant(config.merge_bits, scheme=config.a_scheme,
+                                                   dynamic=config.a_mode == "dynamic").train(model.training))
     return model
 
 
@@ -42,9 +47,15 @@ def dequantize_(model: nn.Module) -> nn.Module:
     """Turn every fake-quant layer of ``model`` back into its float layer, in place."""
     for path, mod in list(model.named_modules()):
         if isinstance(mod, (QuantConv2d, QuantLinear)):
-            parent_path, _, attr = path.rpartition(".")
-            parent = model.get_submodule(parent_path) if parent_path else model
-            setattr(parent, attr, mod.to_float())
+            _replace(model, path, mod.to_float())
     if hasattr(model, "logit_quant"):
         model.logit_quant = nn.Identity()
+    for path, mod in list(model.named_modules()):
+        if path.rpartition(".")[2] in MERGE_QUANTS and isinstance(mod, ActFakeQuant):
+            _replace(model, path, nn.Identity())
     return model
+
+
+def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent_path) if parent_path else model, attr, new)

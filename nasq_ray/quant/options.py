@@ -50,11 +50,14 @@ class QuantConfig:
     options of ``QUANT_OPTIONS`` (one value each for the whole network).
 
     ``logit_bits`` quantizes the values that enter the loss (the model's output) with a
-    straight-through estimator; 32 leaves them float.
+    straight-through estimator; 32 leaves them float. ``merge_bits`` quantizes the tensors that meet
+    at a merge (both inputs of a residual or parallel sum, of a concatenation) and the input of the
+    head's average pooling, as an integer runtime holds them; 32 (the default) leaves them float.
     """
 
     layers: Mapping[str, LayerBits] = field(default_factory=dict)
     logit_bits: int = FLOAT_BITS
+    merge_bits: int = FLOAT_BITS
     w_quantizer: str = "minmax"
     a_quantizer: str = "ema"
     w_granularity: str = "channel"
@@ -67,6 +70,7 @@ class QuantConfig:
 
     def __post_init__(self):
         check_bits("logit_bits", self.logit_bits)
+        check_bits("merge_bits", self.merge_bits)
         for name, allowed in QUANT_OPTIONS.items():
             if getattr(self, name) not in allowed:
                 raise SearchSpaceError(f"quant.{name}: unknown name '{getattr(self, name)}'; allowed: "

@@ -119,7 +119,7 @@ QUANT_POLICIES = ("layer", "block", "uniform", "auto")
 DEFAULT_AUTO_SQNR_DB = 30.0
 
 
-_QUANT_KEYS = ("w_bits", "a_bits", "logit_bits", "policy", "pin_first_last", "auto_sqnr_db", *QUANT_OPTIONS)
+_QUANT_KEYS = ("w_bits", "a_bits", "logit_bits", "merge_bits", "policy", "pin_first_last", "auto_sqnr_db", *QUANT_OPTIONS)
 
 
 _TRAIN_KEYS = ("lr", "optimizer", "weight_decay", "batch_size", "momentum")

@@ -102,6 +102,7 @@ class SearchSpace(SpaceParser):
         if self.policy == "uniform" and self._unpinned_possible:
             self._bits_slots("quant", None if self._unpinned_always else ("uniform",))
         self._slot("quant.logit_bits", p.domain("quant.logit_bits", q.get("logit_bits", FLOAT_BITS), p.bits), "quant")
+        self._slot("quant.merge_bits", p.domain("quant.merge_bits", q.get("merge_bits", FLOAT_BITS), p.bits), "quant")
         for key, names in QUANT_OPTIONS.items():
             self._slot(f"quant.{key}", p.domain(f"quant.{key}", q.get(key, names[0]), p.name_in(names)), "quant")
         self._add_train(p, raw.get("train") or {})
@@ -234,7 +235,7 @@ class SearchSpace(SpaceParser):
         last = name.rsplit(".", 1)[-1]
         if name.startswith("train."):
             return "train"
-        if last in ("w_bits", "a_bits", "logit_bits"):
+        if last in ("w_bits", "a_bits", "logit_bits", "merge_bits"):
             return "bits"
         if last in ("op", "op_b"):
             return "op"
@@ -363,6 +364,7 @@ class SearchSpace(SpaceParser):
         quant = QuantConfig(
             layers={L: self._layer_bits(view, L) for L in layers},
             logit_bits=view["quant.logit_bits"],
+            merge_bits=view["quant.merge_bits"],
             **{key: view[f"quant.{key}"] for key in QUANT_OPTIONS},
         )
         train = TrainSpec(**{k: view[f"train.{k}"] for k in _TRAIN_KEYS})

@@ -142,3 +142,71 @@ def test_onnx_export_of_every_shipped_op_and_connection():
             kinds |= {v for k, v in cfg.items() if k.endswith((".op", ".op_b", ".conn", ".merge", "head.pool"))}
     assert {"MaxPool", "AveragePool", "Conv", "Gemm", "Concat", "Flatten", "ReduceMean"} <= ops
     assert {"residual", "parallel", "identity", "dwsep3x3", "conv5x5", "sum", "concat"} <= kinds
+
+
+# ------------------------------------------------------------------------ integer kernels (onnxruntime)
+
+def _w8a8(space, seed: int, merge_bits: int = 8):
+    """A sampled network with every bit-width 8 (merges and the head's pooling too), its ranges observed."""
+    from dataclasses import replace
+
+    cfg = {k: (8 if k.endswith(("w_bits", "a_bits", "logit_bits")) else v) for k, v in space.sample(seed).items()}
+    spec = space.decode(cfg)
+    model = build_model(spec.arch, replace(spec.quant, merge_bits=merge_bits), seed=seed)
+    x = torch.randn(64, *space.input_shape)
+    with torch.no_grad():
+        for _ in range(3):
+            model.train()(x)
+    return cfg, model.eval(), x
+
+
+def test_w8a8_networks_run_every_layer_on_integer_kernels_and_predict_as_fake_quant():
+    from nasq_ray.deploy.onnx import integer_plan, run_onnx, to_onnx
+    from nasq_ray.deploy.runtime import layer_kernels, optimized_graph
+    from nasq_ray.space import load_space
+
+    kinds, fused_ops = set(), set()
+    for space_name, seeds in (("digits_small", range(8)), ("fashion_cnn", range(2))):
+        space = load_space(space_name)
+        for seed in seeds:
+            cfg, model, x = _w8a8(space, seed)
+            proto = to_onnx(model, space.input_shape)
+            kernels = layer_kernels(proto, integer_plan(model))
+            n_layers = sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
+            assert len(kernels) == n_layers
+            assert [k for k in kernels if not k.integer] == [], (space_name, seed)  # every layer, integer
+            graph = optimized_graph(proto)
+            assert sum(n.op_type == "QLinearConv" for n in graph.node) == n_layers  # Linear as 1x1 QLinearConv
+            assert not {"Conv", "Gemm", "MatMul", "FusedConv"} & {n.op_type for n in graph.node}
+            fused_ops |= {n.op_type for n in graph.node}
+            with torch.no_grad():
+                ref = model(x).numpy()
+            unfused, fused = run_onnx(proto, x.numpy(), optimize=False), run_onnx(proto, x.numpy())
+            # The INT32 bias is rounded at input x weight scale (half an accumulator step): where a value
+            # sat on a rounding boundary it moves by one step, and that can spread to a few logit steps.
+            step = model.logit_quant.qparams()[0]
+            steps = np.abs(fused - ref) / step
+            assert steps.max() <= 4.01 and steps.mean() <= 0.4
+            # integer kernels compute what the graph as written computes, to a requantization step (QLinearAdd)
+            assert np.abs(fused - unfused).max() <= 1.01 * step and np.isclose(fused, unfused, atol=1e-5).mean() >= 0.99
+            kinds |= {v for k, v in cfg.items() if k.endswith((".op", ".op_b", ".conn", ".merge", "head.pool"))}
+    assert {"residual", "parallel", "sum", "concat", "identity", "dwsep3x3", "conv5x5", "maxpool", "avgpool",
+            "flatten"} <= kinds
+    assert {"QLinearAdd", "QLinearConcat"} <= fused_ops  # merges run on integers too
+
+
+def test_integer_plan_says_why_a_layer_stays_float():
+    from nasq_ray.deploy.onnx import integer_plan
+    from nasq_ray.space import SearchSpace
+
+    space = SearchSpace({**SPACE, "quant": {"w_bits": 8, "a_bits": 8, "logit_bits": 8}})
+    _, model, _ = _w8a8(space, 0, merge_bits=32)  # merges left float: what feeds them cannot be requantized
+    reasons = integer_plan(model)
+    assert reasons["s0.b0.op.conv"] == "output feeds add, not a quantizer"  # the residual sum
+    assert reasons["head.out"] == ""  # 8/8, its output requantized by the 8-bit logit quantizer
+    model.head.out.w_bits = 4
+    assert integer_plan(model)["head.out"] == "weights 4 bits"
+    model.logit_quant.bits = 6
+    assert integer_plan(model)["head.fc0"] == ""
+    model.head.out.act_quant.bits = 32
+    assert integer_plan(model)["head.fc0"].startswith("output ") and integer_plan(model)["head.out"] == "input float"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -349,8 +350,9 @@ def test_export_packs_the_front_of_a_finished_run(ray_cluster, tmp_path, capsys)
     assert export_main([str(tmp_path / "exp"), "--pareto", "--tolerance-pp", "1.2"]) == 0
     out = capsys.readouterr().out
     front = _rows(tmp_path / "exp" / "pareto.csv")
-    for ext in ("nqw", "onnx"):
+    for ext in ("nqw", "float.onnx"):
         assert len(list((tmp_path / "exp" / "export").glob(f"*.{ext}"))) == len(front) >= 1
+    assert len(list((tmp_path / "exp" / "export").glob("*.onnx"))) == 2 * len(front)  # export + its float twin
     for row in front:
         cols = next(ln for ln in out.splitlines() if ln.startswith(row["trial_id"])).split()
         fq_acc, ort_acc, gap_pp = (float(v) for v in cols[1:4])
@@ -358,3 +360,14 @@ def test_export_packs_the_front_of_a_finished_run(ray_cluster, tmp_path, capsys)
         assert abs(ort_acc - fq_acc) * 100 <= 1.2 and abs(gap_pp) <= 1.2 and changed <= 2
         assert abs(packed - size_bits) <= 0.05 * size_bits and cols[9] == "yes"
     assert export_main([str(tmp_path / "exp"), "--trial", "nope"]) == 2
+    for row in front:  # what runs on integer kernels, said per model
+        assert re.search(rf"^{row['trial_id']}: \d+ of \d+ Conv/Gemm on integer kernels", out, re.M), out
+
+    # latency of the export against the float model of the same network (the best trial)
+    assert export_main([str(tmp_path / "exp"), "--tolerance-pp", "1.2", "--benchmark"]) == 0
+    out = capsys.readouterr().out
+    best = json.loads((tmp_path / "exp" / "best.json").read_text())["trial_id"]
+    cols = next(ln for ln in out.split("onnxruntime latency")[1].splitlines() if ln.startswith(best)).split()
+    assert len(cols) == 7 and all(float(v) > 0 for v in cols[1:])
+    assert export_main([str(tmp_path / "exp"), "--benchmark", "--format", "packed"]) == 2
+    assert "--benchmark: needs --format onnx" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from nasq_ray.search.strategies import MULTI_OBJECTIVE_ONLY, SEARCHERS, define_b
 from nasq_ray.testing import check_strategy
 
 N_SAMPLES = 50
-SHIPPED_SPACES = ("digits_small", "cifar_cnn", "mlp")  # as in conftest.py
+SHIPPED_SPACES = ("digits_small", "cifar_cnn", "fashion_cnn", "mlp")  # as in conftest.py
 _BLOCK = re.compile(r"^s(\d+)\.b(\d+)\.")
 
 

@@ -1,0 +1,118 @@
+"""W8A8 models exported for onnxruntime's integer kernels: how many layers run as integers, how fast
+the export runs against the float ONNX model of the same network, and whether it predicts what the
+fake-quant model predicts (issue 13).
+
+Per space, ``--models`` configs are sampled from the space with every bit-width set to 8 (weights,
+activations, logits, and ``merge_bits``: the inputs of merges and of average pooling), each trained with fake-quant for ``--epochs`` epochs on Fashion-MNIST (the
+Debian package ``dataset-fashion-mnist``; for ``cifar_cnn``, whose input is 3x32x32, the same images
+padded to 32x32 and repeated over 3 channels: this machine has no CIFAR-10), then exported
+(``to_onnx``: integer-kernel form) beside its float version (``dequantize_`` + ``to_onnx``). Per model:
+Conv/Gemm layers onnxruntime runs on integer kernels after graph optimization, latency (1 thread,
+batch 1 and 64, median of 20 timings) of both files, test accuracy of fake-quant and of the export in
+onnxruntime. Goals: >= 90% of Conv/Gemm on integer kernels, export latency at batch 64 <= 0.6x
+float (median over models), ONNX test accuracy within 0.5 points of fake-quant.
+
+    OMP_NUM_THREADS=1 python benchmarks/deploy.py [--spaces cifar_cnn,fashion_cnn] [--models 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections import Counter
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from nasq_ray.data import Split, load_dataset
+from nasq_ray.deploy.onnx import integer_plan, run_onnx, to_onnx
+from nasq_ray.deploy.runtime import latency_ms, layer_kernels
+from nasq_ray.models import build_model
+from nasq_ray.quant import dequantize_
+from nasq_ray.space import load_space
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def w8a8(config: dict) -> dict:
+    return {k: (8 if k.endswith(("w_bits", "a_bits", "logit_bits")) else v) for k, v in config.items()}
+
+
+def as_rgb32(split: Split) -> Split:
+    x = np.pad(split.x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    return Split(np.ascontiguousarray(np.repeat(x, 3, axis=1)), split.y)
+
+
+def train(model: torch.nn.Module, data: Split, epochs: int, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.from_numpy(data.x), torch.from_numpy(data.y)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(128):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--spaces", default="cifar_cnn,fashion_cnn")
+    ap.add_argument("--models", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-train", type=int, default=4000)
+    ap.add_argument("--test", type=int, default=2000)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    import onnxruntime
+
+    data = load_dataset("fashion_mnist", FASHION, max_train=args.max_train, seed=0)
+    print(f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; Fashion-MNIST, {len(data.train)} "
+          f"train / {args.test} test images, {args.epochs} epochs of fake-quant training per model, W8A8")
+    for space_name in args.spaces.split(","):
+        space = load_space(space_name)
+        tr, te = data.train, Split(data.test.x[:args.test], data.test.y[:args.test])
+        if tuple(space.input_shape) == (3, 32, 32):
+            tr, te = as_rgb32(tr), as_rgb32(te)
+        print(f"\n{space_name} (input {tuple(space.input_shape)})")
+        print(f"{'seed':>4} {'int/all':>7} {'float ms b1':>11} {'int ms b1':>9} {'ratio':>5} {'float ms b64':>12} "
+              f"{'int ms b64':>10} {'ratio':>5} {'fq_test':>7} {'ort_test':>8} {'diff_pp':>7} {'train_s':>7}")
+        rows, reasons = [], Counter()
+        for seed in range(args.models):
+            spec = space.decode(w8a8(space.sample(seed)))
+            model = build_model(spec.arch, replace(spec.quant, merge_bits=8), seed=seed)
+            t0 = time.time()
+            train(model, tr, args.epochs, seed)
+            train_s = time.time() - t0
+            proto = to_onnx(model, space.input_shape)
+            float_proto = to_onnx(dequantize_(copy.deepcopy(model)), space.input_shape)
+            kernels = layer_kernels(proto, integer_plan(model))
+            reasons.update(k.reason for k in kernels if not k.integer)
+            lat = {(w, b): latency_ms(p.SerializeToString(), space.input_shape, b)
+                   for w, p in (("float", float_proto), ("int", proto)) for b in (1, 64)}
+            with torch.no_grad():
+                fq = model(torch.from_numpy(te.x)).argmax(1).numpy()
+            ort = run_onnx(proto, te.x).argmax(1)
+            fq_acc, ort_acc = float((fq == te.y).mean()), float((ort == te.y).mean())
+            n_int = sum(k.integer for k in kernels)
+            rows.append(dict(frac=n_int / len(kernels), r1=lat["int", 1] / lat["float", 1],
+                             r64=lat["int", 64] / lat["float", 64], diff=(ort_acc - fq_acc) * 100))
+            print(f"{seed:>4} {f'{n_int}/{len(kernels)}':>7} {lat['float', 1]:>11.3f} {lat['int', 1]:>9.3f} "
+                  f"{rows[-1]['r1']:>5.2f} {lat['float', 64]:>12.3f} {lat['int', 64]:>10.3f} {rows[-1]['r64']:>5.2f} "
+                  f"{fq_acc:>7.4f} {ort_acc:>8.4f} {rows[-1]['diff']:>+7.2f} {train_s:>7.1f}", flush=True)
+        frac = sum(r["frac"] for r in rows) / len(rows)
+        r64 = statistics.median(r["r64"] for r in rows)
+        worst = max(abs(r["diff"]) for r in rows)
+        print(f"{space_name}: Conv/Gemm on integer kernels {frac:.1%} (goal >= 90%: {'met' if frac >= 0.9 else 'NOT met'}); "
+              f"median export/float latency at batch 64 {r64:.2f}x (goal <= 0.6: {'met' if r64 <= 0.6 else 'NOT met'}), "
+              f"at batch 1 {statistics.median(r['r1'] for r in rows):.2f}x; largest |ONNX - fake-quant| test accuracy "
+              f"{worst:.2f} pp (goal <= 0.5: {'met' if worst <= 0.5 else 'NOT met'})")
+        print("why the float layers stay float: " + "; ".join(f"{n} x {r}" for r, n in reasons.most_common()))
+
+
+if __name__ == "__main__":
+    main()

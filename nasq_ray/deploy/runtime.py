@@ -1,0 +1,101 @@
+"""What onnxruntime does with an exported model: which kernels its layers run on after the graph
+optimizer, and how long the model takes.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+INTEGER_KERNELS = frozenset({"QLinearConv", "QGemm", "ConvInteger", "MatMulInteger", "QLinearMatMul",
+                             "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
+FLOAT_KERNELS = frozenset({"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "NhwcFusedConv"})
+_ORT_SUFFIX = re.compile(r"(_\d+)(_token_\d+)*$")  # our node names are '<layer>_<n>'; ORT appends '_token_<k>'
+
+
+@dataclass(frozen=True)
+class LayerKernel:
+    layer: str  # the module name of the Conv2d / Linear
+    kernel: str  # the operator onnxruntime runs it with, after graph optimization
+    reason: str  # why it is not an integer kernel ("" when it is)
+
+    @property
+    def integer(self) -> bool:
+        return self.kernel in INTEGER_KERNELS
+
+
+def _session(model_bytes: bytes, threads: int = 1, optimized_path: str | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if optimized_path:
+        opts.optimized_model_filepath = optimized_path
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def optimized_graph(proto):
+    """The graph onnxruntime runs (CPU, all optimizations) for ``proto``."""
+    import os
+    import tempfile
+
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        _session(proto.SerializeToString(), optimized_path=path)
+        return onnx.load(path).graph
+
+
+def layer_kernels(proto, reasons: dict[str, str]) -> list[LayerKernel]:
+    """Per Conv2d / Linear layer of an exported model (``reasons`` from ``onnx.integer_plan``, in
+    forward order): the kernel onnxruntime runs it with and, for a float one, why."""
+    kernels = {}
+    for node in optimized_graph(proto).node:
+        if node.op_type in INTEGER_KERNELS | FLOAT_KERNELS:
+            kernels[_ORT_SUFFIX.sub("", node.name)] = node.op_type
+    out = []
+    for layer, why in reasons.items():
+        kernel = kernels.get(layer, "?")
+        if kernel in INTEGER_KERNELS:
+            why = ""
+        elif not why:
+            why = "written for integer kernels, not fused by onnxruntime"
+        out.append(LayerKernel(layer, kernel, why))
+    return out
+
+
+def kernel_summary(kernels: list[LayerKernel]) -> str:
+    """'7 of 12 Conv/Gemm on integer kernels; float: s1.b0.op.conv (output feeds add, ...), ...'"""
+    n_int = sum(k.integer for k in kernels)
+    text = f"{n_int} of {len(kernels)} Conv/Gemm on integer kernels"
+    floats = [f"{k.layer} ({k.reason})" for k in kernels if not k.integer]
+    return text + ("; float: " + ", ".join(floats) if floats else "")
+
+
+def latency_ms(model_bytes: bytes, input_shape: tuple[int, ...], batch: int, threads: int = 1,
+               repeats: int = 20, min_time_s: float = 0.2) -> float:
+    """Median wall time (ms) of one onnxruntime run at ``batch`` on random input, ``threads`` intra-op
+    threads: ``repeats`` timings, each averaging enough runs to last ``min_time_s`` / ``repeats``."""
+    sess = _session(model_bytes, threads)
+    name = sess.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    for _ in range(3):  # warm-up: first runs allocate
+        sess.run(None, {name: x})
+    t0 = time.perf_counter()
+    sess.run(None, {name: x})
+    once = max(time.perf_counter() - t0, 1e-6)
+    per_timing = max(1, int(min_time_s / repeats / once))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(per_timing):
+            sess.run(None, {name: x})
+        times.append((time.perf_counter() - t0) / per_timing * 1e3)
+    return statistics.median(times)
