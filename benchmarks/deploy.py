@@ -10,7 +10,9 @@ padded to 32x32 and repeated over 3 channels: this machine has no CIFAR-10), the
 Conv/Gemm layers onnxruntime runs on integer kernels after graph optimization, latency (1 thread,
 batch 1 and 64, median of 20 timings) of both files, test accuracy of fake-quant and of the export in
 onnxruntime. Goals: >= 90% of Conv/Gemm on integer kernels, export latency at batch 64 <= 0.6x
-float (median over models), ONNX test accuracy within 0.5 points of fake-quant.
+float (median over models), ONNX test accuracy within 0.5 points of fake-quant. Then the latency
+cost (``--cost latency_ms``, a whole-model measurement per network): how well a second independent
+measurement of ``--latency-models`` sampled configs agrees with the first.
 
     OMP_NUM_THREADS=1 python benchmarks/deploy.py [--spaces cifar_cnn,fashion_cnn] [--models 10]
 """
@@ -18,7 +20,6 @@ float (median over models), ONNX test accuracy within 0.5 points of fake-quant.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from collections import Counter
@@ -28,10 +29,9 @@ import numpy as np
 import torch
 
 from nasq_ray.data import Split, load_dataset
-from nasq_ray.deploy.onnx import integer_plan, run_onnx, to_onnx
+from nasq_ray.deploy.onnx import float_onnx, integer_plan, run_onnx, to_onnx
 from nasq_ray.deploy.runtime import latency_ms, layer_kernels
 from nasq_ray.models import build_model
-from nasq_ray.quant import dequantize_
 from nasq_ray.space import load_space
 
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-train", type=int, default=4000)
     ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--latency-models", type=int, default=50, help="configs for the latency repeatability check (0: skip)")
+    ap.add_argument("--latency-space", default="fashion_cnn")
     args = ap.parse_args()
     torch.set_num_threads(2)
     import onnxruntime
@@ -89,7 +91,7 @@ def main() -> None:
             train(model, tr, args.epochs, seed)
             train_s = time.time() - t0
             proto = to_onnx(model, space.input_shape)
-            float_proto = to_onnx(dequantize_(copy.deepcopy(model)), space.input_shape)
+            float_proto = float_onnx(model, space.input_shape)
             kernels = layer_kernels(proto, integer_plan(model))
             reasons.update(k.reason for k in kernels if not k.integer)
             lat = {(w, b): latency_ms(p.SerializeToString(), space.input_shape, b)
@@ -112,6 +114,32 @@ def main() -> None:
               f"at batch 1 {statistics.median(r['r1'] for r in rows):.2f}x; largest |ONNX - fake-quant| test accuracy "
               f"{worst:.2f} pp (goal <= 0.5: {'met' if worst <= 0.5 else 'NOT met'})")
         print("why the float layers stay float: " + "; ".join(f"{n} x {r}" for r, n in reasons.most_common()))
+    if args.latency_models:
+        latency_repeatability(args.latency_space, args.latency_models)
+
+
+def latency_repeatability(space_name: str, n: int) -> None:
+    """``--cost latency_ms`` measures each network once (then reads the cache): how far would a second
+    measurement be? Per sampled config (mixed precision as sampled, merges at 8 bits), two independent
+    measurements (fresh sessions, no cache), and their relative difference."""
+    from nasq_ray.deploy.latency import LATENCY_BATCH, model_latency_ms
+
+    space = load_space(space_name)
+    diffs, values = [], []
+    t0 = time.time()
+    for seed in range(n):
+        spec = space.decode(space.sample(seed))
+        model = build_model(spec.arch, replace(spec.quant, merge_bits=8), seed=seed)
+        x = torch.randn(64, *space.input_shape, generator=torch.Generator().manual_seed(seed))
+        a, b = (model_latency_ms(model, space.input_shape, x) for _ in range(2))
+        diffs.append(abs(b - a) / a)
+        values.append(a)
+    within = sum(d <= 0.1 for d in diffs) / n
+    print(f"\nlatency_ms cost on {space_name}, {n} sampled configs (batch {LATENCY_BATCH}, 1 thread): latency "
+          f"{min(values):.4f} .. {max(values):.4f} ms (median {statistics.median(values):.4f}); two independent "
+          f"measurements within +-10% for {within:.0%} of configs (median |difference| "
+          f"{statistics.median(diffs):.1%}, largest {max(diffs):.1%}); {(time.time() - t0) / (2 * n):.2f} s per "
+          "measurement (export + timing)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from .errors import ConfigError, unknown_name
 
 FORMS = ("mnas", "linear", "acc")
 ACC_METRICS = ("val_acc", "val_f1")
-COST_METRICS = ("size_kb", "size_bits", "bitops", "macs")
+LATENCY_METRIC = "latency_ms"  # onnxruntime latency of the exported network (nasq_ray.deploy.latency)
+COST_METRICS = ("size_kb", "size_bits", "bitops", "macs", LATENCY_METRIC)
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,13 @@ def check_training_cost(cfg: ObjectiveConfig) -> None:
     """A trained trial reports the cost metrics in ``COST_METRICS``; refuse any other name."""
     if cfg.cost not in COST_METRICS:
         raise unknown_name("objective.cost", cfg.cost, COST_METRICS)
+    if cfg.cost == LATENCY_METRIC:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"objective.cost: {LATENCY_METRIC} is measured with onnxruntime, which does not import "
+                              "here; allowed without it: " + ", ".join(c for c in COST_METRICS if c != LATENCY_METRIC)
+                              ) from None
 
 
 def within_budget(cost: float, cfg: ObjectiveConfig) -> bool:

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--table-acc", metavar="COLUMN", help="the table's accuracy column (nb201: cifar10_val_acc)")
     a("--table-cost", metavar="COLUMN", help="the table's cost column (nb201: macs)")
     a("--trial", help="trial kind: trained (default), table, dnas, or a plug-in; see --list-strategies")
-    a("--cost", help="cost metric: size_kb (default), size_bits, bitops, macs")
+    a("--cost", help="cost metric: size_kb (default), size_bits, bitops, macs, latency_ms (onnxruntime, measured "
+                     "on this machine per network structure, cached)")
     a("--target", type=float, help="cost target of the score (default: 2.0, in the cost metric's unit)")
     a("--max-cost", type=float, metavar="COST", help="hard budget on the cost metric (its unit): no config over it is "
                                                     "proposed where its cost is known before training; none enters the front")

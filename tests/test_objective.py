@@ -94,10 +94,21 @@ def test_cost_must_be_a_metric_name(value):
 def test_known_training_cost_metrics():
     from nasq_ray.objective import check_training_cost
 
-    for name in ("size_kb", "size_bits", "bitops", "macs"):
+    for name in ("size_kb", "size_bits", "bitops", "macs", "latency_ms"):
         check_training_cost(ObjectiveConfig(cost=name))
-    with pytest.raises(UnknownNameError, match="objective.cost: unknown name 'flops'.*allowed: bitops, macs"):
+    with pytest.raises(UnknownNameError, match="objective.cost: unknown name 'flops'.*allowed: bitops, latency_ms, macs"):
         check_training_cost(ObjectiveConfig(cost="flops"))
+
+
+def test_latency_without_onnxruntime_is_refused_with_the_metrics_that_remain(monkeypatch):
+    import sys
+
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.objective import check_training_cost
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
+    with pytest.raises(ConfigError, match="latency_ms is measured with onnxruntime.*allowed without it: size_kb"):
+        check_training_cost(ObjectiveConfig(cost="latency_ms"))
 
 
 @pytest.mark.parametrize("target", [0, 0.0, -1.0, float("nan")])

@@ -84,17 +84,14 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         summary = {"trial_id": row["trial_id"], "path": str(path), "body_bits": len(body) * 8,
                    "size_bits": expected, "header_bytes": len(data) - len(body), "exact": exact}
         if fmt == "onnx":
-            import copy
-
-            from ..quant import dequantize_
-            from .onnx import integer_plan, run_onnx, to_onnx
+            from .onnx import float_onnx, integer_plan, run_onnx, to_onnx
             from .runtime import latency_ms, layer_kernels
 
             proto = to_onnx(model, space.input_shape)
             onnx_path = out_dir / f"{row['trial_id']}.onnx"
             onnx_path.write_bytes(proto.SerializeToString())
             float_path = out_dir / f"{row['trial_id']}.float.onnx"  # the same network in float, for comparison
-            float_path.write_bytes(to_onnx(dequantize_(copy.deepcopy(model)), space.input_shape).SerializeToString())
+            float_path.write_bytes(float_onnx(model, space.input_shape).SerializeToString())
             summary["kernels"] = layer_kernels(proto, integer_plan(model))
             if benchmark:
                 summary["latency_ms"] = {

@@ -364,6 +364,15 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET, 
         model.train(was_training)
 
 
+def float_onnx(model: nn.Module, input_shape: tuple[int, ...]):
+    """The same network in float (its float weights, no quantizers): what an export is compared with."""
+    import copy
+
+    from ..quant import dequantize_
+
+    return to_onnx(dequantize_(copy.deepcopy(model)), input_shape)
+
+
 def integer_plan(model: nn.Module) -> dict[str, str]:
     """Layer name -> why it stays a float kernel in the export ("" for the layers written for
     onnxruntime's integer kernels)."""

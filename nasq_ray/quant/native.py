@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from ..cache import cache_dir
+
 _SOURCE = Path(__file__).with_name("_kernels.c")
 _FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fPIC", "-shared"]
 # above this many values, torch's multi-threaded kernels beat one thread (when torch has several)
@@ -37,17 +39,13 @@ _lib: ctypes.CDLL | None = None
 _tried = False
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("NASQ_RAY_CACHE") or Path.home() / ".cache" / "nasq_ray")
-
-
 def _build() -> ctypes.CDLL | None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         return None
     source = _SOURCE.read_bytes()
     key = hashlib.sha256(source + " ".join(_FLAGS).encode() + platform.machine().encode()).hexdigest()[:16]
-    target = _cache_dir() / f"kernels-{key}.so"
+    target = cache_dir() / f"kernels-{key}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)

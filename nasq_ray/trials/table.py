@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, did_you_mean
-from ..objective import ObjectiveConfig, score
+from ..objective import LATENCY_METRIC, ObjectiveConfig, score
 from ..space.search_space import SearchSpace
 from .base import BaseTrialKind, Prepared, Reporter
 
@@ -136,6 +136,9 @@ class TableTrial(BaseTrialKind):
         for field, value in (("table.acc", acc), ("table.cost", cost)):
             if not value:
                 raise ConfigError(f"{field}: name the table's {field.split('.')[1]} column (--table-{field.split('.')[1]})")
+        if objective.cost == LATENCY_METRIC:
+            raise ConfigError(f"objective.cost: {LATENCY_METRIC} is measured on a network nasq-ray builds and a table "
+                              f"trial builds none; allowed: the table's cost columns (--table-cost; here '{cost}')")
         objective = replace(objective, cost=cost)
         table = Table(table_path, space, acc, cost, cfg.table.test)
         if cfg.table.test is None:

@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from ..data import Split, load_dataset
+from ..deploy.latency import model_latency_ms, structure_key
 from ..errors import ConfigError, NasqError
 from ..models import build_model, measure_cost
-from ..objective import ObjectiveConfig, check_training_cost, score
+from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost, score
 from ..quant import LayerBits
 from ..quant.auto_bits import bits_from_table, bits_table, choose_bits
 from ..space.search_space import SearchSpace
@@ -42,6 +43,7 @@ from .training import accuracy_f1, cosine_lr, make_optimizer, predict, train_epo
 
 AUTO_BITS_KEY = "auto_bits"  # model-state entry: the bits policy ``auto`` chose, (layers, 2) ints
 CALIBRATION_BATCHES = 4  # training batches policy ``auto`` looks at before it chooses bits
+CALIBRATION_BATCH = 64  # samples a latency measurement observes activation ranges on (a latency ignores them)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,11 @@ class TrainedCost:
             if spec.auto_bits is not None:
                 return None
             with torch.random.fork_rng():
-                cost, _ = measure_cost(build_model(spec.arch, spec.quant, seed=0), self.space.input_shape)
+                model = build_model(spec.arch, spec.quant, seed=0)
+                if self.metric == LATENCY_METRIC:  # the trial measures the same network (cached per structure)
+                    x = torch.randn(CALIBRATION_BATCH, *self.space.input_shape, generator=torch.Generator().manual_seed(0))
+                    return model_latency_ms(model, self.space.input_shape, x, structure_key(spec.arch, spec.quant))
+                cost, _ = measure_cost(model, self.space.input_shape)
         except (NasqError, RuntimeError, ValueError):
             return None
         return float(cost.as_metrics()[self.metric])
@@ -110,6 +116,9 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
         first_epoch = state["epoch"] + 1
         apply_hyperparameters(optimizer, lr_sched, spec.train)
     base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
+    if ctx.objective.cost == LATENCY_METRIC:  # measured once per network structure and machine (cached)
+        base[LATENCY_METRIC] = model_latency_ms(model, space.input_shape, xtr[:CALIBRATION_BATCH],
+                                                structure_key(spec.arch, spec.quant))
     metrics: dict = {}
     for epoch in range(first_epoch, ctx.max_epochs + 1):
         t0 = time.perf_counter()

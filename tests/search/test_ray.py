@@ -237,6 +237,18 @@ def test_a_multi_objective_run_with_no_searcher_named_runs_ehvi(ray_cluster, tmp
     assert len(rows) == 3 and any(r["status"] == "complete" for r in rows) and "Pareto front" in out
 
 
+def test_a_latency_cost_search_runs_through_ray_with_the_front_on_latency(ray_cluster, tmp_path, capsys):
+    rc, out, err = _cli(capsys, tmp_path, "lat", "--objective", "multi", "--cost", "latency_ms", *DIGITS_TINY,
+                        "--num-samples", "3", "--scheduler", "fifo")
+    assert rc == 0, err
+    rows = _rows(tmp_path / "lat" / "trials.csv")
+    assert len(rows) == 3 and all(r["status"] == "complete" and float(r["latency_ms"]) > 0 for r in rows)
+    front = _rows(tmp_path / "lat" / "pareto.csv")
+    assert front and "Pareto front (val_acc vs latency_ms" in out
+    by_acc = sorted(front, key=lambda r: float(r["val_acc"]))
+    assert all(float(a["latency_ms"]) >= float(b["latency_ms"]) for a, b in zip(by_acc[1:], by_acc))
+
+
 def test_a_cost_budget_refuses_pbt(tmp_path, capsys):
     rc, _, err = _cli(capsys, tmp_path, "pb", "--scheduler", "pbt", "--max-cost", "6")
     assert rc == 2 and err.count("\n") == 1 and "objective.max_cost" in err and "pbt" in err

@@ -79,6 +79,22 @@ def test_cost_models_give_the_cost_trials_report_before_they_run(tiny_yaml):
     assert dnas.cost_model(dprep) is None  # a dnas trial derives its network while it runs
 
 
+def test_the_latency_cost_model_gives_the_latency_trials_report(tiny_yaml, tmp_path, monkeypatch):
+    monkeypatch.setenv("NASQ_RAY_CACHE", str(tmp_path / "cache"))
+    kind, prep = prepare(_cfg(space=str(tiny_yaml), search={"max_epochs": 1}, objective={"cost": "latency_ms"}))
+    cost = kind.cost_model(prep)
+    config = {**prep.space.sample(1), "train.lr": 0.02}
+    before = cost(config)  # asked before the trial (what a searcher does): measured once, cached
+    reported = kind.run(config, prep.context, lambda metrics, state: None)
+    assert before > 0 and reported["latency_ms"] == before and reported["status"] == "complete"
+    assert len(list((tmp_path / "cache" / "latency").glob("*/*.json"))) == 1
+
+
+def test_latency_is_refused_where_no_network_is_measured(tiny_yaml):
+    with pytest.raises(ConfigError, match="objective.cost: latency_ms is measured on a network nasq-ray builds"):
+        prepare(_cfg(space="nb201", objective={"cost": "latency_ms"}))
+
+
 def test_table_kind_conforms():
     kind, prep = prepare(_cfg(space="nb201"))
     assert kind.name == "table" and prep.objective.cost == "macs"

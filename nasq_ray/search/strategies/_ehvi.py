@@ -185,10 +185,12 @@ class EHVIStrategy(HistoryStrategy):
         if not self.init_queue:
             if self.cost_model is None or not self.multi:
                 self.init_queue = [self.random_config() for _ in range(self.n_initial)]
-            else:  # spread evenly over the cost range of a random pool
+            else:  # spread evenly over the cost range of a random pool (small when the cost model is slow)
+                first = self.random_config()
+                self._exact(first)  # times the cost model before the pool's size is chosen
                 size = 50 * self.n_initial if self._fast_model() else 3 * self.n_initial
-                pool = {}
-                for _ in range(size):
+                pool = {config_key(first): first}
+                for _ in range(size - 1):
                     c = self.random_config()
                     pool.setdefault(config_key(c), c)
                 pool = [c for k, c in pool.items() if k not in self.seen and not self._over_budget(c)]

@@ -1,0 +1,92 @@
+"""Latency as a cost (``objective.cost: latency_ms``): the onnxruntime latency of a network as nasq-ray
+exports it (integer kernels where its layers qualify), measured on this machine.
+
+One measurement per network structure and machine: batch ``LATENCY_BATCH``, one thread, the median
+of 20 timings (``runtime.latency_ms``). The network is built, its activation ranges observed on one
+batch (a latency does not depend on the ranges, only on the graph), exported with ``to_onnx`` and
+timed. Results are cached in ``$NASQ_RAY_CACHE/latency/<node type>/``, keyed by everything that
+shapes the exported graph (the decoded architecture, input shape included, and bits), so a
+network is timed once per node type (CPU model, onnxruntime version): a repeated config, a resumed
+trial and the cost model the searchers ask before a trial all read the same number.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import re
+import tempfile
+
+import torch
+from torch import nn
+
+from ..cache import cache_dir
+LATENCY_BATCH = 1
+LATENCY_THREADS = 1
+
+
+def node_type() -> str:
+    """What the latency depends on besides the network: the CPU model, the architecture and the
+    onnxruntime version (a cluster keeps one table per node type)."""
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1] for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    text = f"{cpu.strip()}-{platform.machine()}-ort{onnxruntime.__version__}-t{LATENCY_THREADS}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def structure_key(arch, quant) -> str:
+    """A network's key in the latency cache: what shapes its exported graph (its ``ArchSpec`` and
+    ``QuantConfig``: layers, bits, quantizer options; not its training)."""
+    text = f"{arch!r}|{quant!r}|{LATENCY_BATCH}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _path(key: str):
+    return cache_dir() / "latency" / node_type() / f"{key}.json"
+
+
+def cached_latency_ms(key: str) -> float | None:
+    try:
+        return float(json.loads(_path(key).read_text())["latency_ms"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _store(key: str, value: float) -> None:
+    path = _path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"latency_ms": value, "batch": LATENCY_BATCH, "threads": LATENCY_THREADS}, f)
+        os.replace(tmp, path)  # atomic: concurrent trials never read half a file
+    except OSError:
+        pass  # no writable cache: measured again next time
+
+
+def model_latency_ms(model: nn.Module, input_shape: tuple[int, ...], calibration: torch.Tensor,
+                     key: str | None = None) -> float:
+    """The exported latency (ms) of ``model``'s network; ``calibration``: a batch its activation ranges
+    are observed on (on a copy: ``model`` is not changed). ``key``: its ``structure_key`` (cached)."""
+    from .onnx import to_onnx
+    from .runtime import latency_ms
+
+    if key is not None and (hit := cached_latency_ms(key)) is not None:
+        return hit
+    net = copy.deepcopy(model).cpu()
+    with torch.no_grad():
+        net.train()(calibration.cpu())
+    proto = to_onnx(net.eval(), input_shape)
+    value = latency_ms(proto.SerializeToString(), input_shape, LATENCY_BATCH, threads=LATENCY_THREADS)
+    if key is not None:
+        _store(key, value)
+    return value
