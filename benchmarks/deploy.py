@@ -8,7 +8,7 @@ Debian package ``dataset-fashion-mnist``; for ``cifar_cnn``, whose input is 3x32
 padded to 32x32 and repeated over 3 channels: this machine has no CIFAR-10), then exported
 (``to_onnx``: integer-kernel form) beside its float version (``dequantize_`` + ``to_onnx``). Per model:
 Conv/Gemm layers onnxruntime runs on integer kernels after graph optimization, latency (1 thread,
-batch 1 and 64, median of 20 timings) of both files, test accuracy of fake-quant and of the export in
+batch 1 and 64, least of 3 sessions' medians) of both files, test accuracy of fake-quant and of the export in
 onnxruntime. Goals: >= 90% of Conv/Gemm on integer kernels, export latency at batch 64 <= 0.6x
 float (median over models), ONNX test accuracy within 0.5 points of fake-quant. Then the latency
 cost (``--cost latency_ms``, a whole-model measurement per network): how well a second independent
@@ -75,7 +75,7 @@ def main() -> None:
     data = load_dataset("fashion_mnist", FASHION, max_train=args.max_train, seed=0)
     print(f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; Fashion-MNIST, {len(data.train)} "
           f"train / {args.test} test images, {args.epochs} epochs of fake-quant training per model, W8A8")
-    for space_name in args.spaces.split(","):
+    for space_name in args.spaces.split(",") if args.models else []:
         space = load_space(space_name)
         tr, te = data.train, Split(data.test.x[:args.test], data.test.y[:args.test])
         if tuple(space.input_shape) == (3, 32, 32):

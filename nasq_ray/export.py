@@ -32,7 +32,7 @@ def latency_table(rows: list[dict]) -> str:
     """onnxruntime latency per model: float ONNX against the export, per batch size."""
     head = f"{'trial':<10} " + " ".join(f"{'float ms b' + str(b):>13} {'export ms':>10} {'ratio':>6}"
                                          for b in BENCHMARK_BATCHES)
-    lines = ["onnxruntime latency, 1 thread, median of 20 timings:", head]
+    lines = ["onnxruntime latency, 1 thread (least of 3 sessions' medians of 10 timings):", head]
     for r in rows:
         lat = r["latency_ms"]
         lines.append(f"{r['trial_id']:<10} " + " ".join(
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="onnx: ONNX Q/DQ model checked in onnxruntime, and the packed weights file (default); "
                          "packed: the packed weights file only")
     ap.add_argument("--benchmark", action="store_true",
-                    help="also time each model in onnxruntime (1 thread, batch 1 and 64, median of repeats): "
+                    help="also time each model in onnxruntime (1 thread, batch 1 and 64, least of 3 sessions' "
+                         "medians): "
                          "the export against the float ONNX model of the same network")
     args = ap.parse_args(argv)
     if args.benchmark and args.format != "onnx":

@@ -1,8 +1,8 @@
 """Latency as a cost (``objective.cost: latency_ms``): the onnxruntime latency of a network as nasq-ray
 exports it (integer kernels where its layers qualify), measured on this machine.
 
-One measurement per network structure and machine: batch ``LATENCY_BATCH``, one thread, the median
-of 20 timings (``runtime.latency_ms``). The network is built, its activation ranges observed on one
+One measurement per network structure and machine: batch ``LATENCY_BATCH``, one thread, the least
+of the medians of three sessions (``runtime.latency_ms``). The network is built, its activation ranges observed on one
 batch (a latency does not depend on the ranges, only on the graph), exported with ``to_onnx`` and
 timed. Results are cached in ``$NASQ_RAY_CACHE/latency/<node type>/``, keyed by everything that
 shapes the exported graph (the decoded architecture, input shape included, and bits), so a
