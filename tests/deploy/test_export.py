@@ -153,7 +153,7 @@ def _w8a8(space, seed: int, merge_bits: int = 8):
     cfg = {k: (8 if k.endswith(("w_bits", "a_bits", "logit_bits")) else v) for k, v in space.sample(seed).items()}
     spec = space.decode(cfg)
     model = build_model(spec.arch, replace(spec.quant, merge_bits=merge_bits), seed=seed)
-    x = torch.randn(64, *space.input_shape)
+    x = torch.randn(64, *space.input_shape, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for _ in range(3):
             model.train()(x)
