@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import tempfile
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -73,16 +74,17 @@ def _store(key: str, value: float) -> None:
         pass  # no writable cache: measured again next time
 
 
-def model_latency_ms(model: nn.Module, input_shape: tuple[int, ...], calibration: torch.Tensor,
+def model_latency_ms(build: Callable[[], nn.Module], input_shape: tuple[int, ...], calibration: torch.Tensor,
                      key: str | None = None) -> float:
-    """The exported latency (ms) of ``model``'s network; ``calibration``: a batch its activation ranges
-    are observed on (on a copy: ``model`` is not changed). ``key``: its ``structure_key`` (cached)."""
+    """The exported latency (ms) of the network ``build()`` returns (called only when ``key``, its
+    ``structure_key``, is not cached); ``calibration``: a batch its activation ranges are observed on
+    (on a copy: the model is not changed)."""
     from .onnx import to_onnx
     from .runtime import latency_ms
 
     if key is not None and (hit := cached_latency_ms(key)) is not None:
         return hit
-    net = copy.deepcopy(model).cpu()
+    net = copy.deepcopy(build()).cpu()
     with torch.no_grad():
         net.train()(calibration.cpu())
     proto = to_onnx(net.eval(), input_shape)

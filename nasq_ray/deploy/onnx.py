@@ -73,9 +73,8 @@ class _Graph:
 
         self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes, self.inits, self._n = [], [], 0
-        self.quantized_by: dict[str, nn.Module] = {}  # tensor -> the activation quantizer that wrote it
         self.integers: dict[str, tuple[str, str, str]] = {}  # DequantizeLinear output -> its (integers, scale, zp)
-        self.dequantized: dict[tuple, str] = {}  # (tensor, quantizer grid) -> its Q -> DQ output
+        self.dequantized: dict[tuple, str] = {}  # (tensor, quantizer grid) -> that tensor quantized to that grid
 
     def prune(self, outputs: list[str]) -> None:
         """Drop the nodes nothing uses (DequantizeLinears bypassed by an integer-side reshape)."""
@@ -109,20 +108,27 @@ def _bn_fold(bn: nn.Module, out_ch: int) -> tuple[np.ndarray, np.ndarray]:
     return g.reshape(out_ch), shift.reshape(out_ch)
 
 
+def _grid_key(x: str, q: nn.Module) -> tuple:
+    """Tensor ``x`` quantized by the static quantizer ``q``: equal keys, equal integers."""
+    scale, zero_point = (float(v) for v in q.qparams())
+    qmin, qmax = (int(v) for v in q.grid())
+    return x, np.float32(scale).item(), int(zero_point), qmin, qmax
+
+
 def _act_quant(g: _Graph, x: str, q: nn.Module, where: str, rank: int) -> str:
     """The activation quantizer ``q`` applied to tensor ``x`` (of ``rank`` dimensions)."""
-    if is_float(q.bits) or _same_grid(g.quantized_by.get(x), q):  # the layer before already requantized x so
+    if is_float(q.bits):
         return x
     if getattr(q, "dynamic", False):
         return _dynamic_quant(g, x, q, rank)
     if not bool(q.initialized):
         raise ExportError(f"{where}: its activation range was never observed (the model is untrained)")
+    key = _grid_key(x, q)
+    if key in g.dequantized:  # quantized alike already: by the layer before (requantized), or for another
+        return g.dequantized[key]  # consumer (onnxruntime fuses an op only when a single Q reads its output)
     scale, zero_point = (float(v) for v in q.qparams())
     qmin, qmax = (int(v) for v in q.grid())
     dtype, lo, hi = _act_dtype(qmin, qmax)
-    key = (x, np.float32(scale).item(), int(zero_point), np.dtype(dtype).name, qmin, qmax)
-    if key in g.dequantized:  # one tensor quantized alike for several consumers: one Q (onnxruntime fuses
-        return g.dequantized[key]  # an op into a QLinear one only when a single Q reads its output)
     if (qmin, qmax) != (lo, hi):  # a grid narrower than the storage type: clip to its real range
         x = g.op("Clip", [x, g.const(np.float32((qmin - zero_point) * scale), "lo"),
                           g.const(np.float32((qmax - zero_point) * scale), "hi")])
@@ -249,11 +255,12 @@ def _integer_plan(graph: fx.Graph, modules: dict, folded: dict) -> tuple[dict, d
 
     A layer qualifies when it is 8/8 (its input quantizer static with an unsigned 8-bit grid, its
     weights 8 bits: at narrower widths the INT32 bias, rounded at input scale x weight scale, would
-    move outputs by whole steps), and its output reaches, through its folded BatchNorm, a ReLU and max
-    pooling only (each used once: quantization commutes with them exactly), the input quantizer of
-    the next layer (or the logit quantizer), static, exactly 8 bits unsigned. The output is then
+    move outputs by whole steps), and its output reaches, through its folded BatchNorm, a ReLU, max
+    pooling and reshapes only (each used once: quantization commutes with them exactly), the input
+    quantizer of the next layer or layers (all to the same grid) or the logit quantizer, static,
+    exactly 8 bits unsigned. The output is then
     requantized right after the layer (after its ReLU) with that quantizer: the same integers the
-    fake-quant model computes, so onnxruntime fuses DequantizeLinear -> Conv/Gemm -> QuantizeLinear.
+    fake-quant model computes, so onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear.
 
     Returns ``(requantize, reasons)``: fx node -> the quantizer to apply after it; layer name -> why
     it stays a float kernel ("" for the ones that qualify)."""
@@ -262,15 +269,21 @@ def _integer_plan(graph: fx.Graph, modules: dict, folded: dict) -> tuple[dict, d
         mod = modules.get(node.target) if node.op == "call_module" else None
         if not isinstance(mod, (nn.Conv2d, nn.Linear)):
             continue
-        reasons[str(node.target)] = why = _why_float(node, mod, modules, folded)
+        why = _why_float(mod)
         if not why:
             after, q = _requant_point(node, modules, folded)
-            requantize[after] = (q, isinstance(mod, nn.Linear))
+            if isinstance(q, str):
+                why = q
+            elif _unsigned_8bit_static(q):
+                why = f"output quantizer {_unsigned_8bit_static(q)}"
+            else:
+                requantize[after] = (q, isinstance(mod, nn.Linear))
+        reasons[str(node.target)] = why
     return requantize, reasons
 
 
-def _unsigned_8bit_static(q: nn.Module | None, exact_8: bool) -> str:
-    """'' when ``q`` quantizes statically to an unsigned grid (exactly 8 bits if ``exact_8``)."""
+def _unsigned_8bit_static(q: nn.Module | None) -> str:
+    """'' when ``q`` quantizes statically to an unsigned 8-bit grid, else what it does instead."""
     if q is None or is_float(q.bits):
         return "float"
     if getattr(q, "dynamic", False):
@@ -280,7 +293,7 @@ def _unsigned_8bit_static(q: nn.Module | None, exact_8: bool) -> str:
     qmin, qmax = (int(v) for v in q.grid())
     if qmin < 0:
         return "signed (INT8; onnxruntime fuses signed activations on ARM only)"
-    if qmax > 255 or (exact_8 and qmax != 255):
+    if qmax != 255:
         return f"{q.bits} bits"
     return ""
 
@@ -328,19 +341,16 @@ def _requant_point(layer: fx.Node, modules: dict, folded: dict) -> tuple[fx.Node
             return after, f"output feeds {_describe(user, modules)}, not a quantizer"
 
 
-def _why_float(node: fx.Node, mod: nn.Module, modules: dict, folded: dict) -> str:
+def _why_float(mod: nn.Module) -> str:
+    """Why the layer itself (its input and weights) cannot run on integer kernels ("" if it can)."""
     if not isinstance(mod, (QuantConv2d, QuantLinear)):
         return "float layer (32 bits)"
-    why = _unsigned_8bit_static(mod.act_quant, exact_8=True)
+    why = _unsigned_8bit_static(mod.act_quant)
     if why:
         return f"input {why}"
     if mod.w_bits != 8:  # narrower weights: the INT32 bias would round at a coarse input x weight scale
         return f"weights {mod.w_bits} bits"
-    _, q = _requant_point(node, modules, folded)
-    if isinstance(q, str):
-        return q
-    why = _unsigned_8bit_static(q, exact_8=True)
-    return f"output quantizer {why}" if why else ""
+    return ""
 
 
 def _single_user_layer(node: fx.Node, modules: dict) -> bool:
@@ -352,7 +362,8 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET, 
     """An ``onnx.ModelProto`` computing what ``model`` computes in evaluation mode.
 
     ``integer_kernels`` (the default): layers that qualify (see ``integer_plan``) are written in the
-    form onnxruntime fuses into integer kernels (QLinearConv, QGemm): INT8 weights, INT32 bias,
+    form onnxruntime fuses into integer kernels (QLinearConv; a Linear as a 1x1 convolution): INT8
+    weights, INT32 bias,
     the output requantized at once; the others as with ``False``: float kernels on the exact
     integers (a float bias kept in float32). The INT32 bias is the float bias rounded to input scale x
     weight scale: at most half a step of the accumulator, so an output step may move where the
@@ -455,10 +466,9 @@ def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int, integer
         elif node.op == "call_function" and node.target is torch.cat:
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
             env[node] = g.op("Concat", arg(node.args[0]), axis=dim)
-        elif (node.op, node.target) in (("call_function", torch.relu), ("call_function", F.relu),
-                                        ("call_method", "relu")):
+        elif (node.op, node.target) in _RELUS:
             env[node] = g.op("Relu", [arg(node.args[0])])
-        elif (node.op, node.target) in (("call_method", "flatten"), ("call_function", torch.flatten)):
+        elif _is_flatten(node):
             start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
             env[node] = g.op("Flatten", [arg(node.args[0])], axis=start)
         elif node.op == "call_method" and node.target == "mean":
@@ -474,7 +484,7 @@ def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int, integer
             env[node] = _act_quant(g, env[node], q, where, 4)
             if linear:  # a Linear written as a 1x1 Conv: back to (N, C)
                 env[node] = _integer_reshape(g, env[node], [0, -1])
-            g.quantized_by[env[node]] = q
+            g.dequantized[_grid_key(env[node], q)] = env[node]  # the next quantizer finds it done
     example = torch.zeros((1, *input_shape))
     with torch.no_grad():
         n_out = model(example).shape[1]
@@ -497,14 +507,9 @@ def run_onnx(proto, x: np.ndarray, batch_size: int = 256, optimize: bool = True)
     lets onnxruntime fuse the Q/DQ pairs into integer kernels (QLinearConv, ...), which requantize
     in integers and so may differ from fake-quant in the last step; ``False`` runs the graph as
     written (float arithmetic on the same integers: equal to fake-quant up to float rounding)."""
-    import onnxruntime as ort
+    from .runtime import session
 
-    opts = ort.SessionOptions()
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = session(proto.SerializeToString(), optimize=optimize)
     x = np.ascontiguousarray(x, dtype=np.float32)
     return np.concatenate([sess.run(["logits"], {"input": x[i:i + batch_size]})[0]
                            for i in range(0, len(x), batch_size)])

@@ -28,13 +28,17 @@ class LayerKernel:
         return self.kernel in INTEGER_KERNELS
 
 
-def _session(model_bytes: bytes, threads: int = 1, optimized_path: str | None = None):
+def session(model_bytes: bytes, threads: int = 1, optimized_path: str | None = None, optimize: bool = True):
+    """An onnxruntime CPU session: ``threads`` intra-op threads, quiet; ``optimize=False`` runs the graph
+    as written; ``optimized_path``: where onnxruntime saves the graph it optimized."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if optimized_path:
         opts.optimized_model_filepath = optimized_path
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
@@ -49,7 +53,7 @@ def optimized_graph(proto):
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "optimized.onnx")
-        _session(proto.SerializeToString(), optimized_path=path)
+        session(proto.SerializeToString(), optimized_path=path)
         return onnx.load(path).graph
 
 
@@ -89,7 +93,7 @@ def latency_ms(model_bytes: bytes, input_shape: tuple[int, ...], batch: int, thr
     x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
     medians = []
     for _ in range(sessions):
-        sess = _session(model_bytes, threads)
+        sess = session(model_bytes, threads)
         name = sess.get_inputs()[0].name
         for _ in range(3):  # warm-up: first runs allocate
             sess.run(None, {name: x})

@@ -35,7 +35,7 @@ from ..space.domains import Choice, Ordinal
 from ..space.search_space import SearchSpace
 from .training import make_optimizer
 from ..errors import ConfigError
-from ..objective import LATENCY_METRIC
+from ..objective import COMPUTED_COST_METRICS, LATENCY_METRIC
 from .base import DNAS_PREFIX, Reporter
 from .trained import TrainedTrial, TrialContext, run_trial
 
@@ -381,7 +381,7 @@ class DNASTrial(TrainedTrial):
     def check(self, cfg, prepared) -> None:
         if cfg.objective.cost == LATENCY_METRIC:
             raise ConfigError(f"objective.cost: dnas trials differentiate a cost computed from layer shapes and bits, "
-                              f"and {LATENCY_METRIC} is measured; allowed: size_kb, size_bits, bitops, macs")
+                              f"and {LATENCY_METRIC} is measured; allowed: {', '.join(COMPUTED_COST_METRICS)}")
         if (cfg.search.searcher or "tpe") != "dnas":
             raise ConfigError(f"trial: dnas trials take the dnas searcher's configs (dnas.* options); "
                               f"got searcher '{cfg.search.searcher or 'tpe'}'; use --searcher dnas")

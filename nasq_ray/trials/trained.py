@@ -75,11 +75,11 @@ class TrainedCost:
             if spec.auto_bits is not None:
                 return None
             with torch.random.fork_rng():
-                model = build_model(spec.arch, spec.quant, seed=0)
                 if self.metric == LATENCY_METRIC:  # the trial measures the same network (cached per structure)
                     x = torch.randn(CALIBRATION_BATCH, *self.space.input_shape, generator=torch.Generator().manual_seed(0))
-                    return model_latency_ms(model, self.space.input_shape, x, structure_key(spec.arch, spec.quant))
-                cost, _ = measure_cost(model, self.space.input_shape)
+                    return model_latency_ms(lambda: build_model(spec.arch, spec.quant, seed=0), self.space.input_shape,
+                                            x, structure_key(spec.arch, spec.quant))
+                cost, _ = measure_cost(build_model(spec.arch, spec.quant, seed=0), self.space.input_shape)
         except (NasqError, RuntimeError, ValueError):
             return None
         return float(cost.as_metrics()[self.metric])
@@ -117,7 +117,7 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
         apply_hyperparameters(optimizer, lr_sched, spec.train)
     base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
     if ctx.objective.cost == LATENCY_METRIC:  # measured once per network structure and machine (cached)
-        base[LATENCY_METRIC] = model_latency_ms(model, space.input_shape, xtr[:CALIBRATION_BATCH],
+        base[LATENCY_METRIC] = model_latency_ms(lambda: model, space.input_shape, xtr[:CALIBRATION_BATCH],
                                                 structure_key(spec.arch, spec.quant))
     metrics: dict = {}
     for epoch in range(first_epoch, ctx.max_epochs + 1):

@@ -24,14 +24,14 @@ def test_a_network_is_timed_once_per_structure_and_read_back_from_the_cache(tmp_
     spec, model = _spec(space, cfg)
     key = latency.structure_key(spec.arch, spec.quant)
     x = torch.randn(16, *space.input_shape)
-    first = latency.model_latency_ms(model, space.input_shape, x, key)
+    first = latency.model_latency_ms(lambda: model, space.input_shape, x, key)
     assert first > 0 and len(timed) == 1
     assert timed[0][2] == latency.LATENCY_BATCH  # batch 1, one thread
     # the same network with other training hyperparameters: same key, read from the cache
     other_train = {**cfg, "train.lr": cfg["train.lr"] * 2}
     spec2, model2 = _spec(space, other_train)
     assert latency.structure_key(spec2.arch, spec2.quant) == key
-    assert latency.model_latency_ms(model2, space.input_shape, x, key) == first and len(timed) == 1
+    assert latency.model_latency_ms(lambda: model2, space.input_shape, x, key) == first and len(timed) == 1
     (entry,) = (tmp_path / "latency").glob("*/*.json")
     assert entry.parent.name == latency.node_type() and entry.stem == key
     # other bits: another structure
@@ -50,5 +50,5 @@ def test_without_a_writable_cache_the_network_is_measured_each_time(tmp_path, mo
     space = load_space("digits_small")
     spec, model = _spec(space, space.sample(0))
     key = latency.structure_key(spec.arch, spec.quant)
-    assert latency.model_latency_ms(model, space.input_shape, torch.randn(8, *space.input_shape), key) > 0
+    assert latency.model_latency_ms(lambda: model, space.input_shape, torch.randn(8, *space.input_shape), key) > 0
     assert latency.cached_latency_ms(key) is None
