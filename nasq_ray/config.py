@@ -20,13 +20,27 @@ from .objective import ObjectiveConfig
 
 @dataclass
 class DataConfig:
-    name: str = "digits"
+    name: str = "digits"  # a built-in name, or MODULE:CALLABLE returning {"train": Dataset, "val": ..., "test": ...}
     dir: str | None = None
     label_column: str = "label"
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_train: int | None = None
     seed: int = 0
+    args: dict = field(default_factory=dict)  # keyword arguments of a data factory
+    workers: int = 0  # DataLoader worker processes for a data factory's Datasets (0: in the trial's process)
+    augment: bool = False  # built-in image sets: random crop (and flip where the classes allow it)
+
+
+@dataclass
+class ModelConfig:
+    """A user's own model (``--model``): the search prunes, quantizes and distils it."""
+
+    factory: str | None = None  # MODULE:CALLABLE returning a torch.nn.Module (in Python: the callable itself)
+    args: dict = field(default_factory=dict)  # keyword arguments of the factory
+    weights: str | None = None  # its trained float weights (a state_dict file); none: trained first
+    float_epochs: int = 10  # epochs of float training when no weights are given
+    trace: str = "auto"  # auto (torch.fx, else forward hooks) | fx | hooks
 
 
 @dataclass
@@ -65,7 +79,7 @@ class ResourcesConfig:
 @dataclass
 class ExperimentConfig:
     name: str | None = None
-    space: str = "digits_small"
+    space: str | None = None  # None: digits_small, or own_model (search_spaces/own_model.yaml) with a model
     out: str = "./nasq_results"
     storage: str | None = None  # Ray Tune's experiment state and checkpoints (default: out); path or URI
     storage_db: str | None = None  # Optuna study of every trial: SQLAlchemy URL (default: sqlite in OUT/NAME)
@@ -75,6 +89,7 @@ class ExperimentConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     table: TableConfig = field(default_factory=TableConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     trial: str | None = None  # trial kind by name (default: chosen by what the run holds, see nasq_ray.trials)
     verbose: bool = False
     quiet: bool = False
@@ -82,7 +97,20 @@ class ExperimentConfig:
     def __post_init__(self):
         validate(self)
         # a run without a name gets one, stamped once: every access names the same folder
-        self._default_name = f"{Path(self.space).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self._default_name = f"{self._name_stem()}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def _name_stem(self) -> str:
+        if self.space is None and self.model.factory is not None:
+            f = self.model.factory
+            return str(f).rpartition(":")[2].split(".")[-1] if isinstance(f, str) else getattr(f, "__name__", "model")
+        return Path(self.space_ref).stem
+
+    @property
+    def space_ref(self) -> str:
+        """The space to use: the one given, else ``own_model`` for a user model, ``digits_small`` otherwise."""
+        if self.space is not None:
+            return self.space
+        return "own_model" if self.model.factory is not None else "digits_small"
 
     @property
     def run_name(self) -> str:
@@ -112,16 +140,28 @@ class ExperimentConfig:
         return Path(path) if isinstance(fs, pyarrow.fs.LocalFileSystem) else None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain data (what experiment.yaml holds): a callable given in Python is written as its
+        ``MODULE:CALLABLE`` name where it has one."""
+        from .user_code import ref_of
+
+        out = dataclasses.asdict(self)
+        for section, key in CALLABLE_FIELDS:
+            value = out[section][key]
+            if callable(value):
+                out[section][key] = ref_of(value) or f"<python object {getattr(value, '__qualname__', value)!r}>"
+        return out
 
 
 _SECTIONS = {"data": DataConfig, "search": SearchConfig, "objective": ObjectiveConfig, "resources": ResourcesConfig,
-             "table": TableConfig}
+             "table": TableConfig, "model": ModelConfig}
+CALLABLE_FIELDS = (("data", "name"), ("model", "factory"))  # may hold a callable in Python (run_search)
 
 
 def _coerce(fieldname: str, value: Any, typ: Any) -> Any:
     """Convert ``value`` (from YAML or a CLI string) to the field's type, or raise naming the field."""
     text = str(typ)
+    if callable(value) and tuple(fieldname.split(".")) in CALLABLE_FIELDS:
+        return value  # the Python API takes the user's callable itself
     optional = "None" in text
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
         if optional:
@@ -242,8 +282,11 @@ def parse_kv(items: list[str] | None, flag: str) -> dict:
 
 
 def validate(cfg: ExperimentConfig) -> None:
-    s, r, d = cfg.search, cfg.resources, cfg.data
+    s, r, d, m = cfg.search, cfg.resources, cfg.data, cfg.model
     checks = [
+        (d.workers >= 0, "data.workers", d.workers, "integers >= 0"),
+        (m.float_epochs >= 0, "model.float_epochs", m.float_epochs, "integers >= 0"),
+        (m.trace in ("auto", "fx", "hooks"), "model.trace", m.trace, "auto, fx, hooks"),
         (s.num_samples >= 1, "search.num_samples", s.num_samples, "integers >= 1"),
         (s.max_epochs >= 1, "search.max_epochs", s.max_epochs, "integers >= 1"),
         (s.max_concurrent is None or s.max_concurrent >= 1, "search.max_concurrent", s.max_concurrent, "integers >= 1"),
@@ -261,6 +304,12 @@ def validate(cfg: ExperimentConfig) -> None:
     for ok, name, value, allowed in checks:
         if not ok:
             raise ConfigError(f"{name}: {value!r} is not allowed; allowed: {allowed}")
+    if m.factory is None and (m.weights or m.args):
+        raise ConfigError(f"model.{'weights' if m.weights else 'args'}: given without model.factory; give --model "
+                          "MODULE:CALLABLE")
+    if m.factory is not None and m.weights is None and m.float_epochs == 0:
+        raise ConfigError("model.float_epochs: 0 is not allowed without model.weights (the float model would stay "
+                          "untrained); give --weights or float_epochs >= 1")
     if cfg.log_format not in ("text", "json"):
         raise ConfigError(f"log_format: {cfg.log_format!r} is not allowed; allowed: text, json")
     if cfg.storage_db is not None:

@@ -18,8 +18,8 @@ A float layer is one at 32 bits: no scales, no quantizer parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 
 FLOAT_BITS = 32
 
@@ -115,6 +115,32 @@ def summarize(costs: Sequence[LayerCost], extra_size_bits: int = 0) -> CostSumma
         n_weights=n_weights,
         avg_w_bits=sum(c.n_weights * c.w_bits for c in costs) / max(1, n_weights),
     )
+
+
+SHAPE_FIELDS = ("in_ch", "out_ch", "groups", "bn_channels")  # what channel pruning changes in a LayerShape
+
+
+def pruned_shapes(shapes: Sequence[LayerShape], deltas: Mapping[str, Mapping[str, Mapping[str, int]]],
+                  removed: Mapping[str, int]) -> list[LayerShape]:
+    """``shapes`` after channel pruning: ``removed[group]`` channels of each group go, and each layer's
+    field changes by ``deltas[group][layer][field]`` per channel removed (the coupling measured on
+    the model once, :func:`nasq_ray.models.pruning.shape_deltas`)."""
+    change: dict[str, dict[str, int]] = {}
+    for group, n in removed.items():
+        for layer, fields in deltas.get(group, {}).items():
+            for f, d in fields.items():
+                change.setdefault(layer, {})
+                change[layer][f] = change[layer].get(f, 0) + n * d
+    return [replace(s, **{f: getattr(s, f) + d for f, d in change[s.name].items()}) if s.name in change else s
+            for s in shapes]
+
+
+def with_bits(shapes: Sequence[LayerShape], bits: Mapping[str, tuple[int, int]], per_channel: bool = True,
+              static: bool = True) -> list[LayerShape]:
+    """``shapes`` with the (w_bits, a_bits) of the layers ``bits`` names, their weight scales per
+    output channel (or one per layer) and a static (or dynamic) input quantizer."""
+    return [replace(s, w_bits=bits[s.name][0], a_bits=bits[s.name][1], w_scales=None if per_channel else 1,
+                    a_static=static) if s.name in bits else s for s in shapes]
 
 
 def logit_quant_size_bits(logit_bits: int) -> int:

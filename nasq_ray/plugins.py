@@ -18,6 +18,16 @@ def installed(group: str) -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=group)}
 
 
+class Lazy:
+    """An offered keyword computed only for a factory that names it (an expensive one)."""
+
+    def __init__(self, make: Callable):
+        self.make = make
+
+    def __call__(self):
+        return self.make()
+
+
 def call_factory(factory: Callable, user_args: dict, field: str, label: str, required: dict | None = None,
                  offered: dict | None = None):
     """``factory(**required, **<those of offered it names>, **user_args)``: an offered keyword goes
@@ -29,7 +39,8 @@ def call_factory(factory: Callable, user_args: dict, field: str, label: str, req
     except (TypeError, ValueError):
         params = {}
     kwargs = dict(required or {})
-    kwargs.update({k: v for k, v in (offered or {}).items() if k in params and k not in user_args})
+    kwargs.update({k: v() if isinstance(v, Lazy) else v for k, v in (offered or {}).items()
+                   if k in params and k not in user_args})
     try:
         inspect.signature(factory).bind(**kwargs, **user_args)
     except TypeError as e:

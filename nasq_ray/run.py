@@ -33,7 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--config", metavar="YAML", help="experiment file holding any of the settings below (flags override it)")
     a("--space", help="search space: a shipped name (digits_small, cifar_cnn, mlp, ...) or a YAML path "
                       "(default: digits_small)")
-    a("--data", help="dataset: digits (embedded, default), mnist, fashion_mnist, cifar10, csv")
+    a("--data", help="dataset: digits (embedded, default), mnist, fashion_mnist, cifar10, csv; or MODULE:CALLABLE, "
+                     "a factory returning {'train': Dataset, 'val': Dataset, 'test': Dataset} (test optional)")
+    a("--data-arg", action="append", metavar="K=V", help="keyword argument for a data factory (repeatable)")
+    a("--model", metavar="MODULE:CALLABLE", help="your own model: a callable returning a torch.nn.Module (the "
+                                                 "current directory is importable); the search prunes, quantizes "
+                                                 "and distils it (space: own_model)")
+    a("--model-arg", action="append", metavar="K=V", help="keyword argument for the model factory (repeatable)")
+    a("--weights", metavar="PATH", help="the model's trained float weights: a torch.save'd state_dict (or a dict "
+                                        "holding one under 'state_dict' or 'model'); without it the model is "
+                                        "trained first (model.float_epochs)")
+    a("--float-epochs", type=int, metavar="N", help="epochs of float training when no --weights are given (10)")
     a("--data-dir", metavar="PATH", help="folder (or CSV file) holding the dataset in its standard format")
     a("--label-column", help="label column of a CSV dataset (default: label)")
     a("--max-train", type=int, metavar="N", help="use at most N training samples (stratified)")
@@ -76,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", metavar="RESULT_DIR", help="continue an interrupted experiment (its results folder); "
                                              "--address, --quiet, --verbose and --log-format may be given with it")
     a("--set", action="append", metavar="SECTION.KEY=V", help="set any config field, e.g. objective.alpha=-0.1")
+    a("--show-space", action="store_true", help="print every parameter of the run's space, its choices and the "
+                                                "layers it governs, then exit")
     a("--list-strategies", action="store_true", help="list searchers, schedulers and trial kinds (built-in and plug-ins), then exit")
     a("--verbose", action="store_true", help="show Ray's own logs and progress table")
     a("--quiet", action="store_true", help="print only the final summary")
@@ -90,6 +102,7 @@ _FLAG_FIELDS = {
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
     "time_budget": "search.time_budget_s", "table": "table.path", "storage": "storage",
+    "model": "model.factory", "weights": "model.weights", "float_epochs": "model.float_epochs",
     "keep_checkpoints": "search.keep_checkpoints", "warm_start": "search.warm_start", "storage_db": "storage_db", "log_format": "log_format", "table_acc": "table.acc", "table_cost": "table.cost", "trial": "trial",
 }
 
@@ -107,6 +120,10 @@ def config_from_args(args: argparse.Namespace):
             set_dotted(raw, "objective.multi", True)
         else:
             set_dotted(raw, "objective.form", args.objective)
+    if args.model_arg:
+        set_dotted(raw, "model.args", parse_kv(args.model_arg, "--model-arg"))
+    if args.data_arg:
+        set_dotted(raw, "data.args", parse_kv(args.data_arg, "--data-arg"))
     if args.searcher_arg:
         set_dotted(raw, "search.searcher_args", parse_kv(args.searcher_arg, "--searcher-arg"))
     if args.scheduler_arg:
@@ -136,7 +153,7 @@ def list_strategies() -> str:
     return "\n".join(lines)
 
 
-_RESUME_ALLOWED = {"resume", "address", "quiet", "verbose", "log_format", "list_strategies"}
+_RESUME_ALLOWED = {"resume", "address", "quiet", "verbose", "log_format", "list_strategies", "show_space"}
 
 
 def _resume_overrides(args: argparse.Namespace) -> dict:
@@ -159,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.list_strategies:
             print(list_strategies())
+            return 0
+        if args.show_space:
+            from .space.show import show_space
+            from .trials import run_space
+
+            print(show_space(run_space(config_from_args(args))))
             return 0
         from .search.driver import resume_search, run_search
         from .results.console import summary, summary_json

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-import numpy as np
 import torch
 from ..errors import ConfigError
 from ..trials.base import CHECKPOINT_FILE, read_checkpoint
@@ -43,7 +42,7 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     also onnxruntime latency (1 thread, batch 1 and 64) of the export and of the float model."""
     from ..config import saved_config
     from ..trials import prepare
-    from ..trials.training import accuracy_f1, predict
+    from ..trials.training import accuracy_f1, predict_batches
 
     folder = Path(result_dir).expanduser().resolve()
     cfg = saved_config(folder, "export")
@@ -67,7 +66,9 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     summaries = []
     experiment = cfg.local_experiment_dir or folder
     test = prep.test
-    x_test, y_test = torch.from_numpy(np.ascontiguousarray(test.x)), torch.from_numpy(test.y)
+    if test is None and fmt == "onnx":
+        raise ConfigError("export: the run's data has no test split to check the ONNX model on; give the data "
+                          "factory a 'test' Dataset, or use --format packed")
     for row in rows:
         checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
         if not checkpoints:
@@ -97,10 +98,10 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
                 summary["latency_ms"] = {
                     (which, batch): latency_ms(path.read_bytes(), space.input_shape, batch)
                     for which, path in (("float", float_path), ("export", onnx_path)) for batch in BENCHMARK_BATCHES}
-            with torch.no_grad():
-                fq_pred = predict(model, x_test)
-            ort_pred = torch.from_numpy(run_onnx(proto, test.x).argmax(axis=1))
-            summary.update(onnx_path=str(onnx_path), onnx_bytes=onnx_path.stat().st_size, test_n=len(test),
+            fq_pred, y_test = predict_batches(model, test.eval())
+            ort_pred = torch.cat([torch.from_numpy(run_onnx(proto, xb.cpu().numpy()).argmax(axis=1))
+                                  for xb, _ in test.eval()])
+            summary.update(onnx_path=str(onnx_path), onnx_bytes=onnx_path.stat().st_size, test_n=len(y_test),
                            fq_test_acc=accuracy_f1(fq_pred, y_test, space.num_classes)[0],
                            onnx_test_acc=accuracy_f1(ort_pred, y_test, space.num_classes)[0],
                            changed=int((fq_pred != ort_pred).sum()))

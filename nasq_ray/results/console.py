@@ -23,6 +23,19 @@ def front_table(front: list[TrialRecord], objective: ObjectiveConfig) -> str:
     return "\n".join(lines)
 
 
+def reference_table(rows: list[dict], objective: ObjectiveConfig) -> str:
+    """The reference models (float, post-training quantization) as a text table."""
+    cols = [c for c in (objective.cost, "size_kb", "bitops", "macs", "avg_w_bits") if c in rows[0]]
+    cols = list(dict.fromkeys(cols))
+    head = f"{'model':<10} {objective.acc:>9} {'test_acc':>9} " + " ".join(f"{c:>12}" for c in cols) + "  bits"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        test = f"{r['test_acc']:.4f}" if r.get("test_acc") is not None else "-"
+        vals = " ".join(f"{_num(r.get(c)):>12}" for c in cols)
+        lines.append(f"{r['name']:<10} {r[objective.acc]:>9.4f} {test:>9} {vals}  {r.get('bits') or ''}".rstrip())
+    return "\n".join(lines)
+
+
 def _num(v) -> str:
     """A metric for a table cell: integers with thousands separators, others to 4 significant digits."""
     if v is None:
@@ -44,7 +57,8 @@ def summary_json(result: SearchResult) -> str:
     counts = {s: sum(r.status == s for r in result.records) for s in ("complete", "pruned", "failed", "unfinished")}
     return json.dumps({"event": "summary", "trials": len(result.records), **counts, "wall_s": round(result.wall_s, 1),
                        "out_dir": str(result.out_dir), "interrupted": result.interrupted,
-                       "front": [row(r) for r in result.front], "best": row(result.best) if result.best else None},
+                       "front": [row(r) for r in result.front], "best": row(result.best) if result.best else None,
+                       "reference": result.reference},
                       default=_json_value)
 
 
@@ -77,6 +91,9 @@ def summary(result: SearchResult) -> str:
         f"Pareto front ({objective.acc} vs {objective.cost}; test accuracy of front models only):",
         front_table(result.front, objective),
     ]
+    if result.reference:
+        lines += ["", "Reference models (no search; test accuracy on the test split):", reference_table(result.reference,
+                                                                                                  objective)]
     if result.best is not None:
         b = result.best
         m = b.metrics

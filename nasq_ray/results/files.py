@@ -80,3 +80,27 @@ def _json_default(o):
     if isinstance(o, (np.floating,)):
         return float(o)
     return str(o)
+
+
+REFERENCE_FILE = "reference.csv"  # the reference models a trial kind reports beside the front (float, PTQ)
+REFERENCE_COLUMNS = ("name", "val_acc", "val_f1", "test_acc", "macs", "bitops", "size_bits", "size_kb", "n_weights",
+                     "avg_w_bits", "bits")
+
+
+def write_reference(out_dir: Path, rows: list[dict]) -> None:
+    """reference.csv: one row per reference model (none written when the kind gives none)."""
+    if not rows:
+        return
+    with open(out_dir / REFERENCE_FILE, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(REFERENCE_COLUMNS), extrasaction="ignore", restval="")
+        w.writeheader()
+        w.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
+
+
+def read_reference(folder: Path) -> list[dict]:
+    path = Path(folder) / REFERENCE_FILE
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return [{k: (float(v) if k != "name" and k != "bits" and v not in ("", None) else (v or None))
+                 for k, v in row.items()} for row in csv.DictReader(f)]

@@ -144,8 +144,10 @@ def front_plot(run: Run, cost: str, label: str) -> str | None:
         return None
     front = [t for t in run.front if is_finite_number(t.get(cost))]
     tests = [t.get("test_acc") for t in front if is_finite_number(t.get("test_acc"))]
-    p = Plot(f"{run.acc} vs {label}", label, "accuracy", [t[cost] for t in pts],
-             [t[run.acc] for t in pts] + tests, logx=min(t[cost] for t in pts) > 0)
+    refs = [r for r in run.reference if is_finite_number(r.get(cost)) and is_finite_number(r.get(run.acc))]
+    xs = [t[cost] for t in pts] + [r[cost] for r in refs]
+    p = Plot(f"{run.acc} vs {label}", label, "accuracy", xs,
+             [t[run.acc] for t in pts] + tests + [r[run.acc] for r in refs], logx=min(xs) > 0)
     others = [t for t in pts if t not in front]
     p.points([(t[cost], t[run.acc], point_tip(t, run)) for t in others if t.get("status") == "complete"], "#9e9e9e",
              label="complete trials")
@@ -156,7 +158,57 @@ def front_plot(run: Run, cost: str, label: str) -> str | None:
              cls="pt front")
     p.points([(t[cost], t["test_acc"], point_tip(t, run)) for t in front if is_finite_number(t.get("test_acc"))], COLORS[1],
              r=4, filled=False, label="front (test_acc)", cls="pt front-test")
+    if refs:
+        p.points([(r[cost], r[run.acc], f"{r['name']} (reference, no search)\n{run.acc} {r[run.acc]:.4f}\n"
+                   f"{cost} {r[cost]:.4g}") for r in refs], "#2e7d32", r=6, filled=False,
+                 label="reference: float, PTQ", cls="pt reference")
     return p.svg()
+
+
+def reference_table(run: Run) -> str | None:
+    """The reference models (float, post-training quantization) beside the front, as a table."""
+    if not run.reference:
+        return None
+    cols = [c for c in ("val_acc", "test_acc", "size_kb", "bitops", "macs", "avg_w_bits", "bits") if c in run.reference[0]]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("model", *cols))
+    rows = []
+    for r in run.reference:
+        cells = "".join(f"<td>{html.escape(_cell(r.get(c)))}</td>" for c in cols)
+        rows.append(f"<tr><td>{html.escape(str(r['name']))}</td>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def sensitivity_table(run: Run) -> str | None:
+    """Per-layer Hessian sensitivity omega(layer, width) (HAWQ-V3), shaded by its log10."""
+    import math
+
+    layers = (run.sensitivity or {}).get("layers") or {}
+    if not layers:
+        return None
+    widths = sorted({int(b) for v in layers.values() for b in v["omega"]})
+    values = [v["omega"].get(str(b), 0.0) for v in layers.values() for b in widths]
+    logs = [math.log10(v) for v in values if v > 0]
+    lo, hi = (min(logs), max(logs)) if logs else (0.0, 1.0)
+    head = "<th>layer</th><th>Tr(H)</th><th>weights</th>" + "".join(f"<th>{b} bits</th>" for b in widths)
+    rows = []
+    for name, v in layers.items():
+        cells = []
+        for b in widths:
+            o = v["omega"].get(str(b), 0.0)
+            shade = 0 if o <= 0 or hi == lo else (math.log10(o) - lo) / (hi - lo)
+            color = f"rgba(214, 39, 40, {0.08 + 0.6 * shade:.2f})" if o > 0 else "transparent"
+            cells.append(f'<td data-v="{o:.6g}" style="background:{color}">{o:.3g}</td>')
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{v['trace']:.4g}</td><td>{v['n_weights']}</td>"
+                    f"{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
 
 
 def hv_plot(run: Run) -> str | None:

@@ -102,6 +102,7 @@ class SearchResult:
     requested: int = 0
     interrupted: bool = False
     log_format: str = "text"
+    reference: list[dict] = field(default_factory=list)  # the kind's reference models (float, PTQ), beside the front
 
     @property
     def unfinished(self) -> int:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 from .records import TrialRecord
-from .plots import COLORS, Plot, point_tip, bits_chart, front_plot, hv_plot, importance_chart, pareto_png, trials_table
+from .plots import (COLORS, Plot, bits_chart, front_plot, hv_plot, importance_chart, pareto_png, point_tip,
+                    reference_table, sensitivity_table, trials_table)
 from .report_data import Run, hv_over_trials, importances, load_run
 
 
@@ -68,8 +69,18 @@ def render_html(run: Run) -> str:
             "<h2>Pareto front and progress</h2>", '<p class="meta">Hover a point for its trial and config; the '
             'front (blue) is drawn over all trials, with its models\' test accuracy (red rings).</p>',
             f'<div class="plots">{"".join(plots) or "<p>no finished trial yet</p>"}</div>']
+    reference = reference_table(run)
+    if reference:
+        body += ["<h2>Reference models</h2>", '<p class="meta">Found without a search, for comparison: the float '
+                 'model and post-training quantization (calibrated ranges, no QAT) at uniform widths (green rings '
+                 'in the plots).</p>', reference]
     if bits:
         body += ["<h2>Bit-widths of the front's models</h2>", bits]
+    sens = sensitivity_table(run)
+    if sens:
+        body += ["<h2>Layer sensitivities (HAWQ-V3)</h2>", '<p class="meta">omega = Tr(H)/n x ||Q_b(W) - W||^2 per '
+                 'layer and weight width, from the float model (darker: more sensitive); what --searcher hawq and '
+                 'the warm start choose widths by.</p>', sens]
     body += ["<h2>Parameter importances</h2>", imp or '<p class="meta">not available yet (needs the run\'s '
              'optuna.db and at least 3 complete trials with varied parameters)</p>']
     body += ["<h2>Trials</h2>", '<p class="meta">Click a column to sort; front models highlighted.</p>',

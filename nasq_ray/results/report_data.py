@@ -14,7 +14,7 @@ from ..config import saved_config
 from ..errors import ConfigError, NasqError
 from ..objective import hypervolume
 from ..trials.base import trial_status
-from .files import RECORD_COLUMNS, record_row
+from .files import RECORD_COLUMNS, read_reference, record_row
 from .records import TrialRecord, bits_of, pareto_front
 
 
@@ -34,6 +34,8 @@ class Run:
     trials: list[dict] = field(default_factory=list)  # one dict per trial: status, metrics, params
     curves: dict[str, list[dict]] = field(default_factory=dict)  # trial id -> reported results
     state: str = "finished"  # finished | interrupted | running
+    reference: list[dict] = field(default_factory=list)  # reference.csv: float / PTQ models beside the front
+    sensitivity: dict | None = None  # sensitivity.json: per-layer Hessian sensitivities (own-model runs)
 
     @cached_property  # trials are final once load_run returns
     def complete(self) -> list[dict]:
@@ -124,6 +126,13 @@ def load_run(folder: str | Path, records: list[TrialRecord] | None = None) -> Ru
     else:
         run.state = "running"
     run.trials = sorted(by_id.values(), key=lambda t: (t.get("end_time") or 0, t["trial_id"]))
+    run.reference = read_reference(folder)
+    sens = folder / "sensitivity.json"
+    if sens.is_file():
+        try:
+            run.sensitivity = json.loads(sens.read_text())
+        except ValueError:
+            run.sensitivity = None
     return run
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from ray import tune
 
 from ..config import ExperimentConfig, saved_config
-from ..errors import ConfigError
-from ..results.files import write_results
+from ..errors import ConfigError, NasqError
+from ..results.files import write_reference, write_results
 from ..results.optuna_store import default_url, open_study
 from ..results.records import SearchResult, TrialRecord
 from ..trials import BaseTrialKind, Prepared, prepare, trial_status
@@ -86,7 +86,7 @@ def _tuner_parts(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared):
     return trainable, run_config
 
 
-def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: float) -> SearchResult:
+def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: float, searcher=None) -> SearchResult:
     tune_logger = logging.getLogger("ray.tune")
     level = tune_logger.level
     with warnings.catch_warnings():
@@ -102,6 +102,12 @@ def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: 
     front, best = write_results(out_dir, records, prep.space, prep.objective,
                                 test_accuracy=lambda chosen: kind.test_accuracy(chosen, prep))
     try:
+        reference = kind.reference_rows(prep)
+    except NasqError as e:  # the search's results are written already; a reference row is extra
+        print(f"warning: reference models not measured ({e})", file=sys.stderr)
+        reference = []
+    write_reference(out_dir, reference)
+    try:
         from ..results.report import write_report
 
         write_report(out_dir, records)
@@ -109,9 +115,10 @@ def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: 
         print(f"warning: report.html not written ({type(e).__name__}: {e}); "
               f"run python -m nasq_ray.report {out_dir}", file=sys.stderr)
     cut_short = any(r.status == "unfinished" for r in records) or len(records) < cfg.search.num_samples
-    interrupted = cut_short and not _budget_spent(cfg, t0)
+    interrupted = cut_short and not _budget_spent(cfg, t0) and not getattr(searcher, "finished", False)
     return SearchResult(out_dir, records, front, best, prep.space, prep, time.time() - t0, prep.objective,
-                        requested=cfg.search.num_samples, interrupted=interrupted, log_format=cfg.log_format)
+                        requested=cfg.search.num_samples, interrupted=interrupted, log_format=cfg.log_format,
+                        reference=reference)
 
 
 def _budget_spent(cfg: ExperimentConfig, t0: float) -> bool:
@@ -132,7 +139,8 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         raise ConfigError("objective.max_cost: pbt runs without a searcher, so nothing holds proposals to the budget; "
                           "use another scheduler (asha, fifo, ...)")
     points = kind.warm_start_configs(prep, cfg.search.warm_start, cfg.search.seed) if cfg.search.warm_start else None
-    searcher = None if pbt else build_searcher(cfg, space, objective, points, kind.cost_model(prep))
+    searcher = None if pbt else build_searcher(cfg, space, objective, points, kind.cost_model(prep),
+                                               sensitivity=lambda: kind.sensitivity(prep))
     if pbt:
         resolve_searcher(cfg)  # refuses a searcher other than random, with the reason
     scheduler = build_scheduler(cfg.search.scheduler, cfg.search.scheduler_args, metric="score", mode="max",
@@ -158,7 +166,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         run_config=run_config,
     )
     (cfg.out_dir / "experiment.yaml").write_text(_dump_config(cfg))
-    return _fit(cfg, kind, prep, tuner, t0)
+    return _fit(cfg, kind, prep, tuner, t0, searcher)
 
 
 def _trial_name(trial) -> str:

@@ -24,10 +24,12 @@ class StrategySearcher(Searcher):
         self.strategy = strategy
         self.max_epochs = max_epochs
         self.configs: dict[str, dict] = {}
+        self.finished = False  # the strategy said it has nothing more (grid, hawq): fewer trials is no interruption
 
     def suggest(self, trial_id: str):
         cfg = self.strategy.suggest(trial_id)
         if cfg is FINISHED or cfg == FINISHED:
+            self.finished = True
             return Searcher.FINISHED
         if cfg is not None:
             self.configs[trial_id] = dict(cfg)
@@ -61,6 +63,10 @@ class WrappingSearcher(Searcher):
     def __init__(self, inner: Searcher):
         super().__init__(metric=inner.metric, mode=inner.mode)
         self.inner = inner
+
+    @property
+    def finished(self) -> bool:
+        return getattr(self.inner, "finished", False)
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return self.inner.set_search_properties(metric, mode, config, **spec)
@@ -152,14 +158,17 @@ class BudgetSearcher(WrappingSearcher):
 
 
 def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig,
-                   points: list[dict] | None = None, cost_model=None) -> Searcher:
+                   points: list[dict] | None = None, cost_model=None, sensitivity=None) -> Searcher:
     """The run's searcher; ``points`` (warm-start configs) are proposed before its own suggestions;
     ``cost_model`` (a config's exact cost before training) is offered to the strategy and, with a
-    cost budget, refuses suggestions over it."""
+    cost budget, refuses suggestions over it; ``sensitivity`` (a callable giving the kind's
+    per-layer sensitivities) is called only for a strategy that takes them (hawq)."""
+    from ..plugins import Lazy
+
     s = cfg.search
     name = resolve_searcher(cfg)
     made = make_searcher(name, space, objective, seed=s.seed, budget=s.num_samples, cost_model=cost_model,
-                         **s.searcher_args)
+                         sensitivity=Lazy(sensitivity) if sensitivity is not None else None, **s.searcher_args)
     if isinstance(made, BaseStrategy):
         made = StrategySearcher(made, s.max_epochs)
     elif not isinstance(made, Searcher):

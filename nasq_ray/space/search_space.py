@@ -200,6 +200,16 @@ class SearchSpace(SpaceParser):
             return f"head.layers > {w[1]}"
         return "train.optimizer == sgd"
 
+    def governs(self, name: str) -> list[str]:
+        """The layers a bit parameter decides for (``--show-space``): the layer it is named after, the
+        layers of a block (``s1.b0.*``), or every layer not pinned; other parameters govern none."""
+        key, _, last = name.rpartition(".")
+        if last not in ("w_bits", "a_bits"):
+            return []
+        if key == "quant":
+            return ["every layer not pinned"]
+        return [f"{key}.*"] if _BLOCK_OF_LAYER.match(key + ".") and key.count(".") == 1 else [key]
+
     # walking ------------------------------------------------------------------------------------
     def walk(self, ask) -> dict:
         """Decide every active parameter in order with ``ask(param, view) -> value``; return the config."""
@@ -233,13 +243,13 @@ class SearchSpace(SpaceParser):
         """What a parameter decides: ``op``, ``width``, ``depth``, ``connection``, ``bits``, ``train``,
         or ``param`` (an abstract space's plain parameter)."""
         last = name.rsplit(".", 1)[-1]
-        if name.startswith("train."):
+        if name.startswith(("train.", "distill.")):
             return "train"
         if last in ("w_bits", "a_bits", "logit_bits", "merge_bits"):
             return "bits"
         if last in ("op", "op_b"):
             return "op"
-        if last in ("channels", "width"):
+        if last in ("channels", "width", "keep"):  # keep: a user model's pruning ratio of a channel group
             return "width"
         if last in ("repeats", "layers"):
             return "depth"

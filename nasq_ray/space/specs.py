@@ -79,3 +79,27 @@ class TrialSpec:
     quant: QuantConfig
     train: TrainSpec
     auto_bits: AutoBits | None = None
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """Distillation from the float model: loss ``(1 - alpha) CE + alpha T^2 KL(teacher_T || student_T)``
+    with ``T = temperature``; ``alpha = 0`` is plain cross-entropy (no teacher is run)."""
+
+    alpha: float = 0.0
+    temperature: float = 4.0
+
+
+@dataclass(frozen=True)
+class ModelTrialSpec:
+    """A decoded config of a user's model: the keep ratio of each group of coupled channels (by the
+    group's name), the bit-widths by layer name, distillation and training.
+
+    With ``auto_bits`` set (policy ``auto``), ``quant`` holds placeholder bits (32/32) for the layers
+    ``auto_bits`` names; the trial chooses them from the value range."""
+
+    keep: dict
+    quant: QuantConfig
+    train: TrainSpec
+    distill: DistillSpec = DistillSpec()
+    auto_bits: AutoBits | None = None

@@ -1,9 +1,11 @@
 """Trial kinds by name: ``trained`` (build, QAT-train, measure, score), ``table`` (metrics looked up in a
-table), ``dnas`` (a differentiable super-network inside one trial); plug-ins from the entry-point
+table), ``dnas`` (a differentiable super-network inside one trial), ``own_model`` (a user's model,
+pruned, quantized and distilled); plug-ins from the entry-point
 group ``nasq_ray.trials`` (a :class:`BaseTrialKind` subclass or a factory returning an instance).
 
-A run's kind is ``trial: NAME`` in the experiment (``--trial``); without it, a space or run with a
-table looks its metrics up, the ``dnas`` searcher runs DNAS trials, and everything else trains.
+A run's kind is ``trial: NAME`` in the experiment (``--trial``); without it, a run with a model
+(``--model``) runs ``own_model`` trials, a space or run with a table looks its metrics up, the
+``dnas`` searcher runs DNAS trials, and everything else trains.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ TRIAL_KINDS: dict[str, str | type[BaseTrialKind]] = {
     "trained": "nasq_ray.trials.trained:TrainedTrial",
     "table": "nasq_ray.trials.table:TableTrial",
     "dnas": "nasq_ray.trials.dnas:DNASTrial",
+    "own_model": "nasq_ray.trials.own_model:OwnModelTrial",
 }
 
 
@@ -62,7 +65,7 @@ def prepare(cfg, objective=None) -> tuple[BaseTrialKind, Prepared]:
     (default ``cfg.objective``; the search driver passes the one its searcher implies)."""
     from ..space.files import read_space_yaml, resolve_space_path
 
-    path = resolve_space_path(cfg.space)
+    path = resolve_space_path(cfg.space_ref)
     raw = read_space_yaml(path)
     kind = get_trial_kind(kind_name_for(cfg, raw))
     prepared = kind.prepare(cfg, raw, path, objective if objective is not None else cfg.objective)
@@ -70,14 +73,25 @@ def prepare(cfg, objective=None) -> tuple[BaseTrialKind, Prepared]:
     return kind, prepared
 
 
+def run_space(cfg):
+    """The search space a run would search (``--show-space``), without preparing its trials."""
+    from ..space.files import read_space_yaml, resolve_space_path
+
+    path = resolve_space_path(cfg.space_ref)
+    raw = read_space_yaml(path)
+    return get_trial_kind(kind_name_for(cfg, raw)).space(cfg, raw, path)
+
+
 def kind_name_for(cfg, raw_space: dict) -> str:
     """The kind a run uses: the one it names, else by what it holds (a table; the dnas searcher)."""
     if cfg.trial:
         return cfg.trial
+    if cfg.model.factory is not None:
+        return "own_model"
     if cfg.table.path or (raw_space.get("table") or {}).get("path"):
         return "table"
     return "dnas" if cfg.search.searcher == "dnas" else "trained"
 
 
 __all__ = ["BaseTrialKind", "ENTRY_POINT_GROUP", "Prepared", "Reporter", "TRIAL_KINDS", "get_trial_kind",
-           "kind_name_for", "prepare", "register_trial_kind", "trial_kind_names", "trial_status"]
+           "kind_name_for", "prepare", "register_trial_kind", "run_space", "trial_kind_names", "trial_status"]

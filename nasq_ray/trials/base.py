@@ -13,7 +13,8 @@ A kind has two required methods and a few optional hooks:
   columns results show), :meth:`test_accuracy` (how the front's test accuracy is obtained),
   :meth:`trained_model` (what export writes), :meth:`warm_start_configs` (configs proposed before
   the searcher's own), :meth:`cost_model` (a config's exact cost before it runs: searchers aim with
-  it, and a cost budget is held before training).
+  it, and a cost budget is held before training), :meth:`reference_rows` (models shown beside the
+  front), :meth:`sensitivity` (per-layer sensitivities for ``--searcher hawq``).
 
 Kinds are registered by name in :mod:`nasq_ray.trials`; plug-ins through the entry-point group
 ``nasq_ray.trials``. ``nasq_ray.testing.check_trial_kind`` is the conformance check.
@@ -78,6 +79,10 @@ class BaseTrialKind:
 
     # ------------------------------------------------------------------------ optional hooks
 
+    def space(self, cfg: ExperimentConfig, raw_space: dict, space_path: Path) -> SearchSpace:
+        """The run's search space alone (``--show-space``); by default what :meth:`prepare` binds."""
+        return self.prepare(cfg, raw_space, space_path, cfg.objective).space
+
     def check(self, cfg: ExperimentConfig, prepared: Prepared) -> None:
         """Refuse settings this kind cannot take (a ``ConfigError`` naming the field)."""
 
@@ -96,6 +101,17 @@ class BaseTrialKind:
         """A picklable callable giving a config's value of the objective's cost metric before the
         trial runs (``None`` for a config it cannot tell), or None when the kind cannot tell any."""
         return None
+
+    def reference_rows(self, prepared: Prepared) -> list[dict]:
+        """Models to show beside the front, found without a search (a user model's float and
+        post-training-quantized versions): dicts with ``name``, the accuracies, cost metrics, ``bits``."""
+        return []
+
+    def sensitivity(self, prepared: Prepared):
+        """Per-layer quantization sensitivities (a :class:`nasq_ray.hawq.BitSensitivity`) for
+        sensitivity-based bits (``--searcher hawq``)."""
+        raise ConfigError(f"searcher: hawq chooses bits from the Hessian sensitivities of a trained model's layers; "
+                          f"trials of kind '{self.name}' have none (give a model: --model MODULE:CALLABLE)")
 
     def warm_start_configs(self, prepared: Prepared, n: int, seed: int) -> list[dict]:
         raise ConfigError(f"search.warm_start: needs trained trials (trials of kind '{self.name}' calibrate no "

@@ -22,11 +22,11 @@ import json
 import math
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import ArrayBatches
 from ..cost import FLOAT_BITS, LayerShape, layer_cost, layer_size_bits
 from ..models import build_model, get_op, trace_layers
 from ..models.blocks import Block, branch_channels
@@ -324,8 +324,7 @@ def _search(space: SearchSpace, config: dict, ctx: TrialContext, cost_weight: fl
     spec = space.decode(config)
     w_opt = make_optimizer(_ParamsOnly(net.weight_parameters()), spec.train)
     a_opt = torch.optim.Adam(net.arch_parameters(), lr=arch_lr, betas=(0.5, 0.999))
-    x = torch.from_numpy(np.ascontiguousarray(ctx.train.x)).to(ctx.device)
-    y = torch.from_numpy(ctx.train.y).to(ctx.device)
+    x, y = ctx.train.tensors
     gen = torch.Generator().manual_seed(ctx.seed)
     perm = torch.randperm(len(y), generator=gen)
     half = len(y) // 2
@@ -385,6 +384,9 @@ class DNASTrial(TrainedTrial):
         if (cfg.search.searcher or "tpe") != "dnas":
             raise ConfigError(f"trial: dnas trials take the dnas searcher's configs (dnas.* options); "
                               f"got searcher '{cfg.search.searcher or 'tpe'}'; use --searcher dnas")
+        if not isinstance(prepared.context.train, ArrayBatches):
+            raise ConfigError("data: dnas trials split the training data into weight and architecture halves held in "
+                              "memory; use a built-in dataset, not a data factory")
 
     def record(self, config: dict, metrics: dict) -> tuple[dict, dict]:
         extra = {k: v for k, v in config.items() if k.startswith(DNAS_PREFIX)}

@@ -20,8 +20,6 @@ space allows) and the configs are proposed before the searcher's own.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,35 +27,49 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import Split, load_dataset
+from ..data import ArrayBatches, DatasetBatches, Split, load_data
+from ..data.batches import first_batches
 from ..deploy.latency import model_latency_ms, structure_key
 from ..errors import ConfigError, NasqError
 from ..models import build_model, measure_cost
-from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost, score
+from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost
 from ..quant import LayerBits
 from ..quant.auto_bits import bits_from_table, bits_table, choose_bits
 from ..space.search_space import SearchSpace
 from ..space.specs import AutoBits, TrialSpec
-from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, record_state, trial_status
-from .training import accuracy_f1, cosine_lr, make_optimizer, predict, train_epoch
+from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, record_state
+from .training import Fitting, accuracy_f1, fit, predict_batches
 
 AUTO_BITS_KEY = "auto_bits"  # model-state entry: the bits policy ``auto`` chose, (layers, 2) ints
 CALIBRATION_BATCHES = 4  # training batches policy ``auto`` looks at before it chooses bits
 CALIBRATION_BATCH = 64  # samples a latency measurement observes activation ranges on (a latency ignores them)
 
 
+Batches = ArrayBatches | DatasetBatches
+
+
 @dataclass(frozen=True)
 class TrialContext:
-    """Everything a trial needs besides its config (plain data; the test split is not here)."""
+    """Everything a trial needs besides its config (plain data; the test split is not here).
+    ``train`` / ``val``: batches (:mod:`nasq_ray.data.batches`); in-memory ``Split`` s are wrapped."""
 
     space: SearchSpace
-    train: Split
-    val: Split
+    train: Batches
+    val: Batches
     max_epochs: int
     objective: ObjectiveConfig
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
+
+    def __post_init__(self):
+        for name in ("train", "val"):
+            object.__setattr__(self, name, as_batches(getattr(self, name), self.device))
+
+
+def as_batches(data: Split | Batches, device: str = "cpu") -> Batches:
+    """In-memory ``Split`` s as batches; batches as they are."""
+    return ArrayBatches(data, None, device) if isinstance(data, Split) else data
 
 
 @dataclass(frozen=True)
@@ -85,10 +97,6 @@ class TrainedCost:
         return float(cost.as_metrics()[self.metric])
 
 
-def _tensors(split: Split, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.from_numpy(np.ascontiguousarray(split.x)).to(device), torch.from_numpy(split.y).to(device)
-
-
 def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | None = None) -> dict:
     """Train ``config`` for ``ctx.max_epochs`` epochs (or until the caller stops consuming reports).
 
@@ -97,63 +105,32 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
     """
     torch.set_num_threads(ctx.threads)
     space = ctx.space
-    xtr, ytr = _tensors(ctx.train, ctx.device)
-    xval, yval = _tensors(ctx.val, ctx.device)
     spec = space.decode(config)
     if spec.auto_bits is not None:
-        spec = saved_bits(spec, state["model"]) if state is not None else calibrate(spec, xtr, ctx.seed, ctx.device)
+        spec = saved_bits(spec, state["model"]) if state is not None else calibrate(spec, ctx.train, ctx.seed, ctx.device)
     model = build_model(spec.arch, spec.quant, seed=ctx.seed).to(ctx.device)
     cost, _ = measure_cost(model, space.input_shape)
-    optimizer = make_optimizer(model, spec.train)
-    lr_sched = cosine_lr(optimizer, ctx.max_epochs)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    first_epoch = 1
     if state is not None:
         model.load_state_dict(_weights(state["model"]))
-        optimizer.load_state_dict(state["optimizer"])
-        lr_sched.load_state_dict(state["lr_sched"])
-        gen.set_state(state["generator"])
-        first_epoch = state["epoch"] + 1
-        apply_hyperparameters(optimizer, lr_sched, spec.train)
     base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
     if ctx.objective.cost == LATENCY_METRIC:  # measured once per network structure and machine (cached)
-        base[LATENCY_METRIC] = model_latency_ms(lambda: model, space.input_shape, xtr[:CALIBRATION_BATCH],
+        x_cal = next(iter(ctx.train.eval(CALIBRATION_BATCH)))[0]
+        base[LATENCY_METRIC] = model_latency_ms(lambda: model, space.input_shape, x_cal,
                                                 structure_key(spec.arch, spec.quant))
-    metrics: dict = {}
-    for epoch in range(first_epoch, ctx.max_epochs + 1):
-        t0 = time.perf_counter()
-        loss = train_epoch(model, optimizer, xtr, ytr, spec.train.batch_size, gen)
-        lr_sched.step()
-        if not math.isfinite(loss):
-            metrics = {**base, "epoch": epoch, "val_acc": 0.0, "val_f1": 0.0, "train_loss": loss,
-                       "score": -math.inf, "status": "failed",
-                       "fail_reason": f"non-finite training loss at epoch {epoch} (diverged)"}
-            report(metrics, None)
-            return metrics
-        acc, f1 = accuracy_f1(predict(model, xval), yval, space.num_classes)
-        acc_metric = acc if ctx.objective.acc == "val_acc" else f1
-        metrics = {
-            **base, "epoch": epoch, "val_acc": acc, "val_f1": f1, "train_loss": loss,
-            "epoch_time_s": time.perf_counter() - t0,
-            "score": score(acc_metric, base[ctx.objective.cost], ctx.objective),
-            "status": trial_status({"epoch": epoch}, False, ctx.max_epochs, ended=False), "fail_reason": "",
-        }
-        report(metrics, {"model": _model_state(model, spec), "optimizer": optimizer.state_dict(),
-                         "lr_sched": lr_sched.state_dict(), "generator": gen.get_state(), "epoch": epoch})
-    return metrics
+    return fit(model, spec.train, ctx.train, ctx.val, Fitting(ctx.max_epochs, ctx.seed, ctx.objective, space.num_classes),
+               base, report, state, model_state=lambda: _model_state(model, spec))
 
 
-def calibrate(spec: TrialSpec, x: torch.Tensor, seed: int = 0, device: str = "cpu") -> TrialSpec:
+def calibrate(spec: TrialSpec, train: Batches | Split, seed: int = 0, device: str = "cpu") -> TrialSpec:
     """``spec`` with the bits of policy ``auto`` chosen: the float model (same seed, so the same
-    initial weights as the trial's) runs in training mode on ``CALIBRATION_BATCHES`` batches of
-    ``x`` drawn with a generator seeded by ``seed``; deterministic given (spec, x, seed)."""
+    initial weights as the trial's) runs in training mode on the first ``CALIBRATION_BATCHES``
+    batches of ``train`` shuffled with a generator seeded by ``seed``; deterministic given (spec,
+    data, seed)."""
     auto = spec.auto_bits
     if auto is None:
         return spec
     model = build_model(spec.arch, None, seed=seed).to(device).train()
-    bs = spec.train.batch_size
-    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: CALIBRATION_BATCHES * bs]
-    batches = (x[idx[k:k + bs].to(x.device)] for k in range(0, len(idx), bs))
+    batches = first_batches(as_batches(train), CALIBRATION_BATCHES, spec.train.batch_size, seed)
     bits = choose_bits(model, batches, auto.w_candidates, auto.a_candidates, auto.sqnr_db, auto.layers,
                        per_channel=spec.quant.w_granularity == "channel", scheme=spec.quant.a_scheme)
     return with_bits(spec, bits)
@@ -187,19 +164,6 @@ def _weights(model_state: dict) -> dict:
     return {k: v for k, v in model_state.items() if k != AUTO_BITS_KEY}
 
 
-def apply_hyperparameters(optimizer, lr_sched, train) -> None:
-    """Make a restored optimizer use ``train``'s values (PBT may have perturbed them since the
-    checkpoint): learning rate (continuing the cosine schedule), weight decay, momentum."""
-    lr_sched.base_lrs = [train.lr for _ in optimizer.param_groups]
-    for group in optimizer.param_groups:
-        group["initial_lr"] = train.lr
-        group["weight_decay"] = train.weight_decay
-        if "momentum" in group:
-            group["momentum"] = train.momentum
-    for group, lr in zip(optimizer.param_groups, lr_sched._get_closed_form_lr()):
-        group["lr"] = lr
-
-
 def bits_summary(quant) -> str:
     """Short form of the bits per layer: ``W/A`` per layer in forward order, e.g. ``4/8 2/4 8/8``."""
     parts = [f"{b.w_bits}/{b.a_bits}" for b in quant.layers.values()]
@@ -215,27 +179,27 @@ def load_trained(space: SearchSpace, config: dict, model_state: dict, seed: int 
     return model
 
 
-def evaluate_state(space: SearchSpace, config: dict, model_state: dict, split: Split, seed: int = 0) -> tuple[float, float]:
+def evaluate_state(space: SearchSpace, config: dict, model_state: dict, split: Split | Batches,
+                   seed: int = 0) -> tuple[float, float]:
     """Accuracy and macro F1 on ``split`` of the trained model saved in ``model_state``."""
     model = load_trained(space, config, model_state, seed)
-    x, y = _tensors(split, "cpu")
-    return accuracy_f1(predict(model, x), y, space.num_classes)
+    return accuracy_f1(*predict_batches(model, as_batches(split).eval()), space.num_classes)
 
 
-def auto_bits_config(space: SearchSpace, cfg: dict, x: np.ndarray | torch.Tensor, seed: int = 0) -> dict:
-    """``cfg`` with its bit entries set to what calibration on ``x`` chooses (see the module doc)."""
-    x = torch.as_tensor(x)
+def auto_bits_config(space: SearchSpace, cfg: dict, train: Batches | Split, seed: int = 0) -> dict:
+    """``cfg`` with its bit entries set to what calibration on ``train`` chooses (see the module doc)."""
     spec = space.decode(cfg)
     layers = tuple(L for L in spec.quant.layers if space.bits_key(L) is not None)
     auto = AutoBits(space.auto_sqnr_db, space.bits_candidates("w_bits"), space.bits_candidates("a_bits"), layers)
-    chosen = calibrate(replace(spec, auto_bits=auto), x, seed).quant.layers
+    chosen = calibrate(replace(spec, auto_bits=auto), train, seed).quant.layers
     out = {**cfg, **space.bit_entries({L: chosen[L] for L in layers})}
     return space.validate(out)
 
 
-def warm_start_configs(space: SearchSpace, n: int, x: np.ndarray | torch.Tensor, seed: int = 0) -> list[dict]:
-    """``n`` sampled architectures with auto-chosen bits (``x``: training inputs), distinct configs,
-    deterministic given ``seed``."""
+def warm_start_configs(space: SearchSpace, n: int, train: Batches | Split, seed: int = 0) -> list[dict]:
+    """``n`` sampled architectures with auto-chosen bits (``train``: the training batches),
+    distinct configs, deterministic given ``seed``."""
+    train = as_batches(train)
     if n <= 0:
         return []
     if space.is_abstract:
@@ -245,7 +209,7 @@ def warm_start_configs(space: SearchSpace, n: int, x: np.ndarray | torch.Tensor,
     rng = np.random.default_rng(seed)
     out: list[dict] = []
     for _ in range(20 * n):
-        cfg = auto_bits_config(space, space.sample(rng), x, seed)
+        cfg = auto_bits_config(space, space.sample(rng), train, seed)
         if cfg not in out:
             out.append(cfg)
         if len(out) == n:
@@ -253,7 +217,7 @@ def warm_start_configs(space: SearchSpace, n: int, x: np.ndarray | torch.Tensor,
     return out
 
 
-def evaluate_on_test(records, space: SearchSpace, test: Split, seed: int) -> None:
+def evaluate_on_test(records, space: SearchSpace, test: Split | Batches, seed: int) -> None:
     """Fill ``test_acc`` / ``test_f1`` of ``records`` from their last checkpoints."""
     for r in records:
         if r.test_acc is not None or not (r.checkpoint or r.checkpoint_obj):
@@ -264,19 +228,18 @@ def evaluate_on_test(records, space: SearchSpace, test: Split, seed: int) -> Non
 
 
 class TrainedTrial(BaseTrialKind):
-    """Trials that train the config's network with fake-quant on in-memory data."""
+    """Trials that train the config's network with fake-quant (a generated space's network; the
+    data in memory, or a data factory's Datasets through DataLoaders)."""
 
     name = "trained"
 
     def prepare(self, cfg, raw_space: dict, space_path: Path, objective: ObjectiveConfig) -> Prepared:
         check_training_cost(objective)
-        data = load_dataset(cfg.data.name, cfg.data.dir, label_column=cfg.data.label_column,
-                            val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
-                            max_train=cfg.data.max_train, seed=cfg.data.seed)
+        device = trial_device(cfg)
+        data = load_data(cfg.data, device)
         space = SearchSpace(raw_space, data.input_shape, data.num_classes, source=str(space_path))
         if space.is_abstract:
             raise ConfigError(f"space: '{space.name}' is abstract (a 'params' space) and has no table; give --table")
-        device = "cuda" if cfg.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
         ctx = TrialContext(space=space, train=data.train, val=data.val, max_epochs=cfg.search.max_epochs,
                            objective=objective, seed=cfg.search.seed,
                            threads=max(1, int(cfg.resources.cpus_per_trial)), device=device)
@@ -289,12 +252,17 @@ class TrainedTrial(BaseTrialKind):
         return TrainedCost(prepared.space, prepared.objective.cost)
 
     def test_accuracy(self, records, prepared: Prepared) -> None:
-        if prepared.test is not None and len(prepared.test):
+        if prepared.test is not None:
             evaluate_on_test(records, prepared.space, prepared.test, prepared.context.seed)
 
     def trained_model(self, config: dict, state: dict, prepared: Prepared) -> nn.Module:
         return load_trained(prepared.space, config, state["model"], seed=prepared.context.seed)
 
     def warm_start_configs(self, prepared: Prepared, n: int, seed: int) -> list[dict]:
-        return warm_start_configs(prepared.space, n, prepared.context.train.x, seed)
+        return warm_start_configs(prepared.space, n, prepared.context.train, seed)
+
+
+def trial_device(cfg) -> str:
+    """Where trials compute: a GPU when the run gives trials one and torch sees one."""
+    return "cuda" if cfg.resources.gpus_per_trial > 0 and torch.cuda.is_available() else "cpu"
 

@@ -1,14 +1,19 @@
-"""Quantization-aware training and evaluation on in-memory tensors."""
+"""Quantization-aware training and evaluation: on in-memory tensors, or on any batches (``data.batches``)."""
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..objective import ObjectiveConfig, score
 from ..space.specs import TrainSpec
+from .base import Reporter, trial_status
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -28,23 +33,55 @@ def cosine_lr(optimizer: torch.optim.Optimizer, total_epochs: int) -> torch.opti
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                 batch_size: int, generator: torch.Generator) -> float:
-    """One pass over (x, y) in shuffled mini-batches; returns the mean loss (``nan`` if it diverged)."""
+    """One pass over in-memory (x, y) in shuffled mini-batches; returns the mean loss (``nan`` if it
+    diverged). A lone trailing sample is skipped: it breaks BatchNorm's batch statistics."""
+    from ..data.batches import ArrayBatches
+
+    return train_batches(model, optimizer, ArrayBatches.of_tensors(x, y).epoch(batch_size, generator))
+
+
+def train_batches(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[tuple],
+                  loss_fn: Callable | None = None) -> float:
+    """One pass over ``batches`` of ``(x, y, idx)``; ``loss_fn(logits, y, x, idx)`` (default:
+    cross-entropy). Returns the mean loss (``nan`` as soon as it is not finite)."""
     model.train()
-    order = torch.randperm(len(y), generator=generator)
     total, n = 0.0, 0
-    for start in range(0, len(y), batch_size):
-        idx = order[start:start + batch_size]
-        if len(idx) < 2 and n:  # a lone trailing sample breaks BatchNorm's batch statistics
-            continue
-        loss = F.cross_entropy(model(x[idx]), y[idx])
+    for x, y, idx in batches:
+        logits = model(x)
+        loss = F.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y, x, idx)
         if not torch.isfinite(loss):
             return math.nan
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(idx)
-        n += len(idx)
+        total += float(loss.detach()) * len(y)
+        n += len(y)
     return total / max(1, n)
+
+
+def distill_loss(logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor, alpha: float,
+                 temperature: float) -> torch.Tensor:
+    """``(1 - alpha) CE(logits, y) + alpha T^2 KL(softmax(teacher / T) || softmax(logits / T))``
+    (Hinton et al.; the T^2 keeps the soft term's gradients on the scale of the hard term's)."""
+    ce = F.cross_entropy(logits, y)
+    if alpha == 0:
+        return ce
+    t = temperature
+    kl = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher / t, dim=1), log_target=True,
+                  reduction="batchmean")
+    return (1 - alpha) * ce + alpha * t * t * kl
+
+
+@torch.no_grad()
+def predict_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted classes and labels over ``batches`` of (x, y), the model in evaluation mode."""
+    model.eval()
+    preds, labels = [], []
+    for x, y in batches:
+        preds.append(model(x).argmax(dim=1).cpu())
+        labels.append(y.cpu())
+    return torch.cat(preds), torch.cat(labels)
 
 
 @torch.no_grad()
@@ -63,3 +100,70 @@ def accuracy_f1(pred: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[
     present = (support + predicted) > 0
     f1 = torch.where(present, 2 * tp / (support + predicted).clamp_min(1), torch.zeros_like(tp))
     return acc, float(f1[present].mean()) if present.any() else 0.0
+
+
+@dataclass(frozen=True)
+class Fitting:
+    """What a trial's training loop needs besides its model and data."""
+
+    max_epochs: int
+    seed: int
+    objective: ObjectiveConfig
+    num_classes: int
+
+
+def fit(model: nn.Module, train_spec: TrainSpec, train, val, how: Fitting, base: dict, report: Reporter,
+        state: dict | None = None, model_state: Callable[[], dict] | None = None, extra_state: dict | None = None,
+        loss_fn: Callable | None = None) -> dict:
+    """QAT of ``model`` (its weights already restored from ``state`` by the caller) on ``train``
+    batches up to ``how.max_epochs``, continuing after ``state``'s epoch; every epoch reports
+    ``base`` (cost metrics) with ``val_acc``, ``val_f1``, ``train_loss``, ``score`` and ``status``,
+    and a payload (model, optimizer, schedule and shuffling state, ``extra_state``) to resume from.
+    A non-finite loss ends the trial ``failed``, with the reason. Returns the last report."""
+    optimizer = make_optimizer(model, train_spec)
+    lr_sched = cosine_lr(optimizer, how.max_epochs)
+    gen = torch.Generator().manual_seed(how.seed)
+    first_epoch = 1
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        lr_sched.load_state_dict(state["lr_sched"])
+        gen.set_state(state["generator"])
+        first_epoch = state["epoch"] + 1
+        apply_hyperparameters(optimizer, lr_sched, train_spec)
+    objective = how.objective
+    metrics: dict = {}
+    for epoch in range(first_epoch, how.max_epochs + 1):
+        t0 = time.perf_counter()
+        loss = train_batches(model, optimizer, train.epoch(train_spec.batch_size, gen), loss_fn)
+        lr_sched.step()
+        if not math.isfinite(loss):
+            metrics = {**base, "epoch": epoch, "val_acc": 0.0, "val_f1": 0.0, "train_loss": loss,
+                       "score": -math.inf, "status": "failed",
+                       "fail_reason": f"non-finite training loss at epoch {epoch} (diverged)"}
+            report(metrics, None)
+            return metrics
+        acc, f1 = accuracy_f1(*predict_batches(model, val.eval()), how.num_classes)
+        acc_metric = acc if objective.acc == "val_acc" else f1
+        metrics = {
+            **base, "epoch": epoch, "val_acc": acc, "val_f1": f1, "train_loss": loss,
+            "epoch_time_s": time.perf_counter() - t0,
+            "score": score(acc_metric, base[objective.cost], objective),
+            "status": trial_status({"epoch": epoch}, False, how.max_epochs, ended=False), "fail_reason": "",
+        }
+        report(metrics, {"model": model_state() if model_state else model.state_dict(),
+                         "optimizer": optimizer.state_dict(), "lr_sched": lr_sched.state_dict(),
+                         "generator": gen.get_state(), "epoch": epoch, **(extra_state or {})})
+    return metrics
+
+
+def apply_hyperparameters(optimizer, lr_sched, train: TrainSpec) -> None:
+    """Make a restored optimizer use ``train``'s values (PBT may have perturbed them since the
+    checkpoint): learning rate (continuing the cosine schedule), weight decay, momentum."""
+    lr_sched.base_lrs = [train.lr for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["initial_lr"] = train.lr
+        group["weight_decay"] = train.weight_decay
+        if "momentum" in group:
+            group["momentum"] = train.momentum
+    for group, lr in zip(optimizer.param_groups, lr_sched._get_closed_form_lr()):
+        group["lr"] = lr

@@ -178,12 +178,13 @@ NB201_PAIRS = [("anneal", "asha"), ("ehvi", "asha"), ("evolution", "fifo"), ("gr
                ("nsga2", "moasha"), ("random", "fifo"), ("tpe", "asha")]
 BUDGET_PAIR = ("gp", "asha")  # the default space's gp run is the cost-budget run below
 MULTI_DEFAULT = ("ehvi", "asha")  # and its ehvi run the multi-objective run with no searcher named
+OWN_MODEL_PAIR = ("hawq", "fifo")  # sensitivity-based bits need a user model: the own-model run below
 
 
 def test_the_pairs_cover_every_searcher_and_scheduler():
-    assert {s for s, _ in DEFAULT_PAIRS + [BUDGET_PAIR, MULTI_DEFAULT]} == set(SEARCHERS)
+    assert {s for s, _ in DEFAULT_PAIRS + [BUDGET_PAIR, MULTI_DEFAULT, OWN_MODEL_PAIR]} == set(SEARCHERS)
     assert {c for _, c in DEFAULT_PAIRS} == set(SCHEDULERS)
-    assert {s for s, _ in NB201_PAIRS} == set(SEARCHERS) - {"dnas"}
+    assert {s for s, _ in NB201_PAIRS} == set(SEARCHERS) - {"dnas", "hawq"}
     assert {c for _, c in NB201_PAIRS} == set(SCHEDULERS) - {"pbt"}
 
 
@@ -351,7 +352,7 @@ def test_export_packs_the_front_of_a_finished_run(ray_cluster, tmp_path, capsys)
     from nasq_ray.trials.trained import warm_start_configs
 
     _, prep = prepare(saved_config(tmp_path / "exp", "test"))
-    (point,) = warm_start_configs(prep.space, 1, prep.context.train.x, seed=2)
+    (point,) = warm_start_configs(prep.space, 1, prep.context.train, seed=2)
 
     def same(row, cfg):
         return all(float(row[k]) == pytest.approx(v, rel=1e-4) if isinstance(v, float) else row[k] == str(v)
@@ -383,3 +384,30 @@ def test_export_packs_the_front_of_a_finished_run(ray_cluster, tmp_path, capsys)
     assert len(cols) == 7 and all(float(v) > 0 for v in cols[1:])
     assert export_main([str(tmp_path / "exp"), "--benchmark", "--format", "packed"]) == 2
     assert "--benchmark: needs --format onnx" in capsys.readouterr().err
+
+
+def test_a_user_model_is_pruned_quantized_trained_through_ray_and_exported(ray_cluster, tmp_path, capsys, monkeypatch):
+    """The user's path: their model and data factory from the current directory, no weights (the
+    float model is trained first), HAWQ-V3 bits at spread budgets; export of the front checks the
+    ONNX files against fake-quant; the report shows the reference models and sensitivities."""
+    from nasq_ray.export import main as export_main
+    from user_model_code import write_user_module
+
+    write_user_module(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    searcher, scheduler = OWN_MODEL_PAIR
+    rc, out, err = _cli(capsys, tmp_path / "out", "own", "--model", "mynet:Net", "--data", "mynet:data",
+                        "--float-epochs", "3", "--searcher", searcher, "--scheduler", scheduler, "--num-samples", "3",
+                        "--max-epochs", "1")
+    assert rc == 0, err
+    folder = tmp_path / "out" / "own"
+    assert "float model mynet:Net(): trained 3 epochs" in out and "Reference models" in out and "ptq 4/4" in out
+    rows = _rows(folder / "trials.csv")
+    assert len(rows) == 3 and all(r["status"] == "complete" for r in rows)
+    assert len({r["size_kb"] for r in rows}) == 3  # three budgets, three sizes
+    for f in ("float_model.pt", "sensitivity.json", "reference.csv", "report.html"):
+        assert (folder / f).is_file(), f
+    page = (folder / "report.html").read_text()
+    assert "Reference models" in page and "Layer sensitivities" in page
+    assert export_main([str(folder), "--pareto", "--tolerance-pp", "1.0"]) == 0
+    assert list((folder / "export").glob("*.onnx")) and list((folder / "export").glob("*.nqw"))

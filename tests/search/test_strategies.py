@@ -22,7 +22,9 @@ FLAT = {
     "quant": {"w_bits": [2, 4, 8], "a_bits": [4, 8]},
     "train": {"lr": {"low": 0.001, "high": 0.1, "log": True}},
 }
-TABLE_LIKE = [n for n in sorted(SEARCHERS) if n != "dnas"]  # dnas trains; it has its own tests
+# hawq needs a trained model's layer sensitivities: it has its own conformance test below
+GENERIC = sorted(set(SEARCHERS) - {"hawq"})
+TABLE_LIKE = [n for n in GENERIC if n != "dnas"]  # dnas trains; it has its own tests
 # a GP fit per suggestion makes gp ~50x slower than the others here: it gets its own shorter checks
 QUICK = [n for n in TABLE_LIKE if n != "gp"]
 
@@ -31,17 +33,49 @@ def _flat_space():
     return SearchSpace(FLAT, (1, 8, 8), 10, source="flat")
 
 
-@pytest.mark.parametrize("name", sorted(SEARCHERS))
+@pytest.mark.parametrize("name", GENERIC)
 @pytest.mark.parametrize("multi", [False, True])
 def test_conformance_on_default_space(name, multi):
     check_strategy(SEARCHERS[name], load_space("digits_small"), ObjectiveConfig(multi=multi))
 
 
-@pytest.mark.parametrize("name", sorted(SEARCHERS))
+@pytest.mark.parametrize("name", GENERIC)
 def test_conformance_on_flat_space(name):
     space = _flat_space()
     assert space.is_flat
     check_strategy(SEARCHERS[name], space, ObjectiveConfig(multi=name == "nsga2"))
+
+
+def _model_space_and_sensitivity():
+    from nasq_ray.hawq import BitSensitivity
+    from nasq_ray.models.pruning import PruneGroup
+    from nasq_ray.models.user import LayerInfo
+    from nasq_ray.space.model_space import ModelSpace
+
+    layers = [LayerInfo(f"c{i}", "conv", f"c{i}", i == 0, i == 3, 4, 4, 1) for i in range(4)]
+    space = ModelSpace({"quant": {"w_bits": [2, 4, 8], "a_bits": [4, 8]}, "prune": {"keep": [1.0, 0.5]}},
+                       layers, [PruneGroup("c1", "c1", 4, ("c1",), ("c2",))], (1, 8, 8), 10, source="model")
+    units = tuple(f"c{i}" for i in range(4))
+    omega = {u: {b: (i + 1) * 4.0 ** -b for b in (2, 4, 8)} for i, u in enumerate(units)}
+    cost = {u: {b: 100.0 * b for b in (2, 4, 8)} for u in units}
+    sens = BitSensitivity("size_bits", units, (2, 4, 8), {2: 4, 4: 4, 8: 8}, omega, cost, 0.0,
+                          space.default_config())
+    return space, sens
+
+
+def test_hawq_conforms_and_proposes_one_config_per_budget_then_finishes():
+    space, sens = _model_space_and_sensitivity()
+    check_strategy(SEARCHERS["hawq"], space, ObjectiveConfig(cost="size_bits"), sensitivity=sens, budget=4)
+    s = make_searcher("hawq", space, ObjectiveConfig(cost="size_bits"), budget=4, sensitivity=sens)
+    configs = [s.suggest(str(k)) for k in range(4)]
+    assert s.suggest("4") == FINISHED and len({str(c) for c in configs}) == 4
+    costs = [sens.total_cost({u: c[f"{u}.w_bits"] for u in sens.units}) for c in configs]
+    assert costs[0] == 800 and costs[-1] == 3200 and costs == sorted(costs)  # all at 2 bits ... all at 8
+    assert all(c <= b for c, b in zip(costs, [800, 1600, 2400, 3200]))  # each within its budget
+    with pytest.raises(ConfigError, match="only a user-model run gives"):
+        make_searcher("hawq", load_space("digits_small"), ObjectiveConfig())
+    with pytest.raises(ConfigError, match="below the cheapest choice"):
+        make_searcher("hawq", space, ObjectiveConfig(), sensitivity=sens, budgets=[10])
 
 
 # --------------------------------------------------------------- finds better than its first suggestions

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from nasq_ray.data import load_dataset
 from nasq_ray.errors import ConfigError
@@ -28,32 +27,32 @@ def _space(**quant) -> SearchSpace:
 def test_warm_start_bits_are_what_calibration_chooses():
     space = _space()
     cfg = space.sample(3)
-    warm = auto_bits_config(space, cfg, np.asarray(DATA.train.x), seed=0)
+    warm = auto_bits_config(space, cfg, DATA.train, seed=0)
     auto = _space(policy="auto")
     chosen = calibrate(auto.decode({k: v for k, v in cfg.items() if auto.param(k) is not None}),
-                       torch.from_numpy(DATA.train.x), 0)
+                       DATA.train, 0)
     assert {k: v for k, v in warm.items() if space.param_kind(k) != "bits"} == \
         {k: v for k, v in cfg.items() if space.param_kind(k) != "bits"}  # the architecture is kept
     for layer, bits in chosen.quant.layers.items():
         assert (warm[f"{layer}.w_bits"], warm[f"{layer}.a_bits"]) == (bits.w_bits, bits.a_bits)
-    assert warm_start_configs(space, 2, DATA.train.x, seed=1) == warm_start_configs(space, 2, DATA.train.x, seed=1)
+    assert warm_start_configs(space, 2, DATA.train, seed=1) == warm_start_configs(space, 2, DATA.train, seed=1)
 
 
 def test_block_and_uniform_policies_take_the_widest_layer():
     for policy in ("block", "uniform"):
         space = _space(policy=policy)
-        cfg = warm_start_configs(space, 1, DATA.train.x, seed=0)[0]
+        cfg = warm_start_configs(space, 1, DATA.train, seed=0)[0]
         spec = space.decode(cfg)
         layer_space = _space()
         per_layer = auto_bits_config(layer_space, layer_space.complete(
-            {k: v for k, v in cfg.items() if space.param_kind(k) != "bits"}, 0), DATA.train.x, seed=0)
+            {k: v for k, v in cfg.items() if space.param_kind(k) != "bits"}, 0), DATA.train, seed=0)
         for layer, bits in spec.quant.layers.items():
             assert bits.w_bits >= per_layer[f"{layer}.w_bits"] and bits.a_bits >= per_layer[f"{layer}.a_bits"]
 
 
 def test_warm_start_refuses_an_auto_space():
     with pytest.raises(ConfigError, match="search.warm_start: space policy 'auto'"):
-        warm_start_configs(_space(policy="auto"), 1, DATA.train.x)
+        warm_start_configs(_space(policy="auto"), 1, DATA.train)
 
 
 class _Recorder(BaseStrategy):

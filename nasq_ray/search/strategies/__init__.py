@@ -15,6 +15,7 @@ from ._dnas import DNASStrategy
 from ._ehvi import EHVIStrategy
 from ._evolution import EvolutionStrategy
 from ._grid import GridStrategy
+from ._hawq import HawqStrategy
 from ._local import AnnealStrategy, GreedyStrategy
 from ._optuna import CONSTRAINT_ATTR, GPStrategy, NSGA2Strategy, TPEStrategy, define_by_run
 from ._random import RandomStrategy
@@ -46,6 +47,7 @@ register_searcher("greedy", GreedyStrategy)
 register_searcher("ehvi", EHVIStrategy)
 register_searcher("anneal", AnnealStrategy)
 register_searcher("dnas", DNASStrategy)
+register_searcher("hawq", HawqStrategy)
 
 
 def plugin_searchers() -> dict[str, object]:
@@ -66,13 +68,16 @@ def get_searcher(name: str) -> Callable:
     raise unknown_name("searcher", name, searcher_names())
 
 
-def make_searcher(name: str, space, objective, seed: int = 0, budget: int | None = None, cost_model=None, **kwargs):
+def make_searcher(name: str, space, objective, seed: int = 0, budget: int | None = None, cost_model=None,
+                  sensitivity=None, **kwargs):
     """Instantiate the searcher ``name``; bad keyword arguments raise a ConfigError naming them.
 
-    ``budget`` (the number of trials) and ``cost_model`` (a config's exact cost before training,
-    from the trial kind) are passed to factories that accept them.
+    ``budget`` (the number of trials), ``cost_model`` (a config's exact cost before training, from
+    the trial kind) and ``sensitivity`` (per-layer sensitivities, a callable computing them: only
+    a factory naming it has them computed) are passed to factories that accept them.
     """
-    offered = {k: v for k, v in (("budget", budget), ("cost_model", cost_model)) if v is not None}
+    offered = {k: v for k, v in (("budget", budget), ("cost_model", cost_model), ("sensitivity", sensitivity))
+               if v is not None}
     return call_factory(get_searcher(name), kwargs, "searcher_args", f"searcher '{name}'",
                         required=dict(space=space, objective=objective, seed=seed), offered=offered)
 

@@ -1,4 +1,4 @@
-"""Datasets, read locally in their standard published formats; nothing is downloaded.
+"""Built-in datasets, read locally in their standard published formats; nothing is downloaded.
 
 * ``digits``         scikit-learn's ``load_digits`` (real 8x8 handwritten digits, ships with sklearn).
 * ``mnist`` / ``fashion_mnist``  IDX files (``train-images-idx3-ubyte[.gz]`` ...) in ``data_dir``.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, unknown_name
+from ..errors import DataError, unknown_name
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "csv")
 

@@ -1,0 +1,56 @@
+"""The data a run trains on, as batches: a built-in dataset held in memory (the fast path) or a
+user's data factory read through DataLoaders; one entry for every trial kind that trains."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from ..user_code import is_ref
+from .batches import ArrayBatches, DatasetBatches, augment_mode
+from .builtin import load_dataset
+from .user import load_user_data
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Train, validation and test batches (test None when the data has none), what the inputs look
+    like, and a name for messages. ``in_memory``: the built-in arrays (cheap to index, to cache
+    per-sample values on)."""
+
+    train: ArrayBatches | DatasetBatches
+    val: ArrayBatches | DatasetBatches
+    test: ArrayBatches | DatasetBatches | None
+    input_shape: tuple[int, ...]
+    num_classes: int
+    name: str
+    in_memory: bool
+
+
+def is_factory(name) -> bool:
+    """Whether ``data.name`` names a user's data factory (``MODULE:CALLABLE``, or a callable)."""
+    return callable(name) or is_ref(name)
+
+
+def load_data(d, device: str = "cpu", num_classes: int | None = None) -> DataBundle:
+    """The batches of the experiment's data section ``d`` (a :class:`nasq_ray.config.DataConfig`).
+    ``num_classes``: already known, so a data factory's labels need no scan; 0: left for the caller to
+    tell (a user model's outputs say it), the bundle's ``num_classes`` is then 0 for a data factory."""
+    if is_factory(d.name):
+        for key, value, default in (("augment", d.augment, False), ("max_train", d.max_train, None)):
+            if value != default:
+                raise ConfigError(f"data.{key}: not available with a data factory (its Datasets are used as they are, "
+                                  "transforms and size included); leave it out")
+        ud = load_user_data(d.name, d.args, d.dir, num_classes)
+        make = lambda split: DatasetBatches(ud, split, d.workers, device)  # noqa: E731
+        return DataBundle(make("train"), make("val"), make("test") if "test" in ud.splits else None,
+                          ud.input_shape, ud.num_classes, ud.factory.label, in_memory=False)
+    if d.args:
+        raise ConfigError(f"data.args: keyword arguments are for a data factory (MODULE:CALLABLE); data '{d.name}' "
+                          "is built in and takes none")
+    data = load_dataset(d.name, d.dir, label_column=d.label_column, val_fraction=d.val_fraction,
+                        test_fraction=d.test_fraction, max_train=d.max_train, seed=d.seed)
+    aug = augment_mode(d.name, d.augment)
+    return DataBundle(ArrayBatches(data.train, aug, device), ArrayBatches(data.val, None, device),
+                      ArrayBatches(data.test, None, device) if len(data.test) else None,
+                      data.input_shape, data.num_classes, d.name, in_memory=True)

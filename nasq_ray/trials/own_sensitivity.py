@@ -1,0 +1,100 @@
+"""HAWQ-V3 sensitivities of a user model, put in the form the integer program takes
+(:class:`nasq_ray.hawq.BitSensitivity`): per bit parameter of the space (a layer, a block, or the
+whole network) and weight width, the summed sensitivity of its layers and their share of the cost.
+
+The Hessian traces are estimated once on the float model (a few training batches, eight Rademacher
+probes each) and kept in the results folder's ``sensitivity.json`` with the sensitivities per
+width; a resumed run and the report read them back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..cost import layer_cost, with_bits
+from ..errors import ConfigError
+from ..hawq import BitSensitivity
+from ..objective import LATENCY_METRIC
+from ..quant.sensitivity import hessian_traces, weight_error
+
+HAWQ_METRICS = ("size_kb", "size_bits", "bitops")  # costs that depend on the bits, additively over layers
+SENSITIVITY_BATCH = 128
+
+
+def _a_width(b: int, allowed: tuple[int, ...]) -> int:
+    """The activation width paired with weight width ``b`` (HAWQ-V3 moves both together): the
+    narrowest allowed width >= b, else the widest."""
+    return next((a for a in sorted(allowed) if a >= b), max(allowed))
+
+
+def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensitivity:
+    ctx, space, metric = prepared.context, prepared.space, prepared.objective.cost
+    if metric not in HAWQ_METRICS:
+        why = "is measured, not a sum over layers" if metric == LATENCY_METRIC else "does not depend on the bits"
+        raise ConfigError(f"objective.cost: {metric} {why}; sensitivity-based bits (hawq, the warm start) need one of "
+                          f"{', '.join(HAWQ_METRICS)}")
+    units = [key for key in space._governs if space.param(f"{key}.w_bits") is not None]
+    if not units:
+        raise ConfigError("quant.w_bits: the space searches no weight widths (one width, or policy auto); "
+                          "sensitivity-based bits need a choice, e.g. w_bits: [2, 4, 8]")
+    widths = tuple(sorted(space.param(f"{units[0]}.w_bits").domain.values))
+    a_allowed = space.bits_candidates("a_bits")
+    a_of = {b: _a_width(b, a_allowed) for b in widths}
+    layers = [L for u in units for L in space.governs(f"{u}.w_bits")]
+    per_channel = space.constants.get("quant.w_granularity", "channel") == "channel"
+    traces = _traces(kind, prepared, layers, n_batches, file_name)
+    net = _float(prepared)
+    modules = dict(net.named_modules())
+    per_layer = {}
+    for L in layers:
+        w = modules[L].weight
+        mean = abs(traces[L]) / w.numel()
+        per_layer[L] = {"trace": traces[L], "n_weights": int(w.numel()),
+                        "omega": {str(b): mean * weight_error(w, b, per_channel) for b in widths}}
+    shapes = {s.name: s for s in ctx.shapes}
+
+    def unit_cost(u: str, b: int) -> float:
+        members = space.governs(f"{u}.w_bits")
+        costs = [layer_cost(s) for s in with_bits([shapes[L] for L in members], {L: (b, a_of[b]) for L in members},
+                                                   per_channel=per_channel)]
+        value = sum(getattr(c, "size_bits" if metric == "size_kb" else metric) for c in costs)
+        return value / 8000.0 if metric == "size_kb" else float(value)
+
+    omega = {u: {b: sum(per_layer[L]["omega"][str(b)] for L in space.governs(f"{u}.w_bits")) for b in widths}
+             for u in units}
+    cost = {u: {b: unit_cost(u, b) for b in widths} for u in units}
+    top = max(widths)
+    sens = BitSensitivity(metric, tuple(units), widths, a_of, omega, cost, 0.0, space.default_config(), per_layer)
+    base = space.validate(sens.config({u: top for u in units}))
+    const = kind.cost_model(prepared)(base) - sum(cost[u][top] for u in units)  # pinned and float layers, logits
+    sens = BitSensitivity(metric, tuple(units), widths, a_of, omega, cost, const, base, per_layer)
+    path = Path(ctx.results_dir) / file_name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sens.as_json(), indent=1) + "\n")
+    return sens
+
+
+def _float(prepared):
+    from .own_model import float_net
+
+    return float_net(prepared.context).to(prepared.context.device)
+
+
+def _traces(kind, prepared, layers: list[str], n_batches: int, file_name: str) -> dict[str, float]:
+    """Hessian traces per layer: from the results folder when an earlier start computed them."""
+    ctx = prepared.context
+    path = Path(ctx.results_dir) / file_name
+    if path.is_file():
+        saved = json.loads(path.read_text()).get("layers", {})
+        if all(L in saved for L in layers):
+            return {L: float(saved[L]["trace"]) for L in layers}
+    batches = []
+    for xb, yb, _ in ctx.train.epoch(SENSITIVITY_BATCH, torch.Generator().manual_seed(ctx.seed)):
+        batches.append((xb, yb))
+        if len(batches) == n_batches:
+            break
+    return hessian_traces(_float(prepared), batches, layers, seed=ctx.seed)
+

@@ -1,0 +1,53 @@
+"""HAWQ-V3's integer program: the exact optimum under a budget, and the budgets spread."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from nasq_ray.errors import ConfigError
+from nasq_ray.hawq import BitSensitivity, check_budgets, hawq_configs, solve_widths, spread_budgets
+
+WIDTHS = (2, 4, 8)
+
+
+def _sens(seed: int, units: int = 4) -> BitSensitivity:
+    rng = np.random.default_rng(seed)
+    omega, cost = {}, {}
+    for k in range(units):
+        n = int(rng.integers(10, 200))
+        scale = float(rng.uniform(0.1, 10))
+        omega[f"l{k}"] = {b: scale * 4.0 ** -b for b in WIDTHS}
+        cost[f"l{k}"] = {b: float(n * b) for b in WIDTHS}
+    base = {f"l{k}.w_bits": 8 for k in range(units)} | {f"l{k}.a_bits": 8 for k in range(units)}
+    return BitSensitivity("size_bits", tuple(omega), WIDTHS, {2: 4, 4: 4, 8: 8}, omega, cost, 100.0, base)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_program_finds_the_least_sensitive_choice_within_the_budget(seed):
+    sens = _sens(seed)
+    lo, hi = sens.cost_range()
+    for budget in np.linspace(lo, hi, 7):
+        choice = solve_widths(sens, budget)
+        best = min((dict(zip(sens.units, c)) for c in itertools.product(WIDTHS, repeat=len(sens.units))
+                    if sens.total_cost(dict(zip(sens.units, c))) <= budget + 1e-9),
+                   key=lambda c: sum(sens.omega[u][c[u]] for u in sens.units))
+        assert sens.total_cost(choice) <= budget + 1e-9
+        assert sum(sens.omega[u][choice[u]] for u in sens.units) == pytest.approx(
+            sum(sens.omega[u][best[u]] for u in sens.units), rel=1e-6)
+
+
+def test_below_the_cheapest_choice_there_is_no_solution_and_budgets_spread_over_the_range():
+    sens = _sens(0)
+    lo, hi = sens.cost_range()
+    assert solve_widths(sens, lo - 1) is None
+    budgets = spread_budgets(sens, 5)
+    assert budgets[0] == lo and budgets[-1] == hi and len(budgets) == 5
+    assert spread_budgets(sens, 3, max_cost=(lo + hi) / 2)[-1] == (lo + hi) / 2
+    configs = hawq_configs(sens, budgets)
+    assert configs[0][1]["l0.w_bits"] == 2 and configs[0][1]["l0.a_bits"] == 4  # activations move with weights
+    assert all(c["l0.w_bits"] == 8 for _, c in configs[-1:])
+    with pytest.raises(ConfigError, match="searcher_args.budgets"):
+        check_budgets([10, -1])

@@ -1,0 +1,132 @@
+"""The own_model trial kind, in process: conformance, the float model's cache, the reference rows,
+sensitivities and HAWQ configs within their budgets, export of a pruned model, a user's Datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from nasq_ray.config import from_dict
+from nasq_ray.errors import NasqError
+from nasq_ray.testing import check_trial_kind
+from nasq_ray.trials import prepare
+from user_model_code import write_user_module
+
+SPACE = """
+quant: {w_bits: [2, 4, 8], a_bits: [4, 8], pin_first_last: 8}
+prune: {keep: [1.0, 0.5]}
+distill: {alpha: 0.5, temperature: 4}
+train: {lr: [0.002, 1000000000.0], batch_size: 64}
+"""
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("own")
+    write_user_module(d)
+    (d / "space.yaml").write_text(SPACE)
+    old = os.getcwd()
+    os.chdir(d)
+    sys.path.insert(0, str(d))
+    yield d
+    os.chdir(old)
+    sys.path.remove(str(d))
+
+
+def _cfg(workdir, **over):
+    raw = {"model": {"factory": "mynet:Net", "float_epochs": 4}, "space": str(workdir / "space.yaml"),
+           "data": {"max_train": 400}, "search": {"max_epochs": 2}, "out": str(workdir / "out"), "name": "run",
+           "quiet": True}
+    for k, v in over.items():
+        raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
+    return from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def own(workdir):
+    return prepare(_cfg(workdir))
+
+
+def _config(prep, **values):
+    cfg = prep.space.sample(0)
+    cfg.update({"train.lr": 0.002, **values})
+    return cfg
+
+
+def test_own_model_trials_conform(own):
+    kind, prep = own
+    assert kind.name == "own_model" and prep.context.teacher_logits is not None  # in memory: teacher cached
+    cfg = _config(prep, **{"b1.keep": 0.5, "stem.0.keep": 0.5})
+    check_trial_kind(kind, prep, cfg, {**cfg, "train.lr": 1e9})
+
+
+def test_the_float_model_is_cached_in_the_results_folder(own, workdir, capsys):
+    _, prep = own
+    assert (workdir / "out" / "run" / "float_model.pt").is_file()
+    again = prepare(_cfg(workdir, quiet=False))[1]
+    assert "float model" not in capsys.readouterr().out  # read back, not trained again
+    assert all(torch.equal(a, b) for a, b in zip(again.context.float_state.values(), prep.context.float_state.values()))
+
+
+def test_reference_rows_are_the_float_model_and_uniform_post_training_quantization(own):
+    kind, prep = own
+    rows = {r["name"]: r for r in kind.reference_rows(prep)}
+    assert set(rows) == {"float", "ptq 8/8", "ptq 4/4"}
+    assert rows["float"]["avg_w_bits"] == 32 and rows["ptq 8/8"]["avg_w_bits"] == 8
+    assert rows["ptq 4/4"]["bits"].split() == ["8/8", *["4/4"] * 5, "8/8"]  # first and last pinned
+    assert abs(rows["ptq 8/8"]["val_acc"] - rows["float"]["val_acc"]) < 0.05
+    assert all(r["test_acc"] is not None for r in rows.values())
+
+
+def test_hawq_configs_meet_their_budgets_and_sensitivities_are_saved(own, workdir):
+    from nasq_ray.hawq import hawq_configs, spread_budgets
+
+    kind, prep = own
+    sens = kind.sensitivity(prep)
+    saved = json.loads((workdir / "out" / "run" / "sensitivity.json").read_text())
+    assert set(saved["layers"]) == {"a", "dw", "pw", "b1", "b2"}
+    assert all(v["omega"]["2"] >= v["omega"]["8"] for v in saved["layers"].values())
+    cost = kind.cost_model(prep)
+    configs = hawq_configs(sens, spread_budgets(sens, 4))
+    assert len(configs) >= 3
+    for budget, cfg in configs:
+        assert cost(cfg) <= budget + 1e-9 and cost(cfg) >= 0.9 * budget
+    assert kind.warm_start_configs(prep, 2, 0)[0] == configs[0][1]
+
+
+def test_a_pruned_trained_model_exports_to_onnx_computing_the_fake_quant_model(own):
+    from nasq_ray.deploy.onnx import run_onnx, to_onnx
+
+    kind, prep = own
+    cfg = _config(prep, **{"pw.keep": 0.5, "b2.keep": 0.5})
+    states = []
+    kind.run(cfg, prep.context, lambda m, p: states.append(p))
+    model = kind.trained_model(cfg, states[-1], prep).eval()
+    assert model.net.pw.out_channels == 8 and model.net.b2.out_channels == 4
+    x, _ = next(iter(prep.test.eval(200)))
+    with torch.no_grad():
+        fq = model(x).numpy()
+    ort = run_onnx(to_onnx(model, prep.space.input_shape), x.numpy(), optimize=False)
+    assert np.allclose(ort, fq, atol=1e-4) and (ort.argmax(1) == fq.argmax(1)).all()
+
+
+def test_a_user_data_factory_is_read_through_dataloaders(workdir):
+    kind, prep = prepare(_cfg(workdir, data={"name": "mynet:data", "max_train": None}, name="factory"))
+    assert type(prep.context.train).__name__ == "DatasetBatches" and prep.context.teacher_logits is None
+    metrics = kind.run(_config(prep), prep.context, lambda m, p: None)
+    assert metrics["status"] == "complete" and 0 <= metrics["val_acc"] <= 1
+
+
+@pytest.mark.parametrize("data, message", [
+    ("mynet:bad_items", "is a tuple of 3 items; expected (input, label)"),
+    ("mynet:rgb", "fails on the data's input of shape (2, 3, 8, 8)"),
+])
+def test_bad_user_data_is_refused_in_one_line(workdir, data, message):
+    with pytest.raises(NasqError) as e:
+        prepare(_cfg(workdir, data={"name": data, "max_train": None}, name="bad"))
+    assert message in str(e.value) and "\n" not in str(e.value)

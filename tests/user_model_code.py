@@ -1,0 +1,84 @@
+"""Source of a user's own model and data factory, written into a test's working directory as
+``mynet.py`` (the current directory is importable: what a user's ``--model mynet:Net`` finds)."""
+
+from pathlib import Path
+
+SOURCE = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset
+
+
+class Net(nn.Module):
+    """A residual add, a depthwise conv, a concatenation, and a Flatten into the classifier."""
+
+    def __init__(self, num_classes=10, width=8, size=8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.a = nn.Conv2d(width, width, 3, padding=1)
+        self.bn_a = nn.BatchNorm2d(width)
+        self.dw = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.pw = nn.Conv2d(width, 2 * width, 1)
+        self.b1 = nn.Conv2d(2 * width, width, 1)
+        self.b2 = nn.Conv2d(2 * width, width, 3, padding=1)
+        self.pool = nn.MaxPool2d(4)
+        self.fc = nn.Linear(2 * width * (size // 4) ** 2, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + F.relu(self.bn_a(self.a(x)))
+        x = F.relu(self.pw(self.dw(x)))
+        x = torch.cat([self.b1(x), self.b2(x)], 1)
+        x = self.pool(x)
+        return self.fc(torch.flatten(x, 1))
+
+
+class Branchy(Net):
+    """Python control flow on tensor values: torch.fx cannot trace it."""
+
+    def forward(self, x):
+        if x.sum() > 0:
+            x = x * 1.0
+        return super().forward(x)
+
+
+def not_a_model():
+    return 42
+
+
+def _digits(n):
+    from nasq_ray.data import load_dataset
+
+    d = load_dataset("digits", max_train=n)
+    make = lambda s: TensorDataset(torch.from_numpy(s.x), torch.from_numpy(s.y))
+    return {"train": make(d.train), "val": make(d.val), "test": make(d.test)}
+
+
+def data(n=300):
+    return _digits(n)
+
+
+class Triples(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return torch.zeros(1, 8, 8), 0, "extra"
+
+
+def bad_items():
+    return {"train": Triples(), "val": Triples()}
+
+
+def rgb():
+    x = torch.randn(40, 3, 8, 8)
+    y = torch.arange(40) % 10
+    return {"train": TensorDataset(x, y), "val": TensorDataset(x, y)}
+'''
+
+
+def write_user_module(folder: Path, name: str = "mynet") -> Path:
+    path = Path(folder) / f"{name}.py"
+    path.write_text(SOURCE)
+    return path
