@@ -188,3 +188,52 @@ def test_list_strategies(capsys):
     assert rc == 0
     for name in ("random", "tpe", "nsga2", "asha", "fifo"):
         assert name in out
+
+
+BAD_OWN_MODEL = {
+    "not_importable": (["--model", "nomodule:Net"], "model.factory: cannot import module 'nomodule'"),
+    "not_a_module": (["--model", "mynet:not_a_model"], "returned int; expected a torch.nn.Module"),
+    "bad_argument": (["--model", "mynet:Net", "--model-arg", "depth=3"], "unexpected keyword argument 'depth'"),
+    "weights_do_not_fit": (["--model", "mynet:Net", "--weights", "small.pt"],
+                           "mismatched shapes: stem.0.weight (4, 1, 3, 3) in the file, (8, 1, 3, 3) in the model"),
+    "glob_matches_nothing": (["--model", "mynet:Net", "--space", "globs.yaml"],
+                             "quant.exclude: 'layer9.*' matches no Conv2d/Linear layer"),
+    "items_not_pairs": (["--model", "mynet:Net", "--data", "mynet:bad_items"], "expected (input, label)"),
+    "model_fails_on_data": (["--model", "mynet:Net", "--data", "mynet:rgb"],
+                            "fails on the data's input of shape (2, 3, 8, 8)"),
+    "untraceable_without_fallback": (["--model", "mynet:Branchy", "--set", "model.trace=fx"],
+                                     "does not trace with torch.fx"),
+    "data_factory_not_importable": (["--model", "mynet:Net", "--data", "mynet:nothing"],
+                                    "data: module 'mynet' has no attribute 'nothing'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OWN_MODEL))
+def test_bad_own_model_input_exits_2_with_one_line_before_anything_runs(capsys, tmp_path, monkeypatch, case):
+    import torch
+
+    from user_model_code import write_user_module
+
+    write_user_module(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "globs.yaml").write_text("quant:\n  exclude: ['layer9.*']\n")
+    import mynet
+
+    torch.save(mynet.Net(width=4).state_dict(), tmp_path / "small.pt")
+    argv, needle = BAD_OWN_MODEL[case]
+    rc, out, err = _run(capsys, [*argv, "--out", str(tmp_path / "out"), "--name", "bad"])
+    _assert_one_line_error(rc, err, needle)
+    assert not (tmp_path / "out" / "bad" / "experiment.yaml").exists()
+
+
+def test_show_space_lists_a_user_models_parameters_and_the_layers_they_govern(capsys, tmp_path, monkeypatch):
+    from user_model_code import write_user_module
+
+    write_user_module(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = _run(capsys, ["--model", "mynet:Net", "--show-space"])
+    assert rc == 0
+    assert "7 Conv2d/Linear layers (7 quantized), 4 prunable channel groups" in out
+    assert "stem.0.keep" in out and "-> stem.0, a, dw, pw" in out  # the residual's coupled channels
+    assert "pinned at 8/8: stem.0, fc" in out and "a.w_bits" in out

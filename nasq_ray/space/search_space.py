@@ -50,6 +50,9 @@ class SearchSpace(SpaceParser):
                  num_classes: int | None = None, source: str = "<space>"):
         p = _Parser(source)
         self.source = source
+        if any(k in raw for k in ("prune", "distill")):
+            raise SearchSpaceError(f"{source}: the space describes a user's own model (prune, distill sections): "
+                                   "give the model with --model MODULE:CALLABLE, or a generated space with stages")
         raw = p.keys("", raw, _TOP_KEYS)
         self.name = str(raw.get("name", Path(source).stem))
         self.description = str(raw.get("description", ""))

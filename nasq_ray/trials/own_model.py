@@ -38,7 +38,8 @@ from ..space.model_space import ModelSpace
 from ..space.specs import ModelTrialSpec
 from ..user_code import UserCallable
 from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, record_state
-from .own_prepare import float_weights, layer_shapes, shape_fields, teacher_outputs
+from .own_prepare import float_net, float_weights, layer_shapes, shape_fields, teacher_outputs
+from .own_sensitivity import bit_sensitivity
 from .trained import AUTO_BITS_KEY, Batches, bits_summary, trial_device
 from .training import Fitting, accuracy_f1, distill_loss, fit, predict_batches
 
@@ -68,13 +69,6 @@ class OwnContext:
     device: str = "cpu"
     results_dir: str = ""
     float_val_acc: float = 0.0
-
-
-def float_net(ctx: OwnContext) -> nn.Module:
-    """A fresh copy of the user's model with its float weights."""
-    net = make_model(ctx.factory)
-    net.load_state_dict(ctx.float_state)
-    return net
 
 
 def _prefixed(quant: QuantConfig) -> QuantConfig:
@@ -363,8 +357,6 @@ class OwnModelTrial(BaseTrialKind):
     def sensitivity(self, prepared: Prepared):
         """Per-layer Hessian sensitivities (HAWQ-V3) as a :class:`nasq_ray.hawq.BitSensitivity` for
         the objective's cost; the per-layer traces are saved in the results folder (and reused)."""
-        from .own_sensitivity import bit_sensitivity
-
         return bit_sensitivity(self, prepared, SENSITIVITY_BATCHES, SENSITIVITY_FILE)
 
     def warm_start_configs(self, prepared: Prepared, n: int, seed: int) -> list[dict]:

@@ -88,6 +88,15 @@ def train_float_(model: nn.Module, train, val, num_classes: int, epochs: int, se
     return FloatModel(model.state_dict(), acc, f1, "trained", epochs, time.perf_counter() - t0)
 
 
+def float_net(ctx) -> nn.Module:
+    """A fresh copy of the user's model (``ctx.factory``) with its float weights (``ctx.float_state``)."""
+    from ..models.user import make_model
+
+    net = make_model(ctx.factory)
+    net.load_state_dict(ctx.float_state)
+    return net
+
+
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerShape]:
     """The shape record of every Conv2d / Linear of a (float) user model, named as in the model."""
     return [LayerShape(**r) for r in _trace(model, input_shape)[0].values()]

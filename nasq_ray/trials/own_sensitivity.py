@@ -19,6 +19,7 @@ from ..errors import ConfigError
 from ..hawq import BitSensitivity
 from ..objective import LATENCY_METRIC
 from ..quant.sensitivity import hessian_traces, weight_error
+from .own_prepare import float_net
 
 HAWQ_METRICS = ("size_kb", "size_bits", "bitops")  # costs that depend on the bits, additively over layers
 SENSITIVITY_BATCH = 128
@@ -78,8 +79,6 @@ def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensit
 
 
 def _float(prepared):
-    from .own_model import float_net
-
     return float_net(prepared.context).to(prepared.context.device)
 
 

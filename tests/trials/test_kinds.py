@@ -135,7 +135,8 @@ def test_kind_chosen_by_what_the_run_holds_or_by_name(tiny_yaml):
     assert kind_name_for(_cfg(space="nb201"), _nb201_raw()[0]) == "table"
     assert kind_name_for(_cfg(space=str(tiny_yaml), table={"path": "t.csv"}), raw) == "table"
     assert kind_name_for(_cfg(space=str(tiny_yaml), trial="mine"), raw) == "mine"
-    assert set(TRIAL_KINDS) == {"trained", "table", "dnas"}
+    assert kind_name_for(_cfg(space=str(tiny_yaml), model={"factory": "mynet:Net"}), raw) == "own_model"
+    assert set(TRIAL_KINDS) == {"trained", "table", "dnas", "own_model"}
 
 
 def test_unknown_kind_names_the_known_ones():
