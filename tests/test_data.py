@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from nasq_ray.data import DATASETS, load_dataset, read_idx
-from nasq_ray.errors import DataError, UnknownNameError
+from nasq_ray.errors import ConfigError, DataError, UnknownNameError
 
 DIGITS_N = 1797
 
@@ -650,3 +650,39 @@ def test_csv_test_feature_mismatch(tmp_path):
     with pytest.raises(DataError) as e:
         load_dataset("csv", tmp_path)
     assert "test.csv" in one_line(e)
+
+
+def test_augmentation_shifts_and_flips_within_the_padding():
+    import torch
+
+    from nasq_ray.data.batches import augment_batch, augment_mode
+
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8) + 1
+    out = augment_batch(x, "crop_flip", torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    for a, b in zip(out, x):  # each output is a shifted (by at most H/8 = 1) and maybe mirrored copy
+        found = False
+        for img in (b, b.flip(2)):
+            padded = torch.nn.functional.pad(img, (1, 1, 1, 1))
+            found |= any(torch.equal(a, padded[:, i:i + 8, j:j + 8]) for i in range(3) for j in range(3))
+        assert found
+    assert augment_mode("cifar10", True) == "crop_flip" and augment_mode("digits", True) == "crop"
+    assert augment_mode("csv", False) is None
+    with pytest.raises(ConfigError, match="data.augment"):
+        augment_mode("csv", True)
+
+
+def test_a_data_factory_reads_the_same_batches_with_dataloader_workers(tmp_path, monkeypatch):
+    import torch
+
+    from nasq_ray.data import DatasetBatches, load_user_data
+    from user_model_code import write_user_module
+
+    write_user_module(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    data = load_user_data("mynet:data", {"n": 100})
+    assert data.input_shape == (1, 8, 8) and data.num_classes == 10 and data.splits == ("train", "val", "test")
+    inline, workers = DatasetBatches(data, "train", 0), DatasetBatches(data, "train", 1)
+    a = [y for _, y, _ in inline.epoch(32, torch.Generator().manual_seed(1))]
+    b = [y for _, y, _ in workers.epoch(32, torch.Generator().manual_seed(1))]
+    assert len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(a, b))
