@@ -33,14 +33,14 @@ from ..models.pruning import PrunePlan, apply_plan_, keep_count, prune_, prune_g
 from ..models.user import OwnNet, check_model_on_input, make_model, trace_model
 from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost
 from ..quant import LayerBits, QuantConfig, quantize_
-from ..quant.auto_bits import bits_from_table, bits_table, choose_bits
+from ..quant.auto_bits import bits_from_table, choose_bits
 from ..space.model_space import ModelSpace
 from ..space.specs import ModelTrialSpec
 from ..user_code import UserCallable
 from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, record_state
 from .own_prepare import float_net, float_weights, layer_shapes, shape_fields, teacher_outputs
 from .own_sensitivity import bit_sensitivity
-from .trained import AUTO_BITS_KEY, Batches, bits_summary, trial_device
+from .trained import AUTO_BITS_KEY, Batches, bits_summary, model_state, plain_weights, trial_device
 from .training import Fitting, accuracy_f1, distill_loss, fit, predict_batches
 
 CALIBRATION_BATCHES = 8  # training batches the activation ranges (and policy auto's bits, Taylor importance) see
@@ -156,17 +156,6 @@ def _loss(ctx: OwnContext, spec: ModelTrialSpec):
     return loss
 
 
-def _model_state(own: OwnNet, spec: ModelTrialSpec) -> dict:
-    out = own.state_dict()
-    if spec.auto_bits is not None:
-        out[AUTO_BITS_KEY] = bits_table(spec.quant.layers, spec.auto_bits.layers)
-    return out
-
-
-def _weights(model_state: dict) -> dict:
-    return {k: v for k, v in model_state.items() if k != AUTO_BITS_KEY}
-
-
 def run_own_trial(config: dict, ctx: OwnContext, report: Reporter, state: dict | None = None) -> dict:
     """Prune, quantize, calibrate and fine-tune ``config``'s network (see the module doc)."""
     torch.set_num_threads(ctx.threads)
@@ -176,7 +165,7 @@ def run_own_trial(config: dict, ctx: OwnContext, report: Reporter, state: dict |
     if state is None:
         calibrate_ranges_(own, _calibration(ctx, spec.train.batch_size))
     else:
-        own.load_state_dict(_weights(state["model"]))
+        own.load_state_dict(plain_weights(state["model"]))
     base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
     if ctx.objective.cost == LATENCY_METRIC:
         from ..deploy.latency import model_latency_ms
@@ -184,7 +173,7 @@ def run_own_trial(config: dict, ctx: OwnContext, report: Reporter, state: dict |
         base[LATENCY_METRIC] = model_latency_ms(lambda: own, ctx.space.input_shape, ctx.example, structure_key(spec))
     return fit(own, spec.train, ctx.train, ctx.val, Fitting(ctx.max_epochs, ctx.seed, ctx.objective,
                                                              ctx.space.num_classes),
-               base, report, state, model_state=lambda: _model_state(own, spec), extra_state={"plan": plan},
+               base, report, state, model_state=lambda: model_state(own, spec), extra_state={"plan": plan},
                loss_fn=_loss(ctx, spec))
 
 
@@ -198,7 +187,7 @@ def structure_key(spec: ModelTrialSpec) -> str:
 def load_student(ctx: OwnContext, config: dict, state: dict) -> OwnNet:
     """The trained network a trial's saved ``state`` holds."""
     own, _, _ = build_student(ctx, ctx.space.decode(config), state)
-    own.load_state_dict(_weights(state["model"]))
+    own.load_state_dict(plain_weights(state["model"]))
     return own.eval()
 
 

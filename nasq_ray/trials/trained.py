@@ -111,14 +111,14 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
     model = build_model(spec.arch, spec.quant, seed=ctx.seed).to(ctx.device)
     cost, _ = measure_cost(model, space.input_shape)
     if state is not None:
-        model.load_state_dict(_weights(state["model"]))
+        model.load_state_dict(plain_weights(state["model"]))
     base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
     if ctx.objective.cost == LATENCY_METRIC:  # measured once per network structure and machine (cached)
         x_cal = next(iter(ctx.train.eval(CALIBRATION_BATCH)))[0]
         base[LATENCY_METRIC] = model_latency_ms(lambda: model, space.input_shape, x_cal,
                                                 structure_key(spec.arch, spec.quant))
     return fit(model, spec.train, ctx.train, ctx.val, Fitting(ctx.max_epochs, ctx.seed, ctx.objective, space.num_classes),
-               base, report, state, model_state=lambda: _model_state(model, spec))
+               base, report, state, model_state=lambda: model_state(model, spec))
 
 
 def calibrate(spec: TrialSpec, train: Batches | Split, seed: int = 0, device: str = "cpu") -> TrialSpec:
@@ -151,15 +151,15 @@ def saved_bits(spec: TrialSpec, model_state: dict) -> TrialSpec:
     return with_bits(spec, bits_from_table(model_state[AUTO_BITS_KEY], spec.auto_bits.layers))
 
 
-def _model_state(model: nn.Module, spec: TrialSpec) -> dict:
-    """The model's state dict, plus the chosen bits under policy ``auto``."""
+def model_state(model: nn.Module, spec) -> dict:
+    """The model's state dict, plus the chosen bits under policy ``auto`` (``spec``: a decoded config)."""
     out = model.state_dict()
     if spec.auto_bits is not None:
         out[AUTO_BITS_KEY] = bits_table(spec.quant.layers, spec.auto_bits.layers)
     return out
 
 
-def _weights(model_state: dict) -> dict:
+def plain_weights(model_state: dict) -> dict:
     """A saved model state without the ``auto_bits`` entry: what ``load_state_dict`` takes."""
     return {k: v for k, v in model_state.items() if k != AUTO_BITS_KEY}
 
@@ -175,7 +175,7 @@ def load_trained(space: SearchSpace, config: dict, model_state: dict, seed: int 
     built with the bits it was trained with (under policy ``auto``: the bits the trial chose)."""
     spec = saved_bits(space.decode(config), model_state)
     model = build_model(spec.arch, spec.quant, seed=seed)
-    model.load_state_dict(_weights(model_state))
+    model.load_state_dict(plain_weights(model_state))
     return model
 
 
