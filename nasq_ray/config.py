@@ -57,6 +57,10 @@ class SearchConfig:
     time_budget_s: float | None = None  # stop starting trials after this many seconds
     keep_checkpoints: int = 1  # checkpoints kept per trial (PBT keeps at least 4)
     warm_start: int = 0  # configs with bits chosen from the value range, proposed before the searcher's
+    mode: str = "trials"  # trials (each config trained) | oneshot (a super-network, then sub-networks scored)
+    supernet_epochs: int = 30  # oneshot phase 1
+    finetune_epochs: int = 5  # oneshot phase 3 (0: none)
+    finetune_top: int = 8  # oneshot phase 3: at most this many front models fine-tuned
 
 
 @dataclass
@@ -285,6 +289,10 @@ def validate(cfg: ExperimentConfig) -> None:
     s, r, d, m = cfg.search, cfg.resources, cfg.data, cfg.model
     checks = [
         (d.workers >= 0, "data.workers", d.workers, "integers >= 0"),
+        (s.mode in ("trials", "oneshot"), "search.mode", s.mode, "trials, oneshot"),
+        (s.supernet_epochs >= 1, "search.supernet_epochs", s.supernet_epochs, "integers >= 1"),
+        (s.finetune_epochs >= 0, "search.finetune_epochs", s.finetune_epochs, "integers >= 0"),
+        (s.finetune_top >= 1, "search.finetune_top", s.finetune_top, "integers >= 1"),
         (m.float_epochs >= 0, "model.float_epochs", m.float_epochs, "integers >= 0"),
         (m.trace in ("auto", "fx", "hooks"), "model.trace", m.trace, "auto, fx, hooks"),
         (s.num_samples >= 1, "search.num_samples", s.num_samples, "integers >= 1"),

@@ -90,13 +90,17 @@ def solve_widths(sens: BitSensitivity, budget: float) -> dict[str, int] | None:
 
 
 def spread_budgets(sens: BitSensitivity, n: int, max_cost: float | None = None) -> list[float]:
-    """``n`` budgets spread evenly from the cheapest choice's cost to the dearest's (or ``max_cost``)."""
+    """``n`` budgets from the cheapest choice's cost to the dearest's (or ``max_cost``), evenly on a
+    log scale (bits multiply a cost: BitOPs grow with w x a, so an even linear spread would leave
+    the narrow widths with one budget)."""
     lo, hi = sens.cost_range()
     if max_cost is not None:
         hi = min(hi, max_cost)
     if n <= 1:
         return [hi]
-    return [lo + (hi - lo) * k / (n - 1) for k in range(n)]
+    if lo <= 0:
+        return [lo + (hi - lo) * k / (n - 1) for k in range(n)]
+    return [lo * (hi / lo) ** (k / (n - 1)) for k in range(n)]
 
 
 def hawq_configs(sens: BitSensitivity, budgets: Sequence[float]) -> list[tuple[float, dict]]:

@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--resume", metavar="RESULT_DIR", help="continue an interrupted experiment (its results folder); "
                                              "--address, --quiet, --verbose and --log-format may be given with it")
     a("--set", action="append", metavar="SECTION.KEY=V", help="set any config field, e.g. objective.alpha=-0.1")
+    a("--oneshot", action="store_true", help="weight sharing: train one super-network of the space, then score "
+                                             "sub-networks with its weights in seconds, then fine-tune the front "
+                                             "(search.mode oneshot)")
+    a("--supernet-epochs", type=int, metavar="N", help="--oneshot: epochs of super-network training (30)")
+    a("--finetune-epochs", type=int, metavar="N", help="--oneshot: QAT epochs of each fine-tuned front model "
+                                                       "(5; 0: none)")
     a("--show-space", action="store_true", help="print every parameter of the run's space, its choices and the "
                                                 "layers it governs, then exit")
     a("--list-strategies", action="store_true", help="list searchers, schedulers and trial kinds (built-in and plug-ins), then exit")
@@ -102,6 +108,7 @@ _FLAG_FIELDS = {
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
     "time_budget": "search.time_budget_s", "table": "table.path", "storage": "storage",
+    "supernet_epochs": "search.supernet_epochs", "finetune_epochs": "search.finetune_epochs",
     "model": "model.factory", "weights": "model.weights", "float_epochs": "model.float_epochs",
     "keep_checkpoints": "search.keep_checkpoints", "warm_start": "search.warm_start", "storage_db": "storage_db", "log_format": "log_format", "table_acc": "table.acc", "table_cost": "table.cost", "trial": "trial",
 }
@@ -120,6 +127,8 @@ def config_from_args(args: argparse.Namespace):
             set_dotted(raw, "objective.multi", True)
         else:
             set_dotted(raw, "objective.form", args.objective)
+    if args.oneshot:
+        set_dotted(raw, "search.mode", "oneshot")
     if args.model_arg:
         set_dotted(raw, "model.args", parse_kv(args.model_arg, "--model-arg"))
     if args.data_arg:

@@ -44,8 +44,10 @@ def test_below_the_cheapest_choice_there_is_no_solution_and_budgets_spread_over_
     lo, hi = sens.cost_range()
     assert solve_widths(sens, lo - 1) is None
     budgets = spread_budgets(sens, 5)
-    assert budgets[0] == lo and budgets[-1] == hi and len(budgets) == 5
-    assert spread_budgets(sens, 3, max_cost=(lo + hi) / 2)[-1] == (lo + hi) / 2
+    assert budgets[0] == lo and budgets[-1] == pytest.approx(hi) and len(budgets) == 5
+    ratios = [b / a for a, b in zip(budgets, budgets[1:])]
+    assert ratios == pytest.approx([ratios[0]] * 4)  # even on a log scale
+    assert spread_budgets(sens, 3, max_cost=(lo + hi) / 2)[-1] == pytest.approx((lo + hi) / 2)
     configs = hawq_configs(sens, budgets)
     assert configs[0][1]["l0.w_bits"] == 2 and configs[0][1]["l0.a_bits"] == 4  # activations move with weights
     assert all(c["l0.w_bits"] == 8 for _, c in configs[-1:])

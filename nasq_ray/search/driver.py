@@ -127,6 +127,10 @@ def _budget_spent(cfg: ExperimentConfig, t0: float) -> bool:
 
 def run_search(cfg: ExperimentConfig) -> SearchResult:
     """Run the experiment described by ``cfg`` and write its results folder."""
+    if cfg.search.mode == "oneshot":
+        from .oneshot import run_oneshot
+
+        return run_oneshot(cfg)
     t0 = time.time()
     if cfg.name is None:  # the name is fixed once, here, and saved with the experiment
         cfg = replace(cfg, name=cfg.run_name)
@@ -178,6 +182,10 @@ def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
     unfinished ones continue from their last checkpoint, the searcher's state is restored."""
     t0 = time.time()
     cfg = saved_config(result_dir, "resume", overrides)
+    if cfg.search.mode == "oneshot":
+        from .oneshot import run_oneshot
+
+        return run_oneshot(cfg, resuming=True)
     kind, prep = prepare(cfg, effective_objective(cfg))
     check_storage(cfg)
     init_ray(cfg)

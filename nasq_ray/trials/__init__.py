@@ -23,6 +23,9 @@ TRIAL_KINDS: dict[str, str | type[BaseTrialKind]] = {
     "table": "nasq_ray.trials.table:TableTrial",
     "dnas": "nasq_ray.trials.dnas:DNASTrial",
     "own_model": "nasq_ray.trials.own_model:OwnModelTrial",
+    "supernet": "nasq_ray.trials.supernet:SupernetTrial",
+    "subnet": "nasq_ray.trials.supernet:SubnetTrial",
+    "finetune": "nasq_ray.trials.supernet:FinetuneTrial",
 }
 
 

@@ -97,8 +97,11 @@ class TrainedCost:
         return float(cost.as_metrics()[self.metric])
 
 
-def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | None = None) -> dict:
+def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | None = None,
+              init=None) -> dict:
     """Train ``config`` for ``ctx.max_epochs`` epochs (or until the caller stops consuming reports).
+    ``init``: a callable giving the model's starting weights (else the seeded initialization);
+    unused when resuming from ``state``.
 
     Every epoch reports ``val_acc``, ``val_f1``, ``train_loss``, the cost metrics and ``score``. A
     non-finite loss ends the trial with ``status = "failed"`` and the reason. Returns the last report.
@@ -112,6 +115,8 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
     cost, _ = measure_cost(model, space.input_shape)
     if state is not None:
         model.load_state_dict(plain_weights(state["model"]))
+    elif init is not None:
+        model.load_state_dict(init())
     base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
     if ctx.objective.cost == LATENCY_METRIC:  # measured once per network structure and machine (cached)
         x_cal = next(iter(ctx.train.eval(CALIBRATION_BATCH)))[0]

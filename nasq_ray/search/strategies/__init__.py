@@ -14,6 +14,7 @@ from ._base import FINISHED, BaseStrategy
 from ._dnas import DNASStrategy
 from ._ehvi import EHVIStrategy
 from ._evolution import EvolutionStrategy
+from ._given import GivenStrategy
 from ._grid import GridStrategy
 from ._hawq import HawqStrategy
 from ._local import AnnealStrategy, GreedyStrategy
@@ -48,6 +49,7 @@ register_searcher("ehvi", EHVIStrategy)
 register_searcher("anneal", AnnealStrategy)
 register_searcher("dnas", DNASStrategy)
 register_searcher("hawq", HawqStrategy)
+register_searcher("given", GivenStrategy)
 
 
 def plugin_searchers() -> dict[str, object]:

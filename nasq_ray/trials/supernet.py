@@ -1,0 +1,358 @@
+"""Weight sharing: the ``supernet`` trial kind trains one quantization-aware super-network for a
+generated space (phase 1 of ``search.mode: oneshot``); the ``subnet`` kind scores one config with
+the super-network's weights in seconds (phase 2).
+
+Phase 1, per training step (the sandwich rule): the largest sub-network (every ordered choice at its
+top: channels, depth, head widths, bits), the smallest (every one at its bottom) and ``n_random``
+random ones, unordered choices (ops, connections) drawn at random in each; the largest learns from
+the labels, the others from the largest's outputs (in-place distillation, a KL divergence). Each
+sub-network trains at its own bits, with activation ranges kept per layer and width
+(:mod:`nasq_ray.models.supernet`). One epoch is one report; the payload (weights, ranges,
+optimizer, random states) resumes the phase after an interruption.
+
+Phase 2, one trial: the config's sub-network with the shared weights copied in, its BatchNorm
+statistics and activation ranges recalibrated on ``recalibration_batches`` training batches (OFA's
+``set_running_statistics``; a shrunk sub-network's statistics are not the widest one's), then
+evaluated on the validation split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError, NasqError
+from ..models import measure_cost
+from ..models.supernet import SuperNet, sandwich
+from ..objective import ObjectiveConfig, score
+from ..space.search_space import SearchSpace
+from .base import BITS_METRIC, Reporter, trial_status
+from .trained import Batches, TrainedCost, TrainedTrial, TrialContext, bits_summary, run_trial
+from .training import accuracy_f1, cosine_lr, predict_batches
+
+SUPERNET_FILE = "supernet.pt"  # in the results folder: the trained super-network (phase 1's last state)
+RECALIBRATION_BATCHES = 20
+LEARNED_QUANTIZERS = {"w_quantizer": ("lsq",), "a_quantizer": ("lsq", "pact")}
+
+
+def check_shareable(space: SearchSpace) -> None:
+    """Refuse what a super-network cannot share: tables, policy ``auto``, learned quantizer steps."""
+    if space.is_abstract:
+        raise ConfigError(f"search.mode: oneshot trains a super-network of a generated space; '{space.name}' is a "
+                          "table's space (no network to share weights in); use a space with stages")
+    if space.policy == "auto":
+        raise ConfigError("search.mode: oneshot draws every layer's bits per step; quant.policy auto chooses them per "
+                          "trial from calibration; use policy layer, block or uniform")
+    for key, learned in LEARNED_QUANTIZERS.items():
+        values = space.constants.get(f"quant.{key}")
+        prm = space.param(f"quant.{key}")
+        values = prm.domain.values if prm is not None else (values,)
+        if any(v in learned for v in values):
+            raise ConfigError(f"quant.{key}: a super-network keeps running ranges per layer and width; learned steps "
+                              f"({', '.join(learned)}) are not shared across widths; use "
+                              f"{'minmax' if key == 'w_quantizer' else 'ema'}")
+
+
+@dataclass(frozen=True)
+class SupernetContext:
+    space: SearchSpace
+    train: Batches
+    val: Batches
+    epochs: int
+    objective: ObjectiveConfig
+    lr: float = 3e-3
+    batch_size: int = 64
+    n_random: int = 2
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+
+
+def _bn_recalibrate_(model: nn.Module, batches) -> None:
+    """BatchNorm statistics and activation ranges of ``model`` from ``batches`` (cumulative
+    averages; weights unchanged)."""
+    from ..quant import ActFakeQuant
+
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+        elif isinstance(m, ActFakeQuant):
+            m.initialized.fill_(False)
+            m.__dict__["_range"] = m.__dict__["_plan"] = None
+    model.train()
+    with torch.no_grad():
+        for xb in batches:
+            model(xb)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    model.eval()
+
+
+def recalibration_batches(train: Batches, n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    out = []
+    for xb, _, _ in train.epoch(batch_size, torch.Generator().manual_seed(seed)):
+        out.append(xb)
+        if len(out) == n:
+            break
+    return out
+
+
+def run_supernet(config: dict, ctx: SupernetContext, report: Reporter, state: dict | None = None) -> dict:
+    """Train the super-network for ``ctx.epochs`` (see the module doc); report per epoch the
+    validation accuracy of the largest and the smallest sub-network (BatchNorm recalibrated)."""
+    torch.set_num_threads(ctx.threads)
+    space = ctx.space
+    net = SuperNet(space, ctx.seed).to(ctx.device)
+    optimizer = torch.optim.Adam(net.parameters(), lr=ctx.lr)
+    sched = cosine_lr(optimizer, ctx.epochs)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    rng = np.random.default_rng(ctx.seed)
+    first = 1
+    if state is not None:
+        net.load_shared(state["supernet"])  # in place: the optimizer keeps its parameters
+        optimizer.load_state_dict(state["optimizer"])  # after the schedule's construction, which resets the lr
+        sched.load_state_dict(state["lr_sched"])
+        gen.set_state(state["generator"])
+        rng.bit_generator.state = state["rng"]
+        first = state["epoch"] + 1
+    metrics: dict = {}
+    probe = sandwich(space, np.random.default_rng(ctx.seed + 1), n_random=0)
+    for epoch in range(first, ctx.epochs + 1):
+        t0 = time.perf_counter()
+        net.train()
+        total, n = 0.0, 0
+        for xb, yb, _ in ctx.train.epoch(ctx.batch_size, gen):
+            configs = sandwich(space, rng, ctx.n_random)
+            optimizer.zero_grad(set_to_none=True)
+            big = net(xb, space.decode(configs[0]))
+            loss = F.cross_entropy(big, yb)
+            loss.backward()
+            soft = F.softmax(big.detach(), dim=1)
+            for cfg in configs[1:]:
+                out = net(xb, space.decode(cfg))
+                F.kl_div(F.log_softmax(out, dim=1), soft, reduction="batchmean").backward()
+            optimizer.step()
+            total, n = total + float(loss.detach()) * len(yb), n + len(yb)
+        sched.step()
+        loss = total / max(1, n)
+        if not math.isfinite(loss):
+            metrics = {"epoch": epoch, "val_acc": 0.0, "score": -math.inf, "status": "failed", "train_loss": loss,
+                       ctx.objective.cost: math.nan, "fail_reason": f"non-finite training loss at epoch {epoch}"}
+            report(metrics, None)
+            return metrics
+        cal = recalibration_batches(ctx.train, RECALIBRATION_BATCHES, ctx.batch_size, ctx.seed)
+        accs = []
+        for cfg in probe:
+            sub = net.subnet(space.decode(cfg))
+            _bn_recalibrate_(sub, cal)
+            accs.append(accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0])
+        largest, smallest = accs
+        cost, _ = measure_cost(net.subnet(space.decode(probe[0])), space.input_shape)
+        metrics = {"epoch": epoch, "val_acc": largest, "val_acc_smallest": smallest, "train_loss": loss,
+                   "epoch_time_s": time.perf_counter() - t0, **cost.as_metrics(),
+                   "score": largest, "status": trial_status({"epoch": epoch}, False, ctx.epochs, ended=False),
+                   "fail_reason": ""}
+        report(metrics, {"supernet": net.state_dict(), "optimizer": optimizer.state_dict(),
+                         "lr_sched": sched.state_dict(), "generator": gen.get_state(),
+                         "rng": rng.bit_generator.state, "epoch": epoch})
+    return metrics
+
+
+@dataclass(frozen=True)
+class SubnetContext:
+    space: SearchSpace
+    train: Batches
+    val: Batches
+    objective: ObjectiveConfig
+    supernet_path: str
+    recalibration: int = RECALIBRATION_BATCHES
+    batch_size: int = 64
+    seed: int = 0
+    threads: int = 1
+    device: str = "cpu"
+
+
+_LOADED: dict[tuple, SuperNet] = {}  # per process: the super-network of a results folder
+
+
+def load_supernet(space: SearchSpace, path: str, device: str = "cpu") -> SuperNet:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"search.mode: oneshot: no trained super-network at '{p}' (phase 1 did not finish)")
+    key = (str(p), p.stat().st_mtime_ns, device)
+    if key not in _LOADED:
+        net = SuperNet(space, 0).to(device)
+        net.load_shared(torch.load(p, map_location=device, weights_only=True))
+        _LOADED.clear()
+        _LOADED[key] = net.eval()
+    return _LOADED[key]
+
+
+def inherited_subnet(ctx, config: dict) -> nn.Module:
+    """``config``'s sub-network with the super-network's weights, recalibrated (BatchNorm statistics
+    and activation ranges on the first training batches)."""
+    space = ctx.space
+    net = load_supernet(space, ctx.supernet_path, ctx.device)
+    sub = net.subnet(space.decode(config))
+    _bn_recalibrate_(sub, recalibration_batches(ctx.train, ctx.recalibration, ctx.batch_size, ctx.seed))
+    return sub
+
+
+def run_subnet(config: dict, ctx: SubnetContext, report: Reporter, state: dict | None = None) -> dict:
+    """One phase-2 trial: the inherited, recalibrated sub-network evaluated (one report); a config
+    that cannot be scored (not in the space, no super-network) is reported ``failed``."""
+    torch.set_num_threads(ctx.threads)
+    t0 = time.perf_counter()
+    try:
+        spec = ctx.space.decode(config)
+        sub = inherited_subnet(ctx, config)
+    except (NasqError, RuntimeError, ValueError) as e:
+        metrics = {"epoch": 1, "val_acc": 0.0, "val_f1": 0.0, "score": -math.inf, ctx.objective.cost: math.nan,
+                   "status": "failed", "fail_reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
+        report(metrics, None)
+        return metrics
+    acc, f1 = accuracy_f1(*predict_batches(sub, ctx.val.eval()), ctx.space.num_classes)
+    cost, _ = measure_cost(sub, ctx.space.input_shape)
+    base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
+    acc_metric = acc if ctx.objective.acc == "val_acc" else f1
+    metrics = {**base, "epoch": 1, "val_acc": acc, "val_f1": f1, "epoch_time_s": time.perf_counter() - t0,
+               "score": score(acc_metric, base[ctx.objective.cost], ctx.objective), "status": "complete",
+               "fail_reason": ""}
+    report(metrics, None)
+    return metrics
+
+
+class SupernetTrial(TrainedTrial):
+    """Phase 1 of ``search.mode: oneshot``: one trial training the super-network."""
+
+    name = "supernet"
+
+    def prepare(self, cfg, raw_space, space_path, objective):
+        if "params" in raw_space or "table" in raw_space:
+            raise ConfigError(f"search.mode: oneshot trains a super-network of a generated space; "
+                              f"'{Path(space_path).stem}' is a table's space (no network to share weights in); "
+                              "use a space with stages")
+        prep = super().prepare(cfg, raw_space, space_path, objective)
+        check_shareable(prep.space)
+        t = prep.context
+        space = prep.space
+        lr = _middle(space, "train.lr")
+        batch = int(_middle(space, "train.batch_size"))
+        ctx = SupernetContext(space, t.train, t.val, cfg.search.max_epochs, objective, lr=lr, batch_size=batch,
+                              seed=cfg.search.seed, threads=t.threads, device=t.device)
+        return type(prep)(self.name, space, objective, ctx, test=prep.test)
+
+    def run(self, config, context, report, state=None):
+        return run_supernet(config, context, report, state)
+
+    def cost_model(self, prepared):
+        return None
+
+    def test_accuracy(self, records, prepared) -> None:
+        pass
+
+    def trained_model(self, config, state, prepared):
+        raise ConfigError("export: a super-network holds every sub-network; export the one-shot run's front instead "
+                          "(python -m nasq_ray.export OUT/NAME)")
+
+
+def _middle(space: SearchSpace, name: str) -> float:
+    """A training value for the super-network: a fixed one, or the (geometric) middle of its choices."""
+    from ..space.domains import Choice, Float, Int, Ordinal
+
+    prm = space.param(name)
+    if prm is None:
+        return space.constants[name]
+    d = prm.domain
+    if isinstance(d, (Choice, Ordinal)):
+        return sorted(d.values)[len(d.values) // 2]
+    if isinstance(d, (Float, Int)):
+        return math.sqrt(d.low * d.high) if d.log else (d.low + d.high) / 2
+    return d
+
+
+class SubnetTrial(TrainedTrial):
+    """Phase 2 of ``search.mode: oneshot``: a config scored with the super-network's weights."""
+
+    name = "subnet"
+
+    def prepare(self, cfg, raw_space, space_path, objective):
+        prep = super().prepare(cfg, raw_space, space_path, objective)
+        check_shareable(prep.space)
+        t = prep.context
+        ctx = SubnetContext(prep.space, t.train, t.val, objective, str(cfg.out_dir / SUPERNET_FILE),
+                            seed=cfg.search.seed, threads=t.threads, device=t.device)
+        return type(prep)(self.name, prep.space, objective, ctx, test=prep.test)
+
+    def run(self, config, context, report, state=None):
+        return run_subnet(config, context, report, state)
+
+    def cost_model(self, prepared):
+        return TrainedCost(prepared.space, prepared.objective.cost)
+
+    def test_accuracy(self, records, prepared) -> None:
+        if prepared.test is None:
+            return
+        for r in records:
+            if r.test_acc is None:
+                sub = inherited_subnet(prepared.context, r.config)
+                r.test_acc, r.test_f1 = accuracy_f1(*predict_batches(sub, prepared.test.eval()),
+                                                    prepared.space.num_classes)
+
+    def trained_model(self, config, state, prepared):
+        return inherited_subnet(prepared.context, config)
+
+    def warm_start_configs(self, prepared, n, seed):
+        raise ConfigError("search.warm_start: one-shot trials inherit their weights; there is nothing to calibrate "
+                          "first; use 0")
+
+
+@dataclass(frozen=True)
+class FinetuneContext(TrialContext):
+    """A trained trial that starts from the super-network's weights (``supernet_path``)."""
+
+    supernet_path: str = ""
+    recalibration: int = RECALIBRATION_BATCHES
+    batch_size: int = 64
+    front_path: str = ""  # the one-shot front (pareto.csv) whose configs phase 3 fine-tunes
+
+
+class FinetuneTrial(TrainedTrial):
+    """Phase 3 of ``search.mode: oneshot``: QAT fine-tuning from the inherited weights."""
+
+    name = "finetune"
+
+    def prepare(self, cfg, raw_space, space_path, objective):
+        prep = super().prepare(cfg, raw_space, space_path, objective)
+        check_shareable(prep.space)
+        t = prep.context
+        parent = cfg.out_dir.parent
+        ctx = FinetuneContext(t.space, t.train, t.val, t.max_epochs, t.objective, t.seed, t.threads, t.device,
+                              supernet_path=str(parent / SUPERNET_FILE), front_path=str(parent / "pareto.csv"))
+        return type(prep)(self.name, prep.space, objective, ctx, test=prep.test)
+
+    def run(self, config, context, report, state=None):
+        return run_trial(config, context, report, state,
+                         init=lambda: inherited_subnet(context, config).state_dict())
+
+    def warm_start_configs(self, prepared, n, seed):
+        """The one-shot front's configs, best one-shot accuracy first (at most ``n``)."""
+        import csv
+
+        from ..deploy.export_run import _typed
+
+        path = Path(prepared.context.front_path)
+        if not path.is_file():
+            raise ConfigError(f"search.mode: oneshot: phase 3 found no one-shot front at '{path}'")
+        with open(path) as f:
+            rows = sorted(csv.DictReader(f), key=lambda r: -float(r["val_acc"] or 0))
+        return [prepared.space.validate(_typed(prepared.space, r)) for r in rows[:n]]

@@ -1,0 +1,96 @@
+"""``--oneshot`` end to end: one command, one results folder, three phases; phase 1 resumes after a
+SIGKILL of the driver; bad combinations exit 2 with one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nasq_ray.run import main
+from nasq_ray.testing import kill_session
+
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+SPACE = """
+name: tinyshot
+stages:
+  - {channels: [8, 16], repeats: [1, 2], ops: [conv3x3, dwsep3x3], connections: [sequential, residual]}
+  - {channels: [16, 24], stride: 2, ops: [conv3x3, maxpool]}
+head: {pool: avg, hidden_layers: 0}
+quant: {w_bits: [4, 8], a_bits: [4, 8]}
+train: {lr: 0.005, batch_size: 32}
+"""
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _space(tmp_path: Path) -> Path:
+    path = tmp_path / "tinyshot.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def test_a_one_shot_search_runs_its_three_phases_in_one_folder(tmp_path, capsys):
+    rc = main(["--space", str(_space(tmp_path)), "--oneshot", "--supernet-epochs", "3", "--num-samples", "12",
+               "--finetune-epochs", "1", "--set", "search.finetune_top=2", "--max-train", "300",
+               "--out", str(tmp_path), "--name", "shot"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    folder = tmp_path / "shot"
+    assert "phase 1" in out and "phase 2" in out and "phase 3" in out and "Pareto front" in out
+    assert (folder / "supernet.pt").is_file() and json.loads((folder / "oneshot.json").read_text()) == {
+        "supernet": "done", "search": "done", "finetune": "done"}
+    rows = _rows(folder / "trials.csv")
+    oneshot = [r for r in rows if r["phase"] == "oneshot"]
+    tuned = [r for r in rows if r["phase"] == "finetune"]
+    assert len(oneshot) == 12 and 1 <= len(tuned) <= 2
+    assert all(r["oneshot_val_acc"] != "" for r in tuned)  # the estimate beside the fine-tuned accuracy
+    front = _rows(folder / "pareto.csv")
+    assert front and {r["trial_id"] for r in front} <= {r["trial_id"] for r in tuned}
+    assert (folder / "report.html").is_file()
+
+
+def test_phase_1_resumes_after_a_sigkill_of_the_driver(tmp_path):
+    args = ["--space", str(_space(tmp_path)), "--oneshot", "--supernet-epochs", "6", "--num-samples", "4",
+            "--finetune-epochs", "0", "--max-train", "300", "--out", str(tmp_path), "--name", "kill", "--quiet"]
+    driver = subprocess.Popen([sys.executable, "-m", "nasq_ray.run", *args], cwd=ROOT, env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    phase1 = tmp_path / "kill" / "supernet"
+    try:
+        deadline = time.time() + 300
+        while not list(phase1.glob("trial_*/checkpoint_*")):
+            assert time.time() < deadline and driver.poll() is None, driver.stdout.read()[-3000:]
+            time.sleep(0.5)
+    finally:
+        kill_session(driver.pid)
+        driver.wait()
+    assert not (tmp_path / "kill" / "supernet.pt").exists()
+    p = subprocess.run([sys.executable, "-m", "nasq_ray.run", "--resume", str(tmp_path / "kill"), "--quiet"],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    (trial,) = phase1.glob("trial_*")
+    lines = [json.loads(x) for x in (trial / "result.json").read_text().splitlines() if x.strip()]
+    assert lines[-1]["epoch"] == 6 and lines[-1]["iterations_since_restore"] < 6  # continued, not restarted
+    assert len(_rows(tmp_path / "kill" / "trials.csv")) == 4
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--space", "nb201", "--oneshot"], "search.mode: oneshot trains a super-network of a generated space"),
+    (["--oneshot", "--scheduler", "pbt"], "search.mode: oneshot scores sub-networks"),
+    (["--oneshot", "--model", "mynet:Net"], "has no elastic dimension"),
+])
+def test_bad_one_shot_combinations_exit_2_with_one_line(tmp_path, capsys, argv, needle):
+    rc = main([*argv, "--out", str(tmp_path), "--name", "bad"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err

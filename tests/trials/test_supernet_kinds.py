@@ -1,0 +1,81 @@
+"""The one-shot kinds in process: phase 1 trains a super-network and resumes from its own state;
+recalibration restores a shrunk sub-network; the subnet kind conforms."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from nasq_ray.config import from_dict
+from nasq_ray.testing import check_trial_kind
+from nasq_ray.trials import prepare
+from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, load_supernet, recalibration_batches
+from nasq_ray.trials.training import accuracy_f1, predict_batches
+
+SPACE = """
+name: tinyshot
+stages:
+  - {channels: [8, 16], repeats: [1, 2], ops: [conv3x3, dwsep3x3], connections: [sequential, residual]}
+  - {channels: [16, 24], stride: 2, ops: [conv3x3, maxpool]}
+head: {pool: avg, hidden_layers: 0}
+quant: {w_bits: [4, 8], a_bits: [4, 8]}
+train: {lr: 0.005, batch_size: 32}
+"""
+
+
+@pytest.fixture(scope="module")
+def phase1(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shot")
+    (d / "space.yaml").write_text(SPACE)
+    cfg = from_dict({"space": str(d / "space.yaml"), "trial": "supernet", "out": str(d), "name": "supernet",
+                     "data": {"max_train": 500}, "search": {"max_epochs": 6}})
+    kind, prep = prepare(cfg)
+    states = []  # payloads hold live tensors: a copy is what a checkpoint keeps
+    metrics = kind.run({}, prep.context, lambda m, p: states.append((m, copy.deepcopy(p))))
+    torch.save(states[-1][1]["supernet"], d / SUPERNET_FILE)
+    return d, kind, prep, states, metrics
+
+
+def test_phase_1_trains_the_super_network_and_resumes_from_its_own_state(phase1):
+    d, kind, prep, states, metrics = phase1
+    assert [m["epoch"] for m, _ in states] == list(range(1, 7))
+    assert metrics["val_acc"] > 0.5 and metrics["status"] == "complete"
+    again = []
+    kind.run({}, prep.context, lambda m, p: again.append(m), state=states[2][1])  # stopped after epoch 3
+    assert [m["epoch"] for m in again] == [4, 5, 6] and again[-1]["val_acc"] == pytest.approx(metrics["val_acc"])
+
+
+def test_recalibration_sets_the_statistics_of_a_shrunk_sub_network_and_restores_its_accuracy(phase1):
+    d, kind, prep, _, _ = phase1
+    space, ctx = prep.space, prep.context
+    net = load_supernet(space, str(d / SUPERNET_FILE))
+    worst = None
+    for seed in range(6):  # the narrowest sub-networks: their statistics differ most from the shared ones
+        cfg = {**space.sample(seed), "s0.channels": 8, "s1.channels": 16}
+        sub = net.subnet(space.decode(cfg))
+        before = accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0]
+        stats = [m.running_mean.clone() for m in sub.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        _bn_recalibrate_(sub, recalibration_batches(ctx.train, 20, 32, 0))
+        after = accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0]
+        changed = [not torch.equal(a, m.running_mean) for a, m in
+                   zip(stats, (m for m in sub.modules() if isinstance(m, torch.nn.BatchNorm2d)))]
+        assert all(changed)
+        worst = min(worst if worst is not None else 1.0, after - before)
+        assert after >= before - 0.02
+    assert max(0.0, -worst) < 0.05
+
+
+def test_the_subnet_kind_conforms_and_scores_in_one_report(phase1):
+    d, _, _, _, _ = phase1
+    cfg = from_dict({"space": str(d / "space.yaml"), "trial": "subnet", "out": str(d.parent), "name": d.name,
+                     "data": {"max_train": 500}, "search": {"max_epochs": 1}})
+    kind, prep = prepare(cfg)
+    config = prep.space.sample(np.random.default_rng(1))
+    check_trial_kind(kind, prep, config, {**config, "s0.channels": 12})
+    cost = kind.cost_model(prep)(config)
+    reports = []
+    kind.run(config, prep.context, lambda m, p: reports.append(m))
+    assert len(reports) == 1 and reports[0]["size_kb"] == cost
