@@ -7,7 +7,7 @@ Parts (``--parts``, default all):
 * ``search`` - per model: its float model trained first (``--float-epochs``, timed on its own, weights
   saved), then ``python -m nasq_ray.run``'s search as a user runs it (``--model ... --weights ...
   --data fashion_mnist --objective multi --cost bitops``: ehvi on (val_acc, BitOPs), 4 HAWQ-V3 warm-start
-  configs, ASHA) for ``--search-s`` seconds of wall-clock on this machine's cores. Printed: the front
+  configs by default, ASHA) for ``--search-s`` seconds of wall-clock on this machine's cores. Printed: the front
   with test accuracy, the float model and PTQ 4/4 beside it, and the goals: (a) a front model whose
   weights average <= 4 bits within 1.0 point of float test accuracy, (b) a pruned front model with <= 0.5x
   the float MACs within 1.5 points.
@@ -60,7 +60,8 @@ def _cfg(args, model: str, weights: str | None, name: str, **over):
 
     raw = {"name": name, "out": str(args.out), "space": str(args.out / "space.yaml"), "quiet": True,
            "model": {"factory": MODELS[model], "weights": weights},
-           "data": {"name": "fashion_mnist", "dir": args.data_dir}, "search": {"max_epochs": args.qat_epochs}}
+           "data": {"name": "fashion_mnist", "dir": args.data_dir, "max_train": args.qat_train},
+           "search": {"max_epochs": args.qat_epochs}}
     for k, v in over.items():
         raw[k] = {**raw.get(k, {}), **v} if isinstance(v, dict) else v
     return from_dict(raw)
@@ -80,7 +81,7 @@ def float_model(args, model: str) -> tuple[str, dict]:
         return str(path), json.loads(info_path.read_text())
     torch.set_num_threads(args.cpus)
     cfg = _cfg(args, model, None, "float")
-    data = load_data(replace(cfg.data, augment=True))
+    data = load_data(replace(cfg.data, augment=True, max_train=None))  # the float model sees all training data
     net = make_model(UserCallable.of(MODELS[model], {}, "model.factory"))
     t0 = time.perf_counter()
     made = train_float_(net, data.train, data.val, 10, args.float_epochs, 0)
@@ -109,7 +110,8 @@ def search(args) -> None:
         name = f"search-{model}"
         cfg = _cfg(args, model, weights, name,
                    objective={"multi": True, "cost": "bitops"},
-                   search={"num_samples": 500, "time_budget_s": args.search_s, "warm_start": 4, "seed": 0})
+                   search={"num_samples": 500, "time_budget_s": args.search_s, "warm_start": args.warm_start,
+                           "seed": 0})
         t0 = time.perf_counter()
         result = run_search(cfg)
         wall = time.perf_counter() - t0
@@ -250,6 +252,9 @@ def main() -> None:
     p.add_argument("--search-s", type=float, default=1050,
                    help="start no new trial after this (trials in flight finish: about 20 minutes in all)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--qat-train", type=int, default=None,
+                   help="QAT fine-tuning sees this many training samples per epoch (default: all 48,000)")
+    p.add_argument("--warm-start", type=int, default=4, help="HAWQ-V3 configs proposed first in the search part")
     p.add_argument("--cpus", type=int, default=2)
     args = p.parse_args()
     args.models = args.models.split(",")

@@ -3,7 +3,7 @@
 The user's comparison on the default space (digits_small, embedded digits data): each runner gets
 ``S`` seconds of wall time from the moment it is called (nasq-ray: Ray's start included), then the
 hypervolume of the (val_acc max, size_kb min) front of the trials that trained for the full epochs
-is measured, reference point (0.5, 40 kB) as in ``benchmarks/strategies.py``.
+is measured (each runner also gives its points' finishing times, for fronts over time), reference point (0.5, 40 kB) as in ``benchmarks/strategies.py``.
 
 * ``nasq-ray default``: ``run_search`` with no search settings (TPE + ASHA, one trial per core,
   the mnas score), ``search.time_budget_s`` set so that Ray's start counts against the budget;
@@ -42,19 +42,23 @@ class _Stop(Exception):
     pass
 
 
-def optuna_loop(seconds: float, seed: int) -> dict:
-    from nasq_ray.data import load_dataset
+def optuna_loop(seconds: float, seed: int, space_name: str = "digits_small", data: dict | None = None,
+                max_epochs: int = MAX_EPOCHS) -> dict:
+    """The plain Optuna loop (TPE + successive halving) over ``run_trial`` for ``seconds``; ``data``:
+    the experiment's data section (default: the embedded digits)."""
+    from nasq_ray.config import from_dict
+    from nasq_ray.data import load_data
     from nasq_ray.space import load_space
     from nasq_ray.search.strategies._optuna import suggest_param
     from nasq_ray.trials.trained import TrialContext, run_trial
 
     t0 = time.time()
     deadline = t0 + seconds
-    data = load_dataset("digits")
-    space = load_space("digits_small", data.input_shape, data.num_classes)
-    ctx = TrialContext(space, data.train, data.val, MAX_EPOCHS, ObjectiveConfig(), seed=seed,
+    bundle = load_data(from_dict({"data": data or {}}).data)
+    space = load_space(space_name, bundle.input_shape, bundle.num_classes)
+    ctx = TrialContext(space, bundle.train, bundle.val, max_epochs, ObjectiveConfig(), seed=seed,
                        threads=torch.get_num_threads())
-    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, MAX_EPOCHS // 5), reduction_factor=3)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, max_epochs // 5), reduction_factor=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=10)
@@ -83,9 +87,9 @@ def optuna_loop(seconds: float, seed: int) -> dict:
         except optuna.TrialPruned:
             counts["stopped"] += 1
             raise
-        if last.get("epoch") == MAX_EPOCHS and last.get("status") == "complete":
+        if last.get("epoch") == max_epochs and last.get("status") == "complete":
             counts["complete"] += 1
-            points.append((last["val_acc"], last["size_kb"]))
+            points.append((last["val_acc"], last["size_kb"], time.time() - t0))
         return last["score"]
 
     study.optimize(objective, timeout=seconds)
@@ -112,7 +116,8 @@ def nasq(seconds: float, seed: int, extra: dict, out: str) -> dict:
     ray.shutdown()
     done = [r for r in res.records if r.status == "complete"]
     return {"started": len(res.records), "complete": len(done), "stopped": len(res.records) - len(done),
-            "points": [(r.metrics["val_acc"], r.metrics["size_kb"]) for r in done], "wall_s": wall}
+            "points": [(r.metrics["val_acc"], r.metrics["size_kb"], r.metrics.get("timestamp", 0) - t0) for r in done],
+            "wall_s": wall, "result": res}
 
 
 RUNNERS = {
@@ -141,7 +146,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 for name in runners:  # interleaved, so that the machine's drift hits every runner alike
                     r = RUNNERS[name](seconds, seed, out)
-                    hv = hypervolume(r["points"], REF, MODES) if r["points"] else 0.0
+                    hv = hypervolume([p[:2] for p in r["points"]], REF, MODES) if r["points"] else 0.0
                     table.setdefault((name, seconds), []).append(hv)
                     print(f"{seconds:>6.0f} {seed:>4} {LABELS[name]:<28} {r['wall_s']:>7.1f} {r['started']:>7} "
                           f"{r['complete']:>8} {r['stopped']:>7} {hv:>8.3f}", flush=True)

@@ -59,6 +59,7 @@ class SearchConfig:
     warm_start: int = 0  # configs with bits chosen from the value range, proposed before the searcher's
     mode: str = "trials"  # trials (each config trained) | oneshot (a super-network, then sub-networks scored)
     supernet_epochs: int = 30  # oneshot phase 1
+    supernet_workers: int = 1  # oneshot phase 1: data-parallel workers (Ray Train, DDP); 1: one Tune trial
     finetune_epochs: int = 5  # oneshot phase 3 (0: none)
     finetune_top: int = 8  # oneshot phase 3: at most this many front models fine-tuned
 
@@ -291,6 +292,7 @@ def validate(cfg: ExperimentConfig) -> None:
         (d.workers >= 0, "data.workers", d.workers, "integers >= 0"),
         (s.mode in ("trials", "oneshot"), "search.mode", s.mode, "trials, oneshot"),
         (s.supernet_epochs >= 1, "search.supernet_epochs", s.supernet_epochs, "integers >= 1"),
+        (s.supernet_workers >= 1, "search.supernet_workers", s.supernet_workers, "integers >= 1"),
         (s.finetune_epochs >= 0, "search.finetune_epochs", s.finetune_epochs, "integers >= 0"),
         (s.finetune_top >= 1, "search.finetune_top", s.finetune_top, "integers >= 1"),
         (m.float_epochs >= 0, "model.float_epochs", m.float_epochs, "integers >= 0"),

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                                              "sub-networks with its weights in seconds, then fine-tune the front "
                                              "(search.mode oneshot)")
     a("--supernet-epochs", type=int, metavar="N", help="--oneshot: epochs of super-network training (30)")
+    a("--supernet-workers", type=int, metavar="N", help="--oneshot: train the super-network data-parallel on N "
+                                                       "Ray Train workers (DDP; default 1: one trial)")
     a("--finetune-epochs", type=int, metavar="N", help="--oneshot: QAT epochs of each fine-tuned front model "
                                                        "(5; 0: none)")
     a("--show-space", action="store_true", help="print every parameter of the run's space, its choices and the "
@@ -108,7 +110,7 @@ _FLAG_FIELDS = {
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
     "time_budget": "search.time_budget_s", "table": "table.path", "storage": "storage",
-    "supernet_epochs": "search.supernet_epochs", "finetune_epochs": "search.finetune_epochs",
+    "supernet_epochs": "search.supernet_epochs", "supernet_workers": "search.supernet_workers", "finetune_epochs": "search.finetune_epochs",
     "model": "model.factory", "weights": "model.weights", "float_epochs": "model.float_epochs",
     "keep_checkpoints": "search.keep_checkpoints", "warm_start": "search.warm_start", "storage_db": "storage_db", "log_format": "log_format", "table_acc": "table.acc", "table_cost": "table.cost", "trial": "trial",
 }

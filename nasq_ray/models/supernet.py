@@ -249,8 +249,14 @@ class SuperNet(nn.Module):
             hi.copy_(q.running_max)
             init.copy_(q.initialized)
 
-    def forward(self, x: torch.Tensor, spec) -> torch.Tensor:
-        """The sub-network of ``spec`` (a decoded config) on ``x``, computed with the shared weights."""
+    def forward(self, x: torch.Tensor, spec):
+        """The sub-network of ``spec`` (a decoded config) on ``x``, computed with the shared weights;
+        for a list of specs, their outputs (one forward call: what a data-parallel wrapper expects)."""
+        if isinstance(spec, (list, tuple)):
+            return [self._forward(x, one) for one in spec]
+        return self._forward(x, spec)
+
+    def _forward(self, x: torch.Tensor, spec) -> torch.Tensor:
         sub = self._module(spec)
         sub.train(self.training)
         pairs = self._load_ranges(sub, spec.arch)

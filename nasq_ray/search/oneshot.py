@@ -101,11 +101,16 @@ def run_oneshot(cfg: ExperimentConfig, resuming: bool = False) -> SearchResult:
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.yaml").write_text(_dump_config(cfg))
     if state.get(PHASE1) != "done":
-        _say(cfg, f"phase 1: training the super-network for {cfg.search.supernet_epochs} epochs")
-        r1 = _run_or_resume(p1, resuming, run_search, resume_search)
-        if r1.interrupted or not r1.records or r1.records[0].status != "complete":
-            return _stopped(r1, cfg, t0, "phase 1 (the super-network)")
-        _keep_supernet(r1, out / SUPERNET_FILE)
+        workers = cfg.search.supernet_workers
+        _say(cfg, f"phase 1: training the super-network for {cfg.search.supernet_epochs} epochs"
+                  + (f" on {workers} data-parallel workers" if workers > 1 else ""))
+        if workers > 1:
+            _data_parallel_phase1(p1, workers, out / SUPERNET_FILE)
+        else:
+            r1 = _run_or_resume(p1, resuming, run_search, resume_search)
+            if r1.interrupted or not r1.records or r1.records[0].status != "complete":
+                return _stopped(r1, cfg, t0, "phase 1 (the super-network)")
+            _keep_supernet(r1, out / SUPERNET_FILE)
         _mark(out, PHASE1)
     if state.get("search") != "done":
         _say(cfg, f"phase 2: searching {cfg.search.num_samples} sub-networks with inherited weights")
@@ -139,6 +144,21 @@ def _run_or_resume(pcfg: ExperimentConfig, resuming: bool, run_search, resume_se
         overrides = {"quiet": True, "address": pcfg.resources.address} if pcfg.resources.address else {"quiet": True}
         return resume_search(pcfg.out_dir, **overrides)
     return run_search(pcfg)
+
+
+def _data_parallel_phase1(p1: ExperimentConfig, workers: int, path: Path) -> None:
+    """Phase 1 on ``workers`` Ray Train workers (a new run of it continues from its last checkpoint)."""
+    import torch
+
+    from ..trials import prepare
+    from .session import check_storage, init_ray
+    from .supernet_ddp import train_data_parallel
+
+    _, prep = prepare(p1)
+    check_storage(p1)
+    init_ray(p1)
+    state = train_data_parallel(prep.context, workers, p1.resources.gpus_per_trial, p1.storage_root, p1.run_name)
+    torch.save(state["supernet"], path)
 
 
 def _keep_supernet(result: SearchResult, path: Path) -> None:

@@ -106,64 +106,103 @@ def recalibration_batches(train: Batches, n: int, batch_size: int, seed: int) ->
     return out
 
 
-def run_supernet(config: dict, ctx: SupernetContext, report: Reporter, state: dict | None = None) -> dict:
-    """Train the super-network for ``ctx.epochs`` (see the module doc); report per epoch the
-    validation accuracy of the largest and the smallest sub-network (BatchNorm recalibrated)."""
-    torch.set_num_threads(ctx.threads)
+def sandwich_step(net: nn.Module, space: SearchSpace, xb: torch.Tensor, yb: torch.Tensor, configs: list[dict]
+                  ) -> torch.Tensor:
+    """The loss of one training step (one backward: a data-parallel wrapper syncs once): the largest
+    sub-network's cross-entropy plus each other one's KL divergence from the largest's outputs."""
+    big, *others = net(xb, [space.decode(cfg) for cfg in configs])
+    loss = F.cross_entropy(big, yb)
+    soft = F.softmax(big.detach(), dim=1)
+    distilled = sum(F.kl_div(F.log_softmax(out, dim=1), soft, reduction="batchmean") for out in others)
+    (loss + distilled).backward()
+    return loss.detach()
+
+
+def shard(batches, rank: int, world: int):
+    """Worker ``rank`` of ``world``'s share of an epoch's batches: every world-th, the same number
+    for every worker (they step together)."""
+    if world == 1:
+        yield from batches
+        return
+    mine, k = [], 0
+    for k, batch in enumerate(batches):
+        if k % world == rank:
+            mine.append(batch)
+    yield from mine[: (k + 1) // world]
+
+
+def train_epoch(net: nn.Module, optimizer, space: SearchSpace, ctx: SupernetContext, gen: torch.Generator,
+                rng: np.random.Generator, rank: int = 0, world: int = 1) -> float:
+    """One epoch of the sandwich rule; the mean loss of the largest sub-network."""
+    net.train()
+    total, n = 0.0, 0
+    for xb, yb, _ in shard(ctx.train.epoch(ctx.batch_size, gen), rank, world):
+        configs = sandwich(space, rng, ctx.n_random)  # the same on every worker: the same seed
+        optimizer.zero_grad(set_to_none=True)
+        loss = sandwich_step(net, space, xb.to(ctx.device), yb.to(ctx.device), configs)
+        optimizer.step()
+        total, n = total + float(loss) * len(yb), n + len(yb)
+    return total / max(1, n)
+
+
+def epoch_metrics(net: SuperNet, ctx: SupernetContext, epoch: int, loss: float, t0: float) -> dict:
+    """What an epoch reports: the validation accuracy of the largest and the smallest sub-network
+    (recalibrated), the largest's cost, the loss."""
     space = ctx.space
-    net = SuperNet(space, ctx.seed).to(ctx.device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=ctx.lr)
-    sched = cosine_lr(optimizer, ctx.epochs)
-    gen = torch.Generator().manual_seed(ctx.seed)
-    rng = np.random.default_rng(ctx.seed)
-    first = 1
-    if state is not None:
-        net.load_shared(state["supernet"])  # in place: the optimizer keeps its parameters
-        optimizer.load_state_dict(state["optimizer"])  # after the schedule's construction, which resets the lr
-        sched.load_state_dict(state["lr_sched"])
-        gen.set_state(state["generator"])
-        rng.bit_generator.state = state["rng"]
-        first = state["epoch"] + 1
-    metrics: dict = {}
+    if not math.isfinite(loss):
+        return {"epoch": epoch, "val_acc": 0.0, "score": -math.inf, "status": "failed", "train_loss": loss,
+                ctx.objective.cost: math.nan, "fail_reason": f"non-finite training loss at epoch {epoch}"}
     probe = sandwich(space, np.random.default_rng(ctx.seed + 1), n_random=0)
-    for epoch in range(first, ctx.epochs + 1):
+    cal = recalibration_batches(ctx.train, RECALIBRATION_BATCHES, ctx.batch_size, ctx.seed)
+    accs = []
+    for cfg in probe:
+        sub = net.subnet(space.decode(cfg))
+        _bn_recalibrate_(sub, cal)
+        accs.append(accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0])
+    cost, _ = measure_cost(net.subnet(space.decode(probe[0])), space.input_shape)
+    return {"epoch": epoch, "val_acc": accs[0], "val_acc_smallest": accs[1], "train_loss": loss,
+            "epoch_time_s": time.perf_counter() - t0, **cost.as_metrics(), "score": accs[0],
+            "status": trial_status({"epoch": epoch}, False, ctx.epochs, ended=False), "fail_reason": ""}
+
+
+class Phase1:
+    """The super-network, its optimizer, schedule and random states: what phase 1 saves and resumes."""
+
+    def __init__(self, ctx: SupernetContext, state: dict | None = None):
+        self.net = SuperNet(ctx.space, ctx.seed).to(ctx.device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=ctx.lr)
+        self.sched = cosine_lr(self.optimizer, ctx.epochs)
+        self.gen = torch.Generator().manual_seed(ctx.seed)
+        self.rng = np.random.default_rng(ctx.seed)
+        self.first = 1
+        if state is not None:
+            self.net.load_shared(state["supernet"])  # in place: the optimizer keeps its parameters
+            self.optimizer.load_state_dict(state["optimizer"])  # after the schedule's construction (it resets lr)
+            self.sched.load_state_dict(state["lr_sched"])
+            self.gen.set_state(state["generator"])
+            self.rng.bit_generator.state = state["rng"]
+            self.first = state["epoch"] + 1
+
+    def state(self, epoch: int) -> dict:
+        return {"supernet": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "lr_sched": self.sched.state_dict(), "generator": self.gen.get_state(),
+                "rng": self.rng.bit_generator.state, "epoch": epoch}
+
+
+def run_supernet(config: dict, ctx: SupernetContext, report: Reporter, state: dict | None = None) -> dict:
+    """Train the super-network for ``ctx.epochs`` (see the module doc), one report per epoch."""
+    torch.set_num_threads(ctx.threads)
+    run = Phase1(ctx, state)
+    metrics: dict = {}
+    for epoch in range(run.first, ctx.epochs + 1):
         t0 = time.perf_counter()
-        net.train()
-        total, n = 0.0, 0
-        for xb, yb, _ in ctx.train.epoch(ctx.batch_size, gen):
-            configs = sandwich(space, rng, ctx.n_random)
-            optimizer.zero_grad(set_to_none=True)
-            big = net(xb, space.decode(configs[0]))
-            loss = F.cross_entropy(big, yb)
-            loss.backward()
-            soft = F.softmax(big.detach(), dim=1)
-            for cfg in configs[1:]:
-                out = net(xb, space.decode(cfg))
-                F.kl_div(F.log_softmax(out, dim=1), soft, reduction="batchmean").backward()
-            optimizer.step()
-            total, n = total + float(loss.detach()) * len(yb), n + len(yb)
-        sched.step()
-        loss = total / max(1, n)
-        if not math.isfinite(loss):
-            metrics = {"epoch": epoch, "val_acc": 0.0, "score": -math.inf, "status": "failed", "train_loss": loss,
-                       ctx.objective.cost: math.nan, "fail_reason": f"non-finite training loss at epoch {epoch}"}
+        loss = train_epoch(run.net, run.optimizer, ctx.space, ctx, run.gen, run.rng)
+        run.sched.step()
+        metrics = epoch_metrics(run.net, ctx, epoch, loss, t0)
+        if metrics["status"] == "failed":
             report(metrics, None)
             return metrics
-        cal = recalibration_batches(ctx.train, RECALIBRATION_BATCHES, ctx.batch_size, ctx.seed)
-        accs = []
-        for cfg in probe:
-            sub = net.subnet(space.decode(cfg))
-            _bn_recalibrate_(sub, cal)
-            accs.append(accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0])
-        largest, smallest = accs
-        cost, _ = measure_cost(net.subnet(space.decode(probe[0])), space.input_shape)
-        metrics = {"epoch": epoch, "val_acc": largest, "val_acc_smallest": smallest, "train_loss": loss,
-                   "epoch_time_s": time.perf_counter() - t0, **cost.as_metrics(),
-                   "score": largest, "status": trial_status({"epoch": epoch}, False, ctx.epochs, ended=False),
-                   "fail_reason": ""}
-        report(metrics, {"supernet": net.state_dict(), "optimizer": optimizer.state_dict(),
-                         "lr_sched": sched.state_dict(), "generator": gen.get_state(),
-                         "rng": rng.bit_generator.state, "epoch": epoch})
+        report(metrics, run.state(epoch))
     return metrics
 
 
