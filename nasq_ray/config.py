@@ -156,6 +156,10 @@ class ExperimentConfig:
                 out[section][key] = ref_of(value) or f"<python object {getattr(value, '__qualname__', value)!r}>"
         return out
 
+    def to_yaml(self) -> str:
+        """experiment.yaml's text."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
 
 _SECTIONS = {"data": DataConfig, "search": SearchConfig, "objective": ObjectiveConfig, "resources": ResourcesConfig,
              "table": TableConfig, "model": ModelConfig}

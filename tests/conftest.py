@@ -1,4 +1,5 @@
-"""Shared fixtures. Only tests/test_ray.py starts Ray (one session-scoped local cluster)."""
+"""Shared fixtures. Tests that start a search in this process share one local Ray cluster
+(``ray_cluster``, session-scoped); the others start Ray in subprocesses or not at all."""
 
 from __future__ import annotations
 
@@ -51,3 +52,13 @@ def quant_backend(request):
     native.set_enabled(request.param == "native")
     yield request.param
     native.set_enabled(True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The session's one local Ray cluster."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -17,53 +17,15 @@ from ..config import ExperimentConfig, saved_config
 from ..errors import ConfigError, NasqError
 from ..results.files import write_reference, write_results
 from ..results.optuna_store import default_url, open_study
-from ..results.records import SearchResult, TrialRecord
-from ..trials import BaseTrialKind, Prepared, prepare, trial_status
+from ..results.records import SearchResult
+from ..trials import BaseTrialKind, Prepared, prepare
 from .callbacks import OptunaStoreCallback, ProgressCallback
 from .checkpoint_gc import CheckpointGC
-from .schedulers import build_scheduler, flat_config, pbt_param_space
+from .collect import TrialFields, collect
+from .schedulers import build_scheduler, pbt_param_space
 from .searchers import build_searcher, effective_objective, resolve_searcher
 from .session import allow_pending_trials, check_storage, init_ray, saved_statuses
 from .trainable import run_in_ray
-
-
-class TrialFields:
-    """A trial's config as results show it (the kind's :meth:`~BaseTrialKind.record`), its extra
-    columns and how it ended; picklable, for the Optuna store callback."""
-
-    def __init__(self, kind: BaseTrialKind, max_epochs: int):
-        self.kind, self.max_epochs = kind, max_epochs
-
-    def __call__(self, config: dict, metrics: dict, error: bool) -> tuple[dict, dict, str]:
-        shown, extra = self.kind.record(flat_config(config), metrics)
-        return shown, extra, trial_status(metrics, error, self.max_epochs)
-
-
-def collect(grid, fields: TrialFields, statuses: dict[str, str] | None = None) -> list[TrialRecord]:
-    """One record per trial. ``statuses`` (from the saved experiment state) tell a trial a scheduler
-    stopped from one the driver's stop interrupted: after Ctrl-C Ray marks both TERMINATED in memory."""
-    records = []
-    trials = grid._experiment_analysis.trials  # same order as the results
-    for r, trial in zip(grid, trials):
-        m = dict(r.metrics or {})
-        error = ""
-        if r.error is not None:
-            lines = [ln for ln in str(r.error).strip().splitlines() if ln.strip()]
-            error = lines[-1] if lines else type(r.error).__name__
-        trial_id = m.get("trial_id") or Path(r.path).name.replace("trial_", "")
-        config, extra, status = fields(dict(r.config or {}), m, r.error is not None)
-        tune_status = (statuses or {}).get(str(trial_id), trial.status)
-        if status != "failed" and tune_status not in ("TERMINATED", "ERROR"):
-            status = "unfinished"  # stopped with the driver, not by a scheduler: --resume continues it
-        records.append(TrialRecord(
-            trial_id=str(trial_id), status=status,
-            config=config, metrics=m, extra=extra,
-            time_s=float(m.get("time_total_s", 0.0) or 0.0), error=error,
-            checkpoint=r.checkpoint.path if r.checkpoint is not None else None,
-            node=f"{m.get('hostname', '')}/{str(m.get('node_id', ''))[:8]}".strip("/"),
-            checkpoint_obj=r.checkpoint,
-        ))
-    return records
 
 
 def _tuner_parts(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared):
@@ -130,7 +92,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     if cfg.search.mode == "oneshot":
         from .oneshot import run_oneshot
 
-        return run_oneshot(cfg)
+        return run_oneshot(cfg, run_search, resume_search)
     t0 = time.time()
     if cfg.name is None:  # the name is fixed once, here, and saved with the experiment
         cfg = replace(cfg, name=cfg.run_name)
@@ -169,7 +131,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         ),
         run_config=run_config,
     )
-    (cfg.out_dir / "experiment.yaml").write_text(_dump_config(cfg))
+    (cfg.out_dir / "experiment.yaml").write_text(cfg.to_yaml())
     return _fit(cfg, kind, prep, tuner, t0, searcher)
 
 
@@ -185,7 +147,7 @@ def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
     if cfg.search.mode == "oneshot":
         from .oneshot import run_oneshot
 
-        return run_oneshot(cfg, resuming=True)
+        return run_oneshot(cfg, run_search, resume_search, resuming=True)
     kind, prep = prepare(cfg, effective_objective(cfg))
     check_storage(cfg)
     init_ray(cfg)
@@ -199,9 +161,3 @@ def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
                                param_space=pbt_param_space(prep.space, cfg.search.seed)
                                if cfg.search.scheduler == "pbt" else None)
     return _fit(cfg, kind, prep, tuner, t0)
-
-
-def _dump_config(cfg: ExperimentConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -78,10 +78,10 @@ def check_oneshot(cfg: ExperimentConfig) -> None:
                           "trials)")
 
 
-def run_oneshot(cfg: ExperimentConfig, resuming: bool = False) -> SearchResult:
-    """All three phases (or what is left of them when ``resuming``)."""
+def run_oneshot(cfg: ExperimentConfig, run_search, resume_search, resuming: bool = False) -> SearchResult:
+    """All three phases (or what is left of them when ``resuming``), each an ordinary search run by
+    the driver's ``run_search`` / ``resume_search`` (handed in: the driver is what calls this)."""
     from ..trials.supernet import SUPERNET_FILE
-    from .driver import _dump_config, resume_search, run_search
     from ray import tune
 
     t0 = time.time()
@@ -99,7 +99,7 @@ def run_oneshot(cfg: ExperimentConfig, resuming: bool = False) -> SearchResult:
         raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
                           f"or continue it with --resume {out}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.yaml").write_text(_dump_config(cfg))
+    (out / "experiment.yaml").write_text(cfg.to_yaml())
     if state.get(PHASE1) != "done":
         workers = cfg.search.supernet_workers
         _say(cfg, f"phase 1: training the super-network for {cfg.search.supernet_epochs} epochs"
@@ -115,7 +115,7 @@ def run_oneshot(cfg: ExperimentConfig, resuming: bool = False) -> SearchResult:
     if state.get("search") != "done":
         _say(cfg, f"phase 2: searching {cfg.search.num_samples} sub-networks with inherited weights")
         r2 = _run_or_resume(p2, resuming and state.get(PHASE1) == "done", run_search, resume_search)
-        (out / "experiment.yaml").write_text(_dump_config(cfg))  # the run is the one-shot run, not phase 2's
+        (out / "experiment.yaml").write_text(cfg.to_yaml())  # the run is the one-shot run, not phase 2's
         if r2.interrupted:
             return _stopped(r2, cfg, t0, "phase 2 (the search)")
         _mark(out, "search")
@@ -229,7 +229,7 @@ def _phase_records(pcfg: ExperimentConfig, kind, prep):
     """The records of a finished phase, from its Ray experiment (checkpoints included)."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from .driver import TrialFields, collect
+    from .collect import TrialFields, collect
     from .session import saved_statuses
 
     grid = ResultGrid(ExperimentAnalysis(pcfg.experiment_path))

@@ -24,7 +24,7 @@ FLAT = {
 }
 # hawq needs a trained model's layer sensitivities: it has its own conformance test below
 GENERIC = sorted(set(SEARCHERS) - {"hawq"})
-TABLE_LIKE = [n for n in GENERIC if n != "dnas"]  # dnas trains; it has its own tests
+TABLE_LIKE = [n for n in GENERIC if n not in ("dnas", "given")]  # dnas trains, given proposes nothing: own tests
 # a GP fit per suggestion makes gp ~50x slower than the others here: it gets its own shorter checks
 QUICK = [n for n in TABLE_LIKE if n != "gp"]
 
@@ -61,6 +61,10 @@ def _model_space_and_sensitivity():
     sens = BitSensitivity("size_bits", units, (2, 4, 8), {2: 4, 4: 4, 8: 8}, omega, cost, 0.0,
                           space.default_config())
     return space, sens
+
+
+def test_given_proposes_only_the_warm_start_configs():
+    assert make_searcher("given", load_space("digits_small"), ObjectiveConfig()).suggest("0") == FINISHED
 
 
 def test_hawq_conforms_and_proposes_one_config_per_budget_then_finishes():

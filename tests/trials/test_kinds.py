@@ -136,7 +136,7 @@ def test_kind_chosen_by_what_the_run_holds_or_by_name(tiny_yaml):
     assert kind_name_for(_cfg(space=str(tiny_yaml), table={"path": "t.csv"}), raw) == "table"
     assert kind_name_for(_cfg(space=str(tiny_yaml), trial="mine"), raw) == "mine"
     assert kind_name_for(_cfg(space=str(tiny_yaml), model={"factory": "mynet:Net"}), raw) == "own_model"
-    assert set(TRIAL_KINDS) == {"trained", "table", "dnas", "own_model"}
+    assert set(TRIAL_KINDS) == {"trained", "table", "dnas", "own_model", "supernet", "subnet", "finetune"}
 
 
 def test_unknown_kind_names_the_known_ones():
