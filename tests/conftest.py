@@ -12,6 +12,16 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 SHIPPED_SPACES = ("digits_small", "cifar_cnn", "fashion_cnn", "mlp")
+# a generated space with every elastic dimension the super-network shares, small enough to train in seconds
+ONESHOT_SPACE = """
+name: tinyshot
+stages:
+  - {channels: [8, 16], repeats: [1, 2], ops: [conv3x3, dwsep3x3], connections: [sequential, residual]}
+  - {channels: [16, 24], stride: 2, ops: [conv3x3, maxpool]}
+head: {pool: avg, hidden_layers: 0}
+quant: {w_bits: [4, 8], a_bits: [4, 8]}
+train: {lr: 0.005, batch_size: 32}
+"""
 
 
 @pytest.fixture(autouse=True, scope="session")

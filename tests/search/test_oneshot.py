@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ONESHOT_SPACE
 from nasq_ray.run import main
 from nasq_ray.testing import kill_session
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-SPACE = """
-name: tinyshot
-stages:
-  - {channels: [8, 16], repeats: [1, 2], ops: [conv3x3, dwsep3x3], connections: [sequential, residual]}
-  - {channels: [16, 24], stride: 2, ops: [conv3x3, maxpool]}
-head: {pool: avg, hidden_layers: 0}
-quant: {w_bits: [4, 8], a_bits: [4, 8]}
-train: {lr: 0.005, batch_size: 32}
-"""
 
 
 def _rows(path: Path) -> list[dict]:
@@ -37,7 +29,7 @@ def _rows(path: Path) -> list[dict]:
 
 def _space(tmp_path: Path) -> Path:
     path = tmp_path / "tinyshot.yaml"
-    path.write_text(SPACE)
+    path.write_text(ONESHOT_SPACE)
     return path
 
 

@@ -9,27 +9,18 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ONESHOT_SPACE
 from nasq_ray.config import from_dict
 from nasq_ray.testing import check_trial_kind
 from nasq_ray.trials import prepare
 from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, load_supernet, recalibration_batches
 from nasq_ray.trials.training import accuracy_f1, predict_batches
 
-SPACE = """
-name: tinyshot
-stages:
-  - {channels: [8, 16], repeats: [1, 2], ops: [conv3x3, dwsep3x3], connections: [sequential, residual]}
-  - {channels: [16, 24], stride: 2, ops: [conv3x3, maxpool]}
-head: {pool: avg, hidden_layers: 0}
-quant: {w_bits: [4, 8], a_bits: [4, 8]}
-train: {lr: 0.005, batch_size: 32}
-"""
-
 
 @pytest.fixture(scope="module")
 def phase1(tmp_path_factory):
     d = tmp_path_factory.mktemp("shot")
-    (d / "space.yaml").write_text(SPACE)
+    (d / "space.yaml").write_text(ONESHOT_SPACE)
     cfg = from_dict({"space": str(d / "space.yaml"), "trial": "supernet", "out": str(d), "name": "supernet",
                      "data": {"max_train": 500}, "search": {"max_epochs": 6}})
     kind, prep = prepare(cfg)
