@@ -121,6 +121,7 @@ def oneshot_runner(args, space_name: str, seed: int, out: str) -> dict:
 
     from nasq_ray.config import from_dict
     from nasq_ray.search.driver import run_search
+    from wallclock import front_points
 
     t0 = time.time()
     cfg = from_dict({"name": f"shot-{space_name}-{seed}", "out": out, "space": space_name, "quiet": True,
@@ -132,8 +133,7 @@ def oneshot_runner(args, space_name: str, seed: int, out: str) -> dict:
     wall = time.time() - t0
     ray.shutdown()
     tuned = [r for r in res.records if r.extra.get("phase") == "finetune" and r.status == "complete"]
-    return {"points": [(r.metrics["val_acc"], r.metrics["size_kb"], r.metrics.get("timestamp", 0) - t0) for r in tuned],
-            "wall_s": wall, "started": len(res.records), "complete": len(tuned)}
+    return {"points": front_points(tuned, t0), "wall_s": wall, "started": len(res.records), "complete": len(tuned)}
 
 
 def hv(args, space_name: str) -> None:

@@ -33,7 +33,8 @@ def main() -> None:
     from nasq_ray.models.supernet import sandwich
     from nasq_ray.space.domains import Ordinal
     from nasq_ray.trials import prepare
-    from nasq_ray.trials.supernet import Phase1, _bn_recalibrate_, recalibration_batches, sandwich_step, train_epoch
+    from nasq_ray.data.batches import first_batches
+    from nasq_ray.trials.supernet import Phase1, _bn_recalibrate_, sandwich_step, train_epoch
     from nasq_ray.trials.training import accuracy_f1, predict_batches
 
     torch.set_num_threads(1)
@@ -42,7 +43,7 @@ def main() -> None:
                                  "name": "x", "search": {"max_epochs": args.epochs}, "quiet": True}))
     ctx, space = prep.context, prep.context.space
     fixed = sandwich(space, np.random.default_rng(5), n_random=0)[0]
-    cal = recalibration_batches(ctx.train, 20, ctx.batch_size, 0)
+    cal = first_batches(ctx.train, 20, ctx.batch_size, 0)
     drawn = {"ops": (".op", ".op_b"), "conns": (".conn", ".merge"), "ops+conns": (".op", ".op_b", ".conn", ".merge")}
 
     def step_configs(mode, rng):

@@ -116,8 +116,12 @@ def nasq(seconds: float, seed: int, extra: dict, out: str) -> dict:
     ray.shutdown()
     done = [r for r in res.records if r.status == "complete"]
     return {"started": len(res.records), "complete": len(done), "stopped": len(res.records) - len(done),
-            "points": [(r.metrics["val_acc"], r.metrics["size_kb"], r.metrics.get("timestamp", 0) - t0) for r in done],
-            "wall_s": wall, "result": res}
+            "points": front_points(done, t0), "wall_s": wall}
+
+
+def front_points(records, t0: float) -> list[tuple[float, float, float]]:
+    """(val_acc, size_kb, seconds from ``t0`` to the trial's last report) of each record."""
+    return [(r.metrics["val_acc"], r.metrics["size_kb"], r.metrics.get("timestamp", 0) - t0) for r in records]
 
 
 RUNNERS = {

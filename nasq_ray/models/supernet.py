@@ -51,6 +51,11 @@ def _values(domain) -> tuple:
     return values(domain)
 
 
+def _choices(space, name: str, absent: tuple = ()) -> tuple:
+    """The values ``name`` takes in ``space`` (searched or constant); ``absent`` where it has none."""
+    return _values(space._value_domain(name)) if name in space._by_name or name in space.constants else absent
+
+
 class SuperNet(nn.Module):
     """The shared weights of every sub-network of ``space`` (a generated space, not a table)."""
 
@@ -88,13 +93,10 @@ class SuperNet(nn.Module):
         else:
             ins, strides = outs, (1,)
         prefix = f"s{i}.b{j}"
-        ops = _values(v._value_domain(f"{prefix}.op")) if f"{prefix}.op" in v._by_name or f"{prefix}.op" in v.constants \
-            else ()
+        ops = _choices(v, f"{prefix}.op")
         conns = _values(v._value_domain(f"{prefix}.conn"))
-        par_ops = _values(v._value_domain(f"{prefix}.op_b")) if f"{prefix}.op_b" in v._by_name or \
-            f"{prefix}.op_b" in v.constants else ()
-        merges = _values(v._value_domain(f"{prefix}.merge")) if f"{prefix}.merge" in v._by_name or \
-            f"{prefix}.merge" in v.constants else (None,)
+        par_ops = _choices(v, f"{prefix}.op_b")
+        merges = _choices(v, f"{prefix}.merge", absent=(None,))
         for in_ch, out_ch, stride, conn, merge in itertools.product(ins, outs, strides, conns, merges):
             ca, cb = branch_channels(conn, merge, out_ch)
             for op in ops:
@@ -115,8 +117,7 @@ class SuperNet(nn.Module):
                 self._block_shapes(i, j, out)
         for feat, width_in, head_key in self._head_inputs():
             layers = _values(v._value_domain("head.layers"))
-            widths = _values(v._value_domain("head.fc0.width")) if "head.fc0.width" in v._by_name or \
-                "head.fc0.width" in v.constants else ()
+            widths = _choices(v, "head.fc0.width")
             for n in layers:
                 if n == 0:
                     _merge(out, f"head.out@{head_key}.weight", (v.num_classes, feat))
@@ -136,8 +137,7 @@ class SuperNet(nn.Module):
         """(max input features, None, key) for each way features can reach the head: average pooled
         (``avg``), or flattened at one of the resolutions the strides allow (``flatten7x7``)."""
         v = self.space
-        pools = _values(v._value_domain("head.pool")) if "head.pool" in v._by_name or "head.pool" in v.constants \
-            else ("avg",)
+        pools = _choices(v, "head.pool", absent=("avg",))
         if v.n_stages == 0:
             yield math.prod(v.input_shape), None, "flat"
             return
@@ -209,16 +209,22 @@ class SuperNet(nn.Module):
             self._cache.popitem(last=False)
         return sub
 
-    def _range_buffers(self, name: str, bits: int, arch) -> tuple[str, torch.Tensor, torch.Tensor, torch.Tensor]:
-        layer = name.rsplit(".", 1)[0] if name.endswith(".act_quant") else name
-        key = _safe(f"{self.store_key(layer + '.weight', arch).rsplit('.', 1)[0]}@{bits}")
+    def _range_state(self, key: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (min, max, initialized) buffers of the range kept under ``key``, created on first use."""
         if not hasattr(self.ranges, f"{key}_min"):
             device = next(self.parameters()).device
-            for suffix, value in (("min", 0.0), ("max", 0.0)):
-                self.ranges.register_buffer(f"{key}_{suffix}", torch.tensor(value, device=device))
+            self.ranges.register_buffer(f"{key}_min", torch.tensor(0.0, device=device))
+            self.ranges.register_buffer(f"{key}_max", torch.tensor(0.0, device=device))
             self.ranges.register_buffer(f"{key}_init", torch.tensor(False, device=device))
-        return (key, getattr(self.ranges, f"{key}_min"), getattr(self.ranges, f"{key}_max"),
-                getattr(self.ranges, f"{key}_init"))
+        return tuple(getattr(self.ranges, f"{key}_{s}") for s in ("min", "max", "init"))
+
+    def _range_key(self, name: str, bits: int, arch) -> str:
+        """Where the range of quantizer ``name`` at ``bits`` lives: per layer (its shared weights) and
+        width; the merge, pooling and logit quantizers per position and width."""
+        if name in ("logit_quant",) or name.rpartition(".")[2] in ("merge_quant_a", "merge_quant_b", "pool_quant"):
+            return _safe(f"{name}@{bits}")
+        layer = name.rsplit(".", 1)[0] if name.endswith(".act_quant") else name
+        return _safe(f"{self.store_key(layer + '.weight', arch).rsplit('.', 1)[0]}@{bits}")
 
     def _quantizers(self, sub: nn.Module):
         for name, mod in sub.named_modules():
@@ -228,16 +234,7 @@ class SuperNet(nn.Module):
     def _load_ranges(self, sub: nn.Module, arch) -> list:
         pairs = []
         for name, q in self._quantizers(sub):
-            if name in ("logit_quant",) or name.rpartition(".")[2] in ("merge_quant_a", "merge_quant_b", "pool_quant"):
-                key = _safe(f"{name}@{q.bits}")
-                if not hasattr(self.ranges, f"{key}_min"):
-                    device = next(self.parameters()).device
-                    self.ranges.register_buffer(f"{key}_min", torch.tensor(0.0, device=device))
-                    self.ranges.register_buffer(f"{key}_max", torch.tensor(0.0, device=device))
-                    self.ranges.register_buffer(f"{key}_init", torch.tensor(False, device=device))
-                lo, hi, init = (getattr(self.ranges, f"{key}_{s}") for s in ("min", "max", "init"))
-            else:
-                _, lo, hi, init = self._range_buffers(name, q.bits, arch)
+            lo, hi, init = self._range_state(self._range_key(name, q.bits, arch))
             q.load_state_dict({"running_min": lo, "running_max": hi, "initialized": init}, strict=True)
             pairs.append((q, lo, hi, init))
         return pairs

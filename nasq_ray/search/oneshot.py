@@ -19,6 +19,7 @@ The results folder's ``trials.csv`` holds both: every phase-2 trial (``phase`` o
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -119,9 +120,8 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_search, resuming: bool
         if r2.interrupted:
             return _stopped(r2, cfg, t0, "phase 2 (the search)")
         _mark(out, "search")
-    records2 = _records(p2)
     if cfg.search.finetune_epochs > 0 and state.get(PHASE3) != "done":
-        _say(cfg, f"phase 3: fine-tuning the front ({min(cfg.search.finetune_top, len(records2))} models) for "
+        _say(cfg, f"phase 3: fine-tuning the front (at most {cfg.search.finetune_top} models) for "
                   f"{cfg.search.finetune_epochs} epochs")
         r3 = _run_or_resume(p3, resuming and state.get("search") == "done", run_search, resume_search)
         if r3.interrupted:
@@ -132,8 +132,6 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_search, resuming: bool
 
 def _say(cfg: ExperimentConfig, text: str) -> None:
     if not cfg.quiet:
-        import sys
-
         print(text, file=sys.stdout if cfg.log_format == "text" else sys.stderr, flush=True)
 
 
@@ -172,16 +170,7 @@ def _keep_supernet(result: SearchResult, path: Path) -> None:
     torch.save(state["supernet"], path)
 
 
-def _records(pcfg: ExperimentConfig):
-    """A finished phase's records, read back from its results folder."""
-    from ..results.report_data import load_run
-
-    return load_run(pcfg.out_dir).trials
-
-
 def _stopped(result: SearchResult, cfg: ExperimentConfig, t0: float, phase: str) -> SearchResult:
-    import sys
-
     print(f"interrupted in {phase}", file=sys.stderr)
     return replace(result, out_dir=cfg.out_dir, interrupted=True, wall_s=time.time() - t0)
 
@@ -198,11 +187,12 @@ def _combined(cfg: ExperimentConfig, p2: ExperimentConfig, p3: ExperimentConfig,
     records3 = []
     if cfg.search.finetune_epochs > 0 and (Path(p3.out_dir) / "trials.csv").is_file():
         kind3, prep3 = prepare(p3)
-        estimate = {json.dumps(r.config, sort_keys=True, default=str): r.metrics.get("val_acc") for r in records2}
+        key = lambda r: json.dumps(r.config, sort_keys=True, default=str)  # noqa: E731 - the same config in both phases
+        estimate = {key(r): r.metrics.get("val_acc") for r in records2}
         records3 = _phase_records(p3, kind3, prep3)
         for r in records3:
             r.extra["phase"] = PHASE3
-            r.extra["oneshot_val_acc"] = estimate.get(json.dumps(r.config, sort_keys=True, default=str))
+            r.extra["oneshot_val_acc"] = estimate.get(key(r))
         front, best = write_results(cfg.out_dir, records3, prep3.space, prep3.objective,
                                     test_accuracy=lambda chosen: kind3.test_accuracy(chosen, prep3))
         prep = prep3
@@ -218,8 +208,6 @@ def _combined(cfg: ExperimentConfig, p2: ExperimentConfig, p3: ExperimentConfig,
 
         write_report(cfg.out_dir, records)
     except Exception as e:  # noqa: BLE001 - a plot must never cost the search's results
-        import sys
-
         print(f"warning: report.html not written ({type(e).__name__}: {e})", file=sys.stderr)
     return SearchResult(cfg.out_dir, records, front, best, prep.space, prep, time.time() - t0, prep.objective,
                         requested=cfg.search.num_samples, log_format=cfg.log_format)

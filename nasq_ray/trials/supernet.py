@@ -11,7 +11,7 @@ sub-network trains at its own bits, with activation ranges kept per layer and wi
 optimizer, random states) resumes the phase after an interruption.
 
 Phase 2, one trial: the config's sub-network with the shared weights copied in, its BatchNorm
-statistics and activation ranges recalibrated on ``recalibration_batches`` training batches (OFA's
+statistics and activation ranges recalibrated on ``RECALIBRATION_BATCHES`` training batches (OFA's
 ``set_running_statistics``; a shrunk sub-network's statistics are not the widest one's), then
 evaluated on the validation split.
 """
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.batches import first_batches
 from ..errors import ConfigError, NasqError
 from ..models import measure_cost
 from ..models.supernet import SuperNet, sandwich
@@ -97,15 +98,6 @@ def _bn_recalibrate_(model: nn.Module, batches) -> None:
     model.eval()
 
 
-def recalibration_batches(train: Batches, n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-    out = []
-    for xb, _, _ in train.epoch(batch_size, torch.Generator().manual_seed(seed)):
-        out.append(xb)
-        if len(out) == n:
-            break
-    return out
-
-
 def sandwich_step(net: nn.Module, space: SearchSpace, xb: torch.Tensor, yb: torch.Tensor, configs: list[dict]
                   ) -> torch.Tensor:
     """The loss of one training step (one backward: a data-parallel wrapper syncs once): the largest
@@ -153,13 +145,13 @@ def epoch_metrics(net: SuperNet, ctx: SupernetContext, epoch: int, loss: float, 
         return {"epoch": epoch, "val_acc": 0.0, "score": -math.inf, "status": "failed", "train_loss": loss,
                 ctx.objective.cost: math.nan, "fail_reason": f"non-finite training loss at epoch {epoch}"}
     probe = sandwich(space, np.random.default_rng(ctx.seed + 1), n_random=0)
-    cal = recalibration_batches(ctx.train, RECALIBRATION_BATCHES, ctx.batch_size, ctx.seed)
+    cal = first_batches(ctx.train, RECALIBRATION_BATCHES, ctx.batch_size, ctx.seed)
+    subs = [net.subnet(space.decode(cfg)) for cfg in probe]
     accs = []
-    for cfg in probe:
-        sub = net.subnet(space.decode(cfg))
+    for sub in subs:
         _bn_recalibrate_(sub, cal)
         accs.append(accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0])
-    cost, _ = measure_cost(net.subnet(space.decode(probe[0])), space.input_shape)
+    cost, _ = measure_cost(subs[0], space.input_shape)  # the largest's: its structure and bits
     return {"epoch": epoch, "val_acc": accs[0], "val_acc_smallest": accs[1], "train_loss": loss,
             "epoch_time_s": time.perf_counter() - t0, **cost.as_metrics(), "score": accs[0],
             "status": trial_status({"epoch": epoch}, False, ctx.epochs, ended=False), "fail_reason": ""}
@@ -242,7 +234,7 @@ def inherited_subnet(ctx, config: dict) -> nn.Module:
     space = ctx.space
     net = load_supernet(space, ctx.supernet_path, ctx.device)
     sub = net.subnet(space.decode(config))
-    _bn_recalibrate_(sub, recalibration_batches(ctx.train, ctx.recalibration, ctx.batch_size, ctx.seed))
+    _bn_recalibrate_(sub, first_batches(ctx.train, ctx.recalibration, ctx.batch_size, ctx.seed))
     return sub
 
 

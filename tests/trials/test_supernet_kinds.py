@@ -13,7 +13,8 @@ from conftest import ONESHOT_SPACE
 from nasq_ray.config import from_dict
 from nasq_ray.testing import check_trial_kind
 from nasq_ray.trials import prepare
-from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, load_supernet, recalibration_batches
+from nasq_ray.data.batches import first_batches
+from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, load_supernet
 from nasq_ray.trials.training import accuracy_f1, predict_batches
 
 
@@ -49,7 +50,7 @@ def test_recalibration_sets_the_statistics_of_a_shrunk_sub_network_and_restores_
         sub = net.subnet(space.decode(cfg))
         before = accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0]
         stats = [m.running_mean.clone() for m in sub.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        _bn_recalibrate_(sub, recalibration_batches(ctx.train, 20, 32, 0))
+        _bn_recalibrate_(sub, first_batches(ctx.train, 20, 32, 0))
         after = accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0]
         changed = [not torch.equal(a, m.running_mean) for a, m in
                    zip(stats, (m for m in sub.modules() if isinstance(m, torch.nn.BatchNorm2d)))]
