@@ -47,7 +47,7 @@ class ModelConfig:
 class SearchConfig:
     searcher: str | None = None  # None: tpe (random under the pbt scheduler)
     searcher_args: dict = field(default_factory=dict)
-    scheduler: str = "asha"
+    scheduler: str | None = None  # None: asha (moasha when the run is multi-objective)
     scheduler_args: dict = field(default_factory=dict)
     num_samples: int = 24
     max_epochs: int = 15

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--searcher", help="search strategy by name (default: tpe; ehvi with --objective multi; random with "
                                                 "--scheduler pbt); see --list-strategies")
     a("--searcher-arg", action="append", metavar="K=V", help="keyword argument for the searcher (repeatable)")
-    a("--scheduler", help="trial scheduler: asha (default), fifo, hyperband, median, pbt, moasha; see --list-strategies")
+    a("--scheduler", help="trial scheduler: asha (default; moasha with --objective multi), fifo, hyperband, median, pbt, moasha; see --list-strategies")
     a("--scheduler-arg", action="append", metavar="K=V", help="keyword argument for the scheduler (repeatable)")
     a("--num-samples", type=int, metavar="N", help="number of trials (default: 24)")
     a("--max-epochs", type=int, metavar="N", help="epochs per trial; the resource early stopping uses (default: 15)")

@@ -22,7 +22,7 @@ from ..trials import BaseTrialKind, Prepared, prepare
 from .callbacks import OptunaStoreCallback, ProgressCallback
 from .checkpoint_gc import CheckpointGC
 from .collect import TrialFields, collect
-from .schedulers import build_scheduler, pbt_param_space
+from .schedulers import build_scheduler, pbt_param_space, resolve_scheduler
 from .searchers import build_searcher, effective_objective, resolve_searcher
 from .session import allow_pending_trials, check_storage, init_ray, saved_statuses
 from .trainable import run_in_ray
@@ -109,7 +109,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
                                                sensitivity=lambda: kind.sensitivity(prep))
     if pbt:
         resolve_searcher(cfg)  # refuses a searcher other than random, with the reason
-    scheduler = build_scheduler(cfg.search.scheduler, cfg.search.scheduler_args, metric="score", mode="max",
+    scheduler = build_scheduler(resolve_scheduler(cfg.search.scheduler, objective), cfg.search.scheduler_args, metric="score", mode="max",
                                 max_t=cfg.search.max_epochs, seed=cfg.search.seed, objective=objective, space=space)
     check_storage(cfg)
     init_ray(cfg)

@@ -56,7 +56,7 @@ def phase_configs(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentCo
               scheduler_args={}, searcher_args={}, warm_start=0, time_budget_s=None, max_concurrent=None)
     p1 = replace(p1, trial="supernet", objective=replace(cfg.objective, multi=False, max_cost=None))
     p2 = replace(cfg, trial="subnet", search=replace(s, mode="trials", max_epochs=1,
-                                                      scheduler="fifo" if s.scheduler in ("asha", "hyperband", "median")
+                                                      scheduler="fifo" if s.scheduler in (None, "asha", "hyperband", "median")
                                                       else s.scheduler))
     p3 = _sub(cfg, PHASE3, num_samples=max(1, s.finetune_top), warm_start=max(1, s.finetune_top),
               max_epochs=max(1, s.finetune_epochs), searcher="given", scheduler="fifo", searcher_args={},

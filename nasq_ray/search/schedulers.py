@@ -119,6 +119,17 @@ _ARGS = {"asha": ("grace_period", "reduction_factor"), "hyperband": ("reduction_
          "moasha": ("grace_period", "reduction_factor")}
 
 
+DEFAULT_SCHEDULER = "asha"
+# A multi-objective run ranks trials on (accuracy, cost): a scalar score at ASHA's rungs stops the cheap
+# end of the front (own model on Fashion-MNIST: every pruned trial stopped at its first rung; BENCHMARKS.md)
+DEFAULT_MULTI_OBJECTIVE_SCHEDULER = "moasha"
+
+
+def resolve_scheduler(name: str | None, objective: ObjectiveConfig) -> str:
+    """The scheduler to use: the one asked for, else ``asha`` (``moasha`` for a multi-objective run)."""
+    return name or (DEFAULT_MULTI_OBJECTIVE_SCHEDULER if objective.multi else DEFAULT_SCHEDULER)
+
+
 def scheduler_names() -> list[str]:
     return sorted(set(SCHEDULERS) | set(installed(ENTRY_POINT_GROUP)))
 

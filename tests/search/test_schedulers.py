@@ -106,3 +106,11 @@ def test_pbt_perturbs_a_log_scale_integer_on_its_log_scale():
         bs = domains["train.batch_size"]
         assert isinstance(bs, Integer) and type(bs.get_sampler()).__name__ == "_LogUniform", bs
         assert type(domains["train.lr"].get_sampler()).__name__ == "_LogUniform"
+
+
+def test_the_default_scheduler_follows_the_objective():
+    from nasq_ray.search.schedulers import resolve_scheduler
+
+    assert resolve_scheduler(None, ObjectiveConfig()) == "asha"
+    assert resolve_scheduler(None, ObjectiveConfig(multi=True)) == "moasha"  # Pareto rank, not the scalar score
+    assert resolve_scheduler("fifo", ObjectiveConfig(multi=True)) == "fifo"
