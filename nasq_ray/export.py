@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from .errors import NasqError
-from .deploy.export_run import BENCHMARK_BATCHES, ONNX_TOLERANCE_PP, acc_gap_pp, export_run
+from .deploy.export_run import BENCHMARK_BATCHES, KERNEL_MODES, ONNX_TOLERANCE_PP, acc_gap_pp, export_run
 from .deploy.runtime import kernel_summary
 
 
@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time each model in onnxruntime (1 thread, batch 1 and 64, least of 3 sessions' "
                          "medians): "
                          "the export against the float ONNX model of the same network")
+    ap.add_argument("--kernels", choices=KERNEL_MODES, default="measured",
+                    help="measured: an 8/8 layer is written for onnxruntime's integer kernels unless the whole model "
+                         "runs faster on this machine with it on a float kernel (default); integer: every 8/8 layer "
+                         "that qualifies")
     args = ap.parse_args(argv)
     if args.benchmark and args.format != "onnx":
         print("error: --benchmark: needs --format onnx (it times ONNX models)", file=sys.stderr)
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --tolerance-pp: {args.tolerance_pp} is not allowed; allowed: a number >= 0", file=sys.stderr)
         return 2
     try:
-        rows = export_run(args.result_dir, args.trial, args.pareto, args.format, args.benchmark)
+        rows = export_run(args.result_dir, args.trial, args.pareto, args.format, args.benchmark, args.kernels)
     except NasqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -33,13 +33,19 @@ def _typed(space, row: dict) -> dict:
 
 
 BENCHMARK_BATCHES = (1, 64)
+KERNEL_MODES = ("measured", "integer")  # qualifying layers on integer kernels where they measured faster | all
 ONNX_TOLERANCE_PP = 0.5  # onnxruntime's test accuracy may differ from fake-quant's by this much
 
 
 def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = False,
-               fmt: str = "onnx", benchmark: bool = False) -> list[dict]:
+               fmt: str = "onnx", benchmark: bool = False, kernels: str = "measured") -> list[dict]:
     """Export the chosen models of a finished run; return one summary dict per model. ``benchmark``:
-    also onnxruntime latency (1 thread, batch 1 and 64) of the export and of the float model."""
+    also onnxruntime latency (1 thread, batch 1 and 64) of the export and of the float model.
+    ``kernels``: ``measured`` writes a qualifying layer for integer kernels unless the model measured
+    faster with it on a float kernel on this machine (``runtime.faster_float_layers``); ``integer``:
+    every qualifying layer."""
+    if kernels not in KERNEL_MODES:
+        raise ConfigError(f"kernels: {kernels!r} is not allowed; allowed: {', '.join(KERNEL_MODES)}")
     from ..config import saved_config
     from ..trials import prepare
     from ..trials.training import accuracy_f1, predict_batches
@@ -86,14 +92,15 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
                    "size_bits": expected, "header_bytes": len(data) - len(body), "exact": exact}
         if fmt == "onnx":
             from .onnx import float_onnx, integer_plan, run_onnx, to_onnx
-            from .runtime import latency_ms, layer_kernels
+            from .runtime import faster_float_layers, latency_ms, layer_kernels
 
-            proto = to_onnx(model, space.input_shape)
+            floats = faster_float_layers(model, space.input_shape) if kernels == "measured" else frozenset()
+            proto = to_onnx(model, space.input_shape, float_layers=floats)
             onnx_path = out_dir / f"{row['trial_id']}.onnx"
             onnx_path.write_bytes(proto.SerializeToString())
             float_path = out_dir / f"{row['trial_id']}.float.onnx"  # the same network in float, for comparison
             float_path.write_bytes(float_onnx(model, space.input_shape).SerializeToString())
-            summary["kernels"] = layer_kernels(proto, integer_plan(model))
+            summary["kernels"] = layer_kernels(proto, integer_plan(model, floats))
             if benchmark:
                 summary["latency_ms"] = {
                     (which, batch): latency_ms(path.read_bytes(), space.input_shape, batch)

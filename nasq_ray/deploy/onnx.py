@@ -249,7 +249,11 @@ def _describe(node: fx.Node, modules: dict) -> str:
     return getattr(node.target, "__name__", str(node.target))
 
 
-def _integer_plan(graph: fx.Graph, modules: dict, folded: dict) -> tuple[dict, dict[str, str]]:
+FLOAT_BY_CHOICE = "measured faster on a float kernel"
+
+
+def _integer_plan(graph: fx.Graph, modules: dict, folded: dict,
+                  float_layers: frozenset[str] = frozenset()) -> tuple[dict, dict[str, str]]:
     """Which layers can run on onnxruntime's integer kernels (x86: UINT8 activations, INT8 weights,
     the output requantized at once) and, for the others, why not.
 
@@ -262,8 +266,11 @@ def _integer_plan(graph: fx.Graph, modules: dict, folded: dict) -> tuple[dict, d
     requantized right after the layer (after its ReLU) with that quantizer: the same integers the
     fake-quant model computes, so onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear.
 
+    ``float_layers``: qualifying layers still written for a float kernel (``runtime.faster_float_layers``
+    finds the ones whose model runs faster so).
+
     Returns ``(requantize, reasons)``: fx node -> the quantizer to apply after it; layer name -> why
-    it stays a float kernel ("" for the ones that qualify)."""
+    it stays a float kernel ("" for the ones written for integer kernels)."""
     requantize, reasons = {}, {}
     for node in graph.nodes:
         mod = modules.get(node.target) if node.op == "call_module" else None
@@ -276,6 +283,8 @@ def _integer_plan(graph: fx.Graph, modules: dict, folded: dict) -> tuple[dict, d
                 why = q
             elif _unsigned_8bit_static(q):
                 why = f"output quantizer {_unsigned_8bit_static(q)}"
+            elif str(node.target) in float_layers:
+                why = FLOAT_BY_CHOICE
             else:
                 requantize[after] = (q, isinstance(mod, nn.Linear))
         reasons[str(node.target)] = why
@@ -358,7 +367,8 @@ def _single_user_layer(node: fx.Node, modules: dict) -> bool:
             and len(node.users) == 1)
 
 
-def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET, integer_kernels: bool = True):
+def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET, integer_kernels: bool = True,
+            float_layers: frozenset[str] = frozenset()):
     """An ``onnx.ModelProto`` computing what ``model`` computes in evaluation mode.
 
     ``integer_kernels`` (the default): layers that qualify (see ``integer_plan``) are written in the
@@ -367,10 +377,11 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int = OPSET, 
     the output requantized at once; the others as with ``False``: float kernels on the exact
     integers (a float bias kept in float32). The INT32 bias is the float bias rounded to input scale x
     weight scale: at most half a step of the accumulator, so an output step may move where the
-    value sat on a rounding boundary."""
+    value sat on a rounding boundary. ``float_layers``: qualifying layers written for float kernels
+    all the same."""
     was_training = model.training
     try:
-        return _to_onnx(model.eval(), input_shape, opset, integer_kernels)
+        return _to_onnx(model.eval(), input_shape, opset, integer_kernels, frozenset(float_layers))
     finally:
         model.train(was_training)
 
@@ -384,12 +395,12 @@ def float_onnx(model: nn.Module, input_shape: tuple[int, ...]):
     return to_onnx(dequantize_(copy.deepcopy(model)), input_shape)
 
 
-def integer_plan(model: nn.Module) -> dict[str, str]:
+def integer_plan(model: nn.Module, float_layers: frozenset[str] = frozenset()) -> dict[str, str]:
     """Layer name -> why it stays a float kernel in the export ("" for the layers written for
-    onnxruntime's integer kernels)."""
+    onnxruntime's integer kernels); ``float_layers`` as in ``to_onnx``."""
     graph_module = fx.GraphModule(model, _Tracer().trace(model))
     modules = dict(graph_module.named_modules())
-    return _integer_plan(graph_module.graph, modules, _folded(graph_module.graph, modules))[1]
+    return _integer_plan(graph_module.graph, modules, _folded(graph_module.graph, modules), frozenset(float_layers))[1]
 
 
 def _folded(graph: fx.Graph, modules: dict) -> dict[fx.Node, nn.Module]:
@@ -402,7 +413,8 @@ def _folded(graph: fx.Graph, modules: dict) -> dict[fx.Node, nn.Module]:
     return folded
 
 
-def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int, integer_kernels: bool):
+def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int, integer_kernels: bool,
+             float_layers: frozenset[str]):
     import onnx
     from onnx import TensorProto, helper
 
@@ -411,7 +423,8 @@ def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], opset: int, integer
     g = _Graph()
     env: dict[fx.Node, str] = {}
     folded = _folded(graph_module.graph, modules)
-    requantize, reasons = _integer_plan(graph_module.graph, modules, folded) if integer_kernels else ({}, {})
+    requantize, reasons = (_integer_plan(graph_module.graph, modules, folded, float_layers) if integer_kernels
+                           else ({}, {}))
 
     def arg(a):
         if isinstance(a, fx.Node):

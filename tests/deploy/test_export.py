@@ -210,3 +210,51 @@ def test_integer_plan_says_why_a_layer_stays_float():
     assert integer_plan(model)["head.fc0"] == ""
     model.head.out.act_quant.bits = 32
     assert integer_plan(model)["head.fc0"].startswith("output ") and integer_plan(model)["head.out"] == "input float"
+
+
+def test_a_qualifying_layer_chosen_float_is_written_for_a_float_kernel_and_the_export_stays_exact():
+    from nasq_ray.deploy.onnx import FLOAT_BY_CHOICE, integer_plan, run_onnx, to_onnx
+    from nasq_ray.deploy.runtime import layer_kernels
+    from nasq_ray.space import load_space
+
+    space = load_space("fashion_cnn")
+    _, model, x = _w8a8(space, 0)
+    qualifying = [name for name, why in integer_plan(model).items() if not why]
+    floats = frozenset(qualifying[:1])  # e.g. a stem reading one channel
+    proto = to_onnx(model, space.input_shape, float_layers=floats)
+    kernels = {k.layer: k for k in layer_kernels(proto, integer_plan(model, floats))}
+    assert [n for n, k in kernels.items() if not k.integer] == list(floats)
+    assert kernels[qualifying[0]].reason == FLOAT_BY_CHOICE and kernels[qualifying[0]].kernel != "QLinearConv"
+    assert all(kernels[n].integer for n in qualifying[1:])
+    with torch.no_grad():
+        ref = model(x).numpy()
+    step = model.logit_quant.qparams()[0]
+    assert np.abs(run_onnx(proto, x.numpy()) - ref).max() / step <= 4.01  # as with every layer on integers
+
+
+def test_faster_float_layers_keeps_a_layer_float_only_where_the_whole_model_gets_faster(monkeypatch):
+    from nasq_ray.deploy import onnx as onnx_mod, runtime
+    from nasq_ray.space import load_space
+
+    space = load_space("fashion_cnn")
+    _, model, _ = _w8a8(space, 0)
+    qualifying = [name for name, why in onnx_mod.integer_plan(model).items() if not why]
+    stem, small = qualifying[0], qualifying[1]
+    gains = {stem: 0.7, small: 0.97}  # a float stem: 30% faster; another layer: 3% (noise), the rest slower
+
+    class Exported:
+        def __init__(self, float_layers):
+            self.floats = frozenset(float_layers)
+
+        def SerializeToString(self):
+            return self
+
+    def fake_latency(exported, input_shape, batch, threads=1):
+        t = 1.0
+        for layer in exported.floats:
+            t *= gains.get(layer, 1.2)
+        return t * batch
+
+    monkeypatch.setattr(onnx_mod, "to_onnx", lambda m, shape, float_layers=frozenset(): Exported(float_layers))
+    monkeypatch.setattr(runtime, "latency_ms", fake_latency)
+    assert runtime.faster_float_layers(model, space.input_shape) == {stem}
