@@ -188,7 +188,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="50,100,200")
     ap.add_argument("--acc", default="cifar10_val_acc,cifar100_val_acc", help="the table's accuracy columns, comma-separated")
     ap.add_argument("--in-flight", type=int, default=1, help="nasq-ray trials outstanding at once (1)")
-    ap.add_argument("--only", default="", help="comma-separated nasq-ray strategies (default: all)")
+    ap.add_argument("--only", default="", help="comma-separated nasq-ray strategies (default: all; none: only the peers)")
     ap.add_argument("--peers", default="random,tpe,nsga2,gp", help="plain Optuna peers (comma-separated; '' for none)")
     ap.add_argument("--cli", action="store_true", help="also run the --only strategies through the CLI and Ray")
     ap.add_argument("--real-seconds", type=float, default=0.0)
