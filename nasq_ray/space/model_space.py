@@ -209,20 +209,6 @@ class ModelSpace(SearchSpace):
         bits = {L: LayerBits(w_bits, a_bits) for L in self.quantized}
         return self.validate({**cfg, **self.bit_entries(bits)})
 
-    def keep_ratios(self) -> list[float]:
-        """The keep ratios below 1 that some group can take, largest first."""
-        return sorted({v for g in self.groups for v in _values(self._value_domain(f"{g.name}.keep")) if v < 1},
-                      reverse=True)
-
-    def pruned(self, cfg: Mapping, keep: float) -> dict:
-        """``cfg`` with every group that can take keep ratio ``keep`` pruned to it (the others as in
-        ``cfg``)."""
-        out = dict(cfg)
-        for g in self.groups:
-            if keep in _values(self._value_domain(f"{g.name}.keep")):
-                out[f"{g.name}.keep"] = keep
-        return self.validate(out)
-
     def default_config(self) -> dict:
         """A config of the space's first-listed or middle values: keep ratios 1 (no pruning), the
         widest bits, the first of each choice, the (log-)middle of each range."""

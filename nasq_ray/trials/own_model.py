@@ -349,18 +349,11 @@ class OwnModelTrial(BaseTrialKind):
         return bit_sensitivity(self, prepared, SENSITIVITY_BATCHES, SENSITIVITY_FILE)
 
     def warm_start_configs(self, prepared: Prepared, n: int, seed: int) -> list[dict]:
-        """``n`` configs: HAWQ-V3's widths at budgets spread along the cost axis (unpruned) and, where
-        the space prunes, up to half of them the dearest of those pruned to each keep ratio below 1,
-        largest first (the front's pruned end: without them every warm start was unpruned, and on
-        Fashion-MNIST no pruned ResNet8 reached the front in 20 minutes; BENCHMARKS.md)."""
+        """``n`` HAWQ-V3 configs: the integer program's widths at budgets spread along the cost axis."""
         from ..hawq import hawq_configs, spread_budgets
 
         sens = self.sensitivity(prepared)
-        keeps = prepared.space.keep_ratios()[: n // 2]
-        budgets = spread_budgets(sens, n - len(keeps), prepared.objective.max_cost)
-        hawq = [cfg for _, cfg in hawq_configs(sens, budgets)]
-        pruned = [prepared.space.pruned(hawq[-1], k) for k in keeps] if hawq else []
-        return (hawq + pruned)[:n]
+        return [cfg for _, cfg in hawq_configs(sens, spread_budgets(sens, n, prepared.objective.max_cost))][:n]
 
 
 def _prunes(raw_space: dict) -> bool:
