@@ -8,7 +8,7 @@ Debian package ``dataset-fashion-mnist``; for ``cifar_cnn``, whose input is 3x32
 padded to 32x32 and repeated over 3 channels: this machine has no CIFAR-10), then exported
 (``to_onnx``: integer-kernel form) beside its float version (``dequantize_`` + ``to_onnx``), and as
 ``python -m nasq_ray.export`` writes it by default (``--kernels measured``: a qualifying layer kept on a
-float kernel where the whole model measured faster so, ``runtime.faster_float_layers``). Per model:
+float kernel where the whole model measured faster so, ``latency.faster_float_layers``). Per model:
 Conv/Gemm layers onnxruntime runs on integer kernels after graph optimization, latency (1 thread,
 batch 1 and 64, least of 3 sessions' medians) of the float model, the all-integer export and the
 measured export, test accuracy of fake-quant and of the export (measured) in onnxruntime. Goals: >= 90% of Conv/Gemm on integer kernels, export latency at batch 64 <= 0.6x
@@ -32,7 +32,8 @@ import torch
 
 from nasq_ray.data import Split, load_dataset
 from nasq_ray.deploy.onnx import float_onnx, integer_plan, run_onnx, to_onnx
-from nasq_ray.deploy.runtime import faster_float_layers, latency_ms, layer_kernels
+from nasq_ray.deploy.latency import faster_float_layers
+from nasq_ray.deploy.runtime import latency_ms, layer_kernels
 from nasq_ray.models import build_model
 from nasq_ray.space import load_space
 

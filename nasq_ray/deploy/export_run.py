@@ -42,7 +42,7 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     """Export the chosen models of a finished run; return one summary dict per model. ``benchmark``:
     also onnxruntime latency (1 thread, batch 1 and 64) of the export and of the float model.
     ``kernels``: ``measured`` writes a qualifying layer for integer kernels unless the model measured
-    faster with it on a float kernel on this machine (``runtime.faster_float_layers``); ``integer``:
+    faster with it on a float kernel on this machine (``latency.faster_float_layers``); ``integer``:
     every qualifying layer."""
     if kernels not in KERNEL_MODES:
         raise ConfigError(f"kernels: {kernels!r} is not allowed; allowed: {', '.join(KERNEL_MODES)}")
@@ -92,7 +92,8 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
                    "size_bits": expected, "header_bytes": len(data) - len(body), "exact": exact}
         if fmt == "onnx":
             from .onnx import float_onnx, integer_plan, run_onnx, to_onnx
-            from .runtime import faster_float_layers, latency_ms, layer_kernels
+            from .latency import faster_float_layers
+            from .runtime import latency_ms, layer_kernels
 
             floats = faster_float_layers(model, space.input_shape) if kernels == "measured" else frozenset()
             proto = to_onnx(model, space.input_shape, float_layers=floats)

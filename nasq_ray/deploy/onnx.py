@@ -266,7 +266,7 @@ def _integer_plan(graph: fx.Graph, modules: dict, folded: dict,
     requantized right after the layer (after its ReLU) with that quantizer: the same integers the
     fake-quant model computes, so onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear.
 
-    ``float_layers``: qualifying layers still written for a float kernel (``runtime.faster_float_layers``
+    ``float_layers``: qualifying layers still written for a float kernel (``latency.faster_float_layers``
     finds the ones whose model runs faster so).
 
     Returns ``(requantize, reasons)``: fx node -> the quantizer to apply after it; layer name -> why

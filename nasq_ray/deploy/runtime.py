@@ -110,29 +110,3 @@ def latency_ms(model_bytes: bytes, input_shape: tuple[int, ...], batch: int, thr
         medians.append(statistics.median(times))
     return min(medians)
 
-
-KERNEL_CHOICE_BATCHES = (1, 64)
-KERNEL_CHOICE_MIN_GAIN = 0.05  # a layer goes back to a float kernel only for more than this (measurement noise)
-
-
-def faster_float_layers(model, input_shape: tuple[int, ...], threads: int = 1) -> frozenset[str]:
-    """The layers qualifying for integer kernels that the exported ``model`` runs faster with on float
-    kernels, measured on this machine: from every qualifying layer on integer kernels, each layer in
-    forward order is tried on a float kernel and kept so when the whole model's time (onnxruntime,
-    ``threads``, the mean of its ratios at batch 1 and 64) falls by more than
-    ``KERNEL_CHOICE_MIN_GAIN``. Whole models, not layers alone: moving between integer and float
-    costs a QuantizeLinear / DequantizeLinear and can undo a fused merge, which a layer timed alone
-    does not show (per-layer timings chose worse models than all-integer)."""
-    from .onnx import integer_plan, to_onnx
-
-    def times(float_layers):
-        data = to_onnx(model, input_shape, float_layers=float_layers).SerializeToString()
-        return [latency_ms(data, input_shape, b, threads) for b in KERNEL_CHOICE_BATCHES]
-
-    chosen: frozenset[str] = frozenset()
-    best = times(chosen)
-    for layer in [name for name, why in integer_plan(model).items() if not why]:
-        trial = times(chosen | {layer})
-        if sum(t / b for t, b in zip(trial, best)) / len(best) < 1.0 - KERNEL_CHOICE_MIN_GAIN:
-            chosen, best = chosen | {layer}, trial
-    return chosen

@@ -233,7 +233,7 @@ def test_a_qualifying_layer_chosen_float_is_written_for_a_float_kernel_and_the_e
 
 
 def test_faster_float_layers_keeps_a_layer_float_only_where_the_whole_model_gets_faster(monkeypatch):
-    from nasq_ray.deploy import onnx as onnx_mod, runtime
+    from nasq_ray.deploy import latency, onnx as onnx_mod, runtime
     from nasq_ray.space import load_space
 
     space = load_space("fashion_cnn")
@@ -257,4 +257,4 @@ def test_faster_float_layers_keeps_a_layer_float_only_where_the_whole_model_gets
 
     monkeypatch.setattr(onnx_mod, "to_onnx", lambda m, shape, float_layers=frozenset(): Exported(float_layers))
     monkeypatch.setattr(runtime, "latency_ms", fake_latency)
-    assert runtime.faster_float_layers(model, space.input_shape) == {stem}
+    assert latency.faster_float_layers(model, space.input_shape) == {stem}
