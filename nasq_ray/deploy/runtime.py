@@ -109,4 +109,3 @@ def latency_ms(model_bytes: bytes, input_shape: tuple[int, ...], batch: int, thr
             times.append((time.perf_counter() - t0) / per_timing * 1e3)
         medians.append(statistics.median(times))
     return min(medians)
-
