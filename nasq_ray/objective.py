@@ -30,6 +30,7 @@ ACC_METRICS = ("val_acc", "val_f1")
 LATENCY_METRIC = "latency_ms"  # onnxruntime latency of the exported network (nasq_ray.deploy.latency)
 COMPUTED_COST_METRICS = ("size_kb", "size_bits", "bitops", "macs")  # exact functions of shapes and bits
 COST_METRICS = (*COMPUTED_COST_METRICS, LATENCY_METRIC)
+LATENCY_SOURCES = ("model", "table")  # latency_ms: the whole exported network timed, or the latency table's sum
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ObjectiveConfig:
     penalty: float = 0.05
     multi: bool = False  # searchers optimize (acc max, cost min) instead of the scalar score
     max_cost: float | None = None  # hard budget on the cost metric (its unit); None: no budget
+    latency: str = "model"  # how latency_ms is found: the whole network timed, or the latency table
 
     def __post_init__(self):
         if self.form not in FORMS:
@@ -54,6 +56,8 @@ class ObjectiveConfig:
         if not isinstance(self.cost, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.cost):
             raise ConfigError(f"objective.cost: {self.cost!r} is not allowed; allowed: a metric name such as "
                               f"{', '.join(COST_METRICS)} (or a table's cost column)")
+        if self.latency not in LATENCY_SOURCES:
+            raise unknown_name("objective.latency", self.latency, LATENCY_SOURCES)
         if not self.target > 0:
             raise ConfigError(f"objective.target: {self.target!r} is not allowed; allowed: numbers > 0")
         if self.max_cost is not None and not (isinstance(self.max_cost, (int, float)) and 0 < self.max_cost < math.inf):

@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--trial", help="trial kind: trained (default), table, dnas, or a plug-in; see --list-strategies")
     a("--cost", help="cost metric: size_kb (default), size_bits, bitops, macs, latency_ms (onnxruntime, measured "
                      "on this machine per network structure, cached)")
+    a("--latency", help="how latency_ms is found: model (the whole exported network timed, default) or table (the sum of "
+                        "its parts, each timed once per machine and cached: the latency table)")
     a("--target", type=float, help="cost target of the score (default: 2.0, in the cost metric's unit)")
     a("--max-cost", type=float, metavar="COST", help="hard budget on the cost metric (its unit): no config over it is "
                                                     "proposed where its cost is known before training; none enters the front")
@@ -106,7 +108,7 @@ _FLAG_FIELDS = {
     "space": "space", "data": "data.name", "data_dir": "data.dir", "label_column": "data.label_column",
     "max_train": "data.max_train", "searcher": "search.searcher", "scheduler": "search.scheduler",
     "num_samples": "search.num_samples", "max_epochs": "search.max_epochs", "seed": "search.seed",
-    "cost": "objective.cost", "target": "objective.target", "max_cost": "objective.max_cost", "out": "out", "name": "name",
+    "cost": "objective.cost", "target": "objective.target", "max_cost": "objective.max_cost", "latency": "objective.latency", "out": "out", "name": "name",
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",
     "max_concurrent": "search.max_concurrent", "max_failures": "search.max_failures", "address": "resources.address",
     "time_budget": "search.time_budget_s", "table": "table.path", "storage": "storage",

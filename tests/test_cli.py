@@ -56,6 +56,7 @@ def test_bad_space_file(capsys, tmp_path, case):
     (["--max-concurrent", "0"], "search.max_concurrent"),
     (["--objective", "mnass"], "objective.form: unknown name 'mnass'"),
     (["--cost", "latency"], "objective.cost: unknown name 'latency'"),
+    (["--cost", "latency_ms", "--latency", "tabel"], "objective.latency: unknown name 'tabel' (did you mean 'table'?)"),
     (["--target", "0"], "objective.target"),
     (["--data", "imagenet"], "data: unknown name 'imagenet'"),
     (["--data", "mnist"], "data-dir"),

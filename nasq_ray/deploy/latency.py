@@ -75,20 +75,27 @@ def _store(key: str, value: float) -> None:
 
 
 def model_latency_ms(build: Callable[[], nn.Module], input_shape: tuple[int, ...], calibration: torch.Tensor,
-                     key: str | None = None) -> float:
+                     key: str | None = None, source: str = "model") -> float:
     """The exported latency (ms) of the network ``build()`` returns (called only when ``key``, its
     ``structure_key``, is not cached); ``calibration``: a batch its activation ranges are observed on
-    (on a copy: the model is not changed)."""
+    (on a copy: the model is not changed). ``source``: ``model`` times the whole exported network,
+    ``table`` sums its parts from the latency table (``latency_table``)."""
+    from .latency_table import predicted_latency_ms
     from .onnx import to_onnx
     from .runtime import latency_ms
 
+    if key is not None and source != "model":
+        key = f"{source}-{key}"
     if key is not None and (hit := cached_latency_ms(key)) is not None:
         return hit
     net = copy.deepcopy(build()).cpu()
     with torch.no_grad():
         net.train()(calibration.cpu())
     proto = to_onnx(net.eval(), input_shape)
-    value = latency_ms(proto.SerializeToString(), input_shape, LATENCY_BATCH, threads=LATENCY_THREADS)
+    if source == "table":
+        value = predicted_latency_ms(proto, LATENCY_BATCH, LATENCY_THREADS, cached_latency_ms, _store)
+    else:
+        value = latency_ms(proto.SerializeToString(), input_shape, LATENCY_BATCH, threads=LATENCY_THREADS)
     if key is not None:
         _store(key, value)
     return value

@@ -85,27 +85,34 @@ def kernel_summary(kernels: list[LayerKernel]) -> str:
 
 def latency_ms(model_bytes: bytes, input_shape: tuple[int, ...], batch: int, threads: int = 1,
                sessions: int = 3, repeats: int = 10, min_time_s: float = 0.2) -> float:
-    """Wall time (ms) of one onnxruntime run at ``batch`` on random input, ``threads`` intra-op threads:
-    in each of ``sessions`` fresh sessions the median of ``repeats`` timings (each averaging enough runs
-    to share ``min_time_s`` out), and the least of those medians. (On the reference machine two
-    sessions of one model differ by up to 50%, allocation and alignment; the least of three medians
-    repeats within +-10% for 92% of models, one median for 72%: BENCHMARKS.md.)"""
+    """Wall time (ms) of one onnxruntime run at ``batch`` on random input, ``threads`` intra-op threads
+    (``feeds_latency_ms``; on the reference machine the least of three sessions' medians repeats
+    within +-10% for 92% of models, one median for 72%: BENCHMARKS.md)."""
     x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    return feeds_latency_ms(model_bytes, lambda names: {names[0]: x}, threads, sessions, repeats, min_time_s)
+
+
+def feeds_latency_ms(model_bytes: bytes, feeds, threads: int = 1, sessions: int = 3, repeats: int = 10,
+                     min_time_s: float = 0.2) -> float:
+    """Wall time (ms) of one onnxruntime run on ``feeds(input_names)`` (a dict of arrays): in each of
+    ``sessions`` fresh sessions the median of ``repeats`` timings (each averaging enough runs to share
+    ``min_time_s`` out), and the least of those medians. (Two sessions of one model differ by up to
+    50%: allocation and alignment.)"""
     medians = []
     for _ in range(sessions):
         sess = session(model_bytes, threads)
-        name = sess.get_inputs()[0].name
+        inputs = feeds([i.name for i in sess.get_inputs()])
         for _ in range(3):  # warm-up: first runs allocate
-            sess.run(None, {name: x})
+            sess.run(None, inputs)
         t0 = time.perf_counter()
-        sess.run(None, {name: x})
+        sess.run(None, inputs)
         once = max(time.perf_counter() - t0, 1e-6)
         per_timing = max(1, int(min_time_s / sessions / repeats / once))
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             for _ in range(per_timing):
-                sess.run(None, {name: x})
+                sess.run(None, inputs)
             times.append((time.perf_counter() - t0) / per_timing * 1e3)
         medians.append(statistics.median(times))
     return min(medians)

@@ -170,7 +170,8 @@ def run_own_trial(config: dict, ctx: OwnContext, report: Reporter, state: dict |
     if ctx.objective.cost == LATENCY_METRIC:
         from ..deploy.latency import model_latency_ms
 
-        base[LATENCY_METRIC] = model_latency_ms(lambda: own, ctx.space.input_shape, ctx.example, structure_key(spec))
+        base[LATENCY_METRIC] = model_latency_ms(lambda: own, ctx.space.input_shape, ctx.example, structure_key(spec),
+                                                 ctx.objective.latency)
     return fit(own, spec.train, ctx.train, ctx.val, Fitting(ctx.max_epochs, ctx.seed, ctx.objective,
                                                              ctx.space.num_classes),
                base, report, state, model_state=lambda: model_state(own, spec), extra_state={"plan": plan},

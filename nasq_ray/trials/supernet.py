@@ -329,7 +329,7 @@ class SubnetTrial(TrainedTrial):
         return run_subnet(config, context, report, state)
 
     def cost_model(self, prepared):
-        return TrainedCost(prepared.space, prepared.objective.cost)
+        return TrainedCost(prepared.space, prepared.objective.cost, prepared.objective.latency)
 
     def test_accuracy(self, records, prepared) -> None:
         if prepared.test is None:

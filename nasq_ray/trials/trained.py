@@ -80,6 +80,7 @@ class TrainedCost:
 
     space: SearchSpace
     metric: str
+    latency: str = "model"  # objective.latency, for latency_ms
 
     def __call__(self, config: dict) -> float | None:
         try:
@@ -90,7 +91,7 @@ class TrainedCost:
                 if self.metric == LATENCY_METRIC:  # the trial measures the same network (cached per structure)
                     x = torch.randn(CALIBRATION_BATCH, *self.space.input_shape, generator=torch.Generator().manual_seed(0))
                     return model_latency_ms(lambda: build_model(spec.arch, spec.quant, seed=0), self.space.input_shape,
-                                            x, structure_key(spec.arch, spec.quant))
+                                            x, structure_key(spec.arch, spec.quant), self.latency)
                 cost, _ = measure_cost(build_model(spec.arch, spec.quant, seed=0), self.space.input_shape)
         except (NasqError, RuntimeError, ValueError):
             return None
@@ -121,7 +122,7 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
     if ctx.objective.cost == LATENCY_METRIC:  # measured once per network structure and machine (cached)
         x_cal = next(iter(ctx.train.eval(CALIBRATION_BATCH)))[0]
         base[LATENCY_METRIC] = model_latency_ms(lambda: model, space.input_shape, x_cal,
-                                                structure_key(spec.arch, spec.quant))
+                                                structure_key(spec.arch, spec.quant), ctx.objective.latency)
     return fit(model, spec.train, ctx.train, ctx.val, Fitting(ctx.max_epochs, ctx.seed, ctx.objective, space.num_classes),
                base, report, state, model_state=lambda: model_state(model, spec))
 
@@ -254,7 +255,7 @@ class TrainedTrial(BaseTrialKind):
         return run_trial(config, context, report, state)
 
     def cost_model(self, prepared: Prepared) -> TrainedCost:
-        return TrainedCost(prepared.space, prepared.objective.cost)
+        return TrainedCost(prepared.space, prepared.objective.cost, prepared.objective.latency)
 
     def test_accuracy(self, records, prepared: Prepared) -> None:
         if prepared.test is not None:
