@@ -230,9 +230,10 @@ def test_a_multi_objective_run_with_no_searcher_named_runs_ehvi(ray_cluster, tmp
     assert len(rows) == 3 and any(r["status"] == "complete" for r in rows) and "Pareto front" in out
 
 
-def test_a_latency_cost_search_runs_through_ray_with_the_front_on_latency(ray_cluster, tmp_path, capsys):
+@pytest.mark.parametrize("source", [[], ["--latency", "table", "--searcher", "random"]], ids=["whole-network", "latency-table"])
+def test_a_latency_cost_search_runs_through_ray_with_the_front_on_latency(ray_cluster, tmp_path, capsys, source):
     rc, out, err = _cli(capsys, tmp_path, "lat", "--objective", "multi", "--cost", "latency_ms", *DIGITS_TINY,
-                        "--num-samples", "3", "--scheduler", "fifo")
+                        "--num-samples", "3", "--scheduler", "fifo", *source)
     assert rc == 0, err
     rows = _rows(tmp_path / "lat" / "trials.csv")
     assert len(rows) == 3 and all(r["status"] == "complete" and float(r["latency_ms"]) > 0 for r in rows)
