@@ -79,7 +79,8 @@ def model_latency_ms(build: Callable[[], nn.Module], input_shape: tuple[int, ...
     """The exported latency (ms) of the network ``build()`` returns (called only when ``key``, its
     ``structure_key``, is not cached); ``calibration``: a batch its activation ranges are observed on
     (on a copy: the model is not changed). ``source``: ``model`` times the whole exported network,
-    ``table`` sums its parts from the latency table (``latency_table``)."""
+    ``table`` sums its parts from the latency table (``latency_table``; a graph it cannot cut, with
+    shapes ONNX cannot infer, is timed whole)."""
     from .latency_table import predicted_latency_ms
     from .onnx import to_onnx
     from .runtime import latency_ms
@@ -92,9 +93,13 @@ def model_latency_ms(build: Callable[[], nn.Module], input_shape: tuple[int, ...
     with torch.no_grad():
         net.train()(calibration.cpu())
     proto = to_onnx(net.eval(), input_shape)
+    value = None
     if source == "table":
-        value = predicted_latency_ms(proto, LATENCY_BATCH, LATENCY_THREADS, cached_latency_ms, _store)
-    else:
+        try:
+            value = predicted_latency_ms(proto, LATENCY_BATCH, LATENCY_THREADS, cached_latency_ms, _store)
+        except ValueError:
+            value = None  # a graph the table cannot cut (shapes ONNX cannot infer): the whole network is timed
+    if value is None:
         value = latency_ms(proto.SerializeToString(), input_shape, LATENCY_BATCH, threads=LATENCY_THREADS)
     if key is not None:
         _store(key, value)

@@ -31,7 +31,8 @@ class Part:
 
 def parts(proto, batch: int) -> list[Part]:
     """The exported model ``proto`` cut at its quantized activations, in graph order; dynamic
-    dimensions set to ``batch``."""
+    dimensions set to ``batch``. ValueError where shape inference leaves a part's input or output
+    without a static shape (an operator ONNX cannot infer)."""
     import onnx
     from onnx import helper, shape_inference
 
@@ -41,7 +42,11 @@ def parts(proto, batch: int) -> list[Part]:
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.dim_value = batch
-    model = shape_inference.infer_shapes(fixed, strict_mode=True)
+    try:
+        model = shape_inference.infer_shapes(fixed, strict_mode=True)
+    except shape_inference.InferenceError as e:
+        raise ValueError(f"shape inference failed ({(str(e).splitlines() or ['?'])[0]}): the graph cannot be cut into timed "
+                         "parts") from None
     graph = model.graph
     info = {v.name: v for v in [*graph.value_info, *graph.input, *graph.output]}
     initializers = {i.name: i for i in graph.initializer}
@@ -73,12 +78,23 @@ def parts(proto, batch: int) -> list[Part]:
                                     if name and name not in produced and name not in initializers))
         outputs = [name for node in nodes for name in node.output if name in used_outside or name in graph_outputs]
         used = {name for node in nodes for name in node.input}
+        missing = [n for n in [*inputs, *outputs] if not _static(info.get(n))]
+        if missing:
+            raise ValueError(f"no static shape for {missing[0]!r}: the graph cannot be cut into timed parts")
         part_graph = helper.make_graph(nodes, "part", [info[n] for n in inputs], [info[n] for n in outputs],
                                        [initializers[n] for n in used if n in initializers])
         part = helper.make_model(part_graph, opset_imports=model.opset_import)
         part.ir_version = model.ir_version
         out.append(Part(part, structure_key(part)))
     return out
+
+
+def _static(value) -> bool:
+    """Whether a value's type is a tensor of known element type and fully known shape."""
+    if value is None or not value.type.HasField("tensor_type"):
+        return False
+    t = value.type.tensor_type
+    return t.elem_type != 0 and t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim)
 
 
 def structure_key(part) -> str:

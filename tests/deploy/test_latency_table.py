@@ -106,3 +106,32 @@ def test_objective_latency_table_fills_the_cache_and_predicts_within_reach_of_th
     files = {p.stem for p in (tmp_path / "latency" / latency.node_type()).glob("*.json")}
     assert key in files and f"table-{key}" in files and latency_table.OVERHEAD_KEY in files
     assert sum(f.startswith("table-") and len(f) == len("table-") + 24 for f in files) >= 3  # the parts
+
+
+def test_a_graph_the_table_cannot_cut_is_timed_whole(tmp_path, monkeypatch):
+    monkeypatch.setenv("NASQ_RAY_CACHE", str(tmp_path))
+    space = load_space("digits_small")
+    model, _ = _exported(space, space.sample(0), 0)
+
+    def uncuttable(proto, batch):
+        raise ValueError("no static shape for 'x': the graph cannot be cut into timed parts")
+
+    monkeypatch.setattr(latency_table, "parts", uncuttable)
+    timed = []
+    real = runtime.latency_ms
+    monkeypatch.setattr(runtime, "latency_ms", lambda *a, **k: timed.append(a) or real(*a, **k))
+    value = latency.model_latency_ms(lambda: model, space.input_shape, torch.randn(8, *space.input_shape), "k",
+                                     source="table")
+    assert value > 0 and len(timed) == 1  # the whole network, once
+    assert latency.cached_latency_ms("table-k") == value
+
+
+def test_a_part_without_a_static_shape_is_refused():
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Unknown", ["x"], ["y"], domain="com.example")  # no schema: no shape inferred
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    with pytest.raises(ValueError, match="cannot be cut into timed parts"):
+        latency_table.parts(proto, batch=1)
