@@ -173,7 +173,7 @@ def latency_check(space_name: str, n: int) -> None:
             values.append(min(a, b))
             if abs(errors[-1]) > 0.1:
                 outside.append(f"seed {seed}: timed {a:.4f} / {b:.4f} ms, table {predicted:.4f} ms ({errors[-1]:+.0%})")
-        entries = len(list(Path(cache).glob("latency/*/table-*.json")))
+        entries = len(list(Path(cache).glob("latency/*/part-*.json")))
     within = sum(abs(e) <= 0.1 for e in errors) / n
     print(f"\nlatency_ms cost on {space_name}, {n} sampled configs (batch {LATENCY_BATCH}, 1 thread): latency "
           f"{min(values):.4f} .. {max(values):.4f} ms (median {statistics.median(values):.4f})")

@@ -98,7 +98,7 @@ def model_latency_ms(build: Callable[[], nn.Module], input_shape: tuple[int, ...
         try:
             value = predicted_latency_ms(proto, LATENCY_BATCH, LATENCY_THREADS, cached_latency_ms, _store)
         except ValueError:
-            value = None  # a graph the table cannot cut (shapes ONNX cannot infer): the whole network is timed
+            pass  # a graph the table cannot cut (shapes ONNX cannot infer): the whole network is timed
     if value is None:
         value = latency_ms(proto.SerializeToString(), input_shape, LATENCY_BATCH, threads=LATENCY_THREADS)
     if key is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-OVERHEAD_KEY = "table-overhead"
+OVERHEAD_KEY = "part-overhead"
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,19 @@ def parts(proto, batch: int) -> list[Part]:
     for i in range(len(graph.node)):
         members.setdefault(root(i), []).append(i)
     graph_outputs = {o.name for o in graph.output}
+    consumers: dict[str, set[int]] = {}
+    for i, node in enumerate(graph.node):
+        for name in node.input:
+            consumers.setdefault(name, set()).add(i)
     out = []
     for idx in members.values():
         nodes = [graph.node[i] for i in idx]
         inside = set(idx)
         produced = {name for node in nodes for name in node.output}
-        used_outside = {name for j, node in enumerate(graph.node) if j not in inside for name in node.input}
         inputs = list(dict.fromkeys(name for node in nodes for name in node.input
                                     if name and name not in produced and name not in initializers))
-        outputs = [name for node in nodes for name in node.output if name in used_outside or name in graph_outputs]
+        outputs = [name for node in nodes for name in node.output
+                   if consumers.get(name, set()) - inside or name in graph_outputs]
         used = {name for node in nodes for name in node.input}
         missing = [n for n in [*inputs, *outputs] if not _static(info.get(n))]
         if missing:
@@ -128,7 +132,7 @@ def structure_key(part) -> str:
         else:
             array = np.zeros(array.shape, array.dtype)  # weights and scales: shape and type only
         graph.initializer[i].CopyFrom(numpy_helper.from_array(array, init.name))
-    return "table-" + hashlib.sha256(canon.SerializeToString()).hexdigest()[:24]
+    return "part-" + hashlib.sha256(canon.SerializeToString()).hexdigest()[:24]
 
 
 _NUMPY = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64}  # onnx TensorProto types

@@ -105,7 +105,7 @@ def test_objective_latency_table_fills_the_cache_and_predicts_within_reach_of_th
     assert 0.25 < predicted / measured < 4  # the same order (the benchmark measures how close)
     files = {p.stem for p in (tmp_path / "latency" / latency.node_type()).glob("*.json")}
     assert key in files and f"table-{key}" in files and latency_table.OVERHEAD_KEY in files
-    assert sum(f.startswith("table-") and len(f) == len("table-") + 24 for f in files) >= 3  # the parts
+    assert sum(f.startswith("part-") and len(f) == len("part-") + 24 for f in files) >= 3  # the parts
 
 
 def test_a_graph_the_table_cannot_cut_is_timed_whole(tmp_path, monkeypatch):
