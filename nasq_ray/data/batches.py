@@ -136,11 +136,16 @@ class DatasetBatches:
             yield xb.to(self.device), yb.to(self.device)
 
 
-def first_batches(batches, n_batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-    """Inputs of ``n_batches`` shuffled training batches drawn with ``seed`` (calibration data)."""
+def first_labelled_batches(batches, n_batches: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(inputs, labels) of ``n_batches`` shuffled training batches drawn with ``seed`` (calibration data)."""
     out = []
-    for xb, _, _ in batches.epoch(batch_size, torch.Generator().manual_seed(seed)):
-        out.append(xb)
+    for xb, yb, _ in batches.epoch(batch_size, torch.Generator().manual_seed(seed)):
+        out.append((xb, yb))
         if len(out) == n_batches:
             break
     return out
+
+
+def first_batches(batches, n_batches: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """Inputs of ``n_batches`` shuffled training batches drawn with ``seed`` (calibration data)."""
+    return [xb for xb, _ in first_labelled_batches(batches, n_batches, batch_size, seed)]

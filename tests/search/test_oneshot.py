@@ -82,6 +82,7 @@ def test_phase_1_resumes_after_a_sigkill_of_the_driver(tmp_path):
     (["--space", "nb201", "--oneshot"], "search.mode: oneshot trains a super-network of a generated space"),
     (["--oneshot", "--scheduler", "pbt"], "search.mode: oneshot scores sub-networks"),
     (["--oneshot", "--model", "mynet:Net"], "has no elastic dimension"),
+    (["--oneshot", "--set", "search.head_steps=-1"], "search.head_steps"),
 ])
 def test_bad_one_shot_combinations_exit_2_with_one_line(ray_cluster, tmp_path, capsys, argv, needle):
     rc = main([*argv, "--out", str(tmp_path), "--name", "bad"])

@@ -13,8 +13,8 @@ from conftest import ONESHOT_SPACE
 from nasq_ray.config import from_dict
 from nasq_ray.testing import check_trial_kind
 from nasq_ray.trials import prepare
-from nasq_ray.data.batches import first_batches
-from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, load_supernet
+from nasq_ray.data.batches import first_batches, first_labelled_batches
+from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, _refit_head_, load_supernet
 from nasq_ray.trials.training import accuracy_f1, predict_batches
 
 
@@ -58,6 +58,33 @@ def test_recalibration_sets_the_statistics_of_a_shrunk_sub_network_and_restores_
         worst = min(worst if worst is not None else 1.0, after - before)
         assert after >= before - 0.02
     assert max(0.0, -worst) < 0.05
+
+
+def test_the_head_refit_trains_only_the_head_and_fits_the_batches(phase1):
+    d, kind, prep, _, _ = phase1
+    space, ctx = prep.space, prep.context
+    net = load_supernet(space, str(d / SUPERNET_FILE))
+    sub = net.subnet(space.decode(space.sample(3)))
+    batches = first_labelled_batches(ctx.train, 8, 32, 0)
+    _bn_recalibrate_(sub, [xb for xb, _ in batches])
+    with torch.no_grad():  # a head that has learned nothing
+        for p in sub.head.parameters():
+            p.normal_(0.0, 0.01)
+    before = {k: v.clone() for k, v in sub.state_dict().items()}
+
+    def fit_acc():
+        with torch.no_grad():
+            return float(np.mean([(sub(xb).argmax(1) == yb).float().mean() for xb, yb in batches]))
+
+    acc_before = fit_acc()
+    _refit_head_(sub, batches, steps=60)
+    after = sub.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("head.") for k in moved), moved
+    assert any(k.endswith("weight") for k in moved)
+    assert not sub.training and fit_acc() > acc_before + 0.2
+    _refit_head_(sub, batches, steps=0)  # 0: the head as it is
+    assert all(torch.equal(after[k], v) for k, v in sub.state_dict().items())
 
 
 def test_the_subnet_kind_conforms_and_scores_in_one_report(phase1):
