@@ -8,8 +8,8 @@ Parts (``--parts``):
   ``subnet`` kind) and stand-alone (trained from scratch with fake-quant for ``--alone-epochs``: the
   ``trained`` kind); Kendall tau between the two validation accuracies. Goal: tau >= 0.6. Printed
   twice: stand-alone with the config's own training hyperparameters (``train.*`` as drawn), and with
-  them fixed at the values phase 1 trains with (the middle of each range: the one-shot score does not
-  depend on them, so this tau measures how well the super-network ranks architectures and bits).
+  them fixed at the values phase 1 trains with (``phase1_training``: the one-shot score does not
+  depend on them, and phases 2 and 3 do not search them; this tau is the one-shot pipeline's).
 * ``hv`` - per space and seed: the one-shot pipeline (``--oneshot``: phase 1, ``--subnets`` subnet
   trials, the front fine-tuned), the per-trial default search (TPE + ASHA) and the plain in-process
   Optuna loop with successive halving over the same trial function (``benchmarks/wallclock.py``'s
@@ -60,28 +60,12 @@ def hv_reference(space_name: str, data: dict) -> tuple[float, float]:
     return 0.5, float(kind.cost_model(prep)(largest))
 
 
-def phase1_training(space) -> dict:
-    """The searched ``train.*`` values phase 1 trains with: lr and batch size at the middle of their
-    choices (``_middle``), no weight decay (phase 1's Adam has none), anything else at its middle."""
-    from nasq_ray.space.domains import Int
-    from nasq_ray.trials.supernet import _middle
-
-    out = {}
-    for prm in space.params:
-        if not prm.name.startswith("train."):
-            continue
-        values = getattr(prm.domain, "values", ())
-        v = 0.0 if prm.name == "train.weight_decay" and 0.0 in values else _middle(space, prm.name)
-        out[prm.name] = int(round(v)) if isinstance(prm.domain, Int) else v
-    return out
-
-
 def tau(args, space_name: str) -> None:
     from scipy.stats import kendalltau
 
     from nasq_ray.config import from_dict
     from nasq_ray.trials import prepare
-    from nasq_ray.trials.supernet import SUPERNET_FILE
+    from nasq_ray.trials.supernet import SUPERNET_FILE, phase1_training
 
     torch.set_num_threads(1)
     data = data_section(args, space_name)
@@ -99,13 +83,13 @@ def tau(args, space_name: str) -> None:
                                     "name": out.name, "search": {"max_epochs": 1}, "quiet": True}))
         tk, tp = prepare(from_dict({"space": space_name, "data": data, "quiet": True,
                                     "search": {"max_epochs": args.alone_epochs}}))
-        fixed = phase1_training(sp.space)
+        fixed = phase1_training(tp.space)  # the subnet kind's space holds them fixed: it does not search them
         rng = np.random.default_rng(0)
         one, alone, alone_fixed, t_one, t_alone = [], [], [], 0.0, 0.0
         for _ in range(args.configs):
-            cfg = sp.space.sample(rng)
+            cfg = tp.space.sample(rng)
             t = time.perf_counter()
-            one.append(sk.run(cfg, sp.context, lambda m, p: None)["val_acc"])
+            one.append(sk.run({k: v for k, v in cfg.items() if k not in fixed}, sp.context, lambda m, p: None)["val_acc"])
             t_one += time.perf_counter() - t
             t = time.perf_counter()
             alone.append(tk.run(cfg, tp.context, lambda m, p: None)["val_acc"])

@@ -349,6 +349,32 @@ def _middle(space: SearchSpace, name: str) -> float:
     return d
 
 
+def phase1_training(space: SearchSpace) -> dict:
+    """The searched ``train.*`` values phase 1 trains with: Adam without weight decay where the space
+    allows them (phase 1's optimizer), everything else at the (geometric) middle of its choices."""
+    from ..space.domains import Int
+
+    phase1 = {"train.optimizer": "adam", "train.weight_decay": 0.0}
+    out = {}
+    for prm in space.params:
+        if prm.name.startswith("train."):
+            values = getattr(prm.domain, "values", ())
+            v = phase1[prm.name] if phase1.get(prm.name, ()) in values else _middle(space, prm.name)
+            out[prm.name] = int(round(v)) if isinstance(prm.domain, Int) else v
+    return out
+
+
+def pinned_training_space(raw_space: dict, space: SearchSpace) -> SearchSpace:
+    """``space`` with its training hyperparameters fixed at phase 1's (``phase1_training``): a
+    sub-network's one-shot score does not depend on them, so phases 2 and 3 do not search them."""
+    fixed = phase1_training(space)
+    if not fixed:
+        return space
+    train = dict(raw_space.get("train") or {})
+    train.update({name.split(".", 1)[1]: v for name, v in fixed.items()})
+    return SearchSpace({**raw_space, "train": train}, space.input_shape, space.num_classes, source=space.source)
+
+
 class SubnetTrial(TrainedTrial):
     """Phase 2 of ``search.mode: oneshot``: a config scored with the super-network's weights."""
 
@@ -357,10 +383,11 @@ class SubnetTrial(TrainedTrial):
     def prepare(self, cfg, raw_space, space_path, objective):
         prep = super().prepare(cfg, raw_space, space_path, objective)
         check_shareable(prep.space)
+        space = pinned_training_space(raw_space, prep.space)
         t = prep.context
-        ctx = SubnetContext(prep.space, t.train, t.val, objective, str(cfg.out_dir / SUPERNET_FILE),
+        ctx = SubnetContext(space, t.train, t.val, objective, str(cfg.out_dir / SUPERNET_FILE),
                             head_steps=cfg.search.head_steps, seed=cfg.search.seed, threads=t.threads, device=t.device)
-        return type(prep)(self.name, prep.space, objective, ctx, test=prep.test)
+        return type(prep)(self.name, space, objective, ctx, test=prep.test)
 
     def run(self, config, context, report, state=None):
         return run_subnet(config, context, report, state)
@@ -404,12 +431,13 @@ class FinetuneTrial(TrainedTrial):
     def prepare(self, cfg, raw_space, space_path, objective):
         prep = super().prepare(cfg, raw_space, space_path, objective)
         check_shareable(prep.space)
+        space = pinned_training_space(raw_space, prep.space)
         t = prep.context
         parent = cfg.out_dir.parent
-        ctx = FinetuneContext(t.space, t.train, t.val, t.max_epochs, t.objective, t.seed, t.threads, t.device,
+        ctx = FinetuneContext(space, t.train, t.val, t.max_epochs, t.objective, t.seed, t.threads, t.device,
                               supernet_path=str(parent / SUPERNET_FILE), head_steps=cfg.search.head_steps,
                               front_path=str(parent / "pareto.csv"))
-        return type(prep)(self.name, prep.space, objective, ctx, test=prep.test)
+        return type(prep)(self.name, space, objective, ctx, test=prep.test)
 
     def run(self, config, context, report, state=None):
         return run_trial(config, context, report, state,

@@ -4,6 +4,7 @@ recalibration restores a shrunk sub-network; the subnet kind conforms."""
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from nasq_ray.config import from_dict
 from nasq_ray.testing import check_trial_kind
 from nasq_ray.trials import prepare
 from nasq_ray.data.batches import first_batches, first_labelled_batches
-from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, _refit_head_, load_supernet
+from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, _refit_head_, load_supernet, phase1_training
 from nasq_ray.trials.training import accuracy_f1, predict_batches
 
 
@@ -85,6 +86,24 @@ def test_the_head_refit_trains_only_the_head_and_fits_the_batches(phase1):
     assert not sub.training and fit_acc() > acc_before + 0.2
     _refit_head_(sub, batches, steps=0)  # 0: the head as it is
     assert all(torch.equal(after[k], v) for k, v in sub.state_dict().items())
+
+
+def test_phase_2_holds_searched_training_hyperparameters_at_phase_1s(phase1):
+    d = phase1[0]
+    searched = ONESHOT_SPACE.replace("train: {lr: 0.005, batch_size: 32}", "train: {lr: {low: 0.002, high: 0.02, "
+                                     "log: true}, batch_size: [16, 32, 64], weight_decay: [0.0, 0.0001]}")
+    assert searched != ONESHOT_SPACE
+    (d / "searched.yaml").write_text(searched)
+    data = {"max_train": 200}
+    _, full = prepare(from_dict({"space": str(d / "searched.yaml"), "data": data}))
+    _, sub = prepare(from_dict({"space": str(d / "searched.yaml"), "trial": "subnet", "out": str(d.parent),
+                                "name": d.name, "data": data}))
+    fixed = phase1_training(full.space)
+    assert fixed == {"train.lr": pytest.approx(math.sqrt(0.002 * 0.02)), "train.batch_size": 32, "train.weight_decay": 0.0}
+    assert [n for n in full.space.names if n.startswith("train.")] and not [
+        n for n in sub.space.names if n.startswith("train.")]
+    train = sub.space.decode(sub.space.sample(0)).train
+    assert (train.lr, train.batch_size, train.weight_decay) == (fixed["train.lr"], 32, 0.0)
 
 
 def test_the_subnet_kind_conforms_and_scores_in_one_report(phase1):
