@@ -238,3 +238,10 @@ def test_show_space_lists_a_user_models_parameters_and_the_layers_they_govern(ca
     assert "7 Conv2d/Linear layers (7 quantized), 4 prunable channel groups" in out
     assert "stem.0.keep" in out and "-> stem.0, a, dw, pw" in out  # the residual's coupled channels
     assert "pinned at 8/8: stem.0, fc" in out and "a.w_bits" in out
+
+
+def test_show_space_of_a_one_shot_run_is_what_phase_2_searches(capsys):
+    rc, out, _ = _run(capsys, ["--show-space"])
+    assert rc == 0 and "  train.lr " in out
+    rc, out, _ = _run(capsys, ["--oneshot", "--show-space"])
+    assert rc == 0 and "  train.lr " not in out and "train.lr=0.0094" in out  # held at phase 1's value

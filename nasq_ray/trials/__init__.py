@@ -82,7 +82,10 @@ def run_space(cfg):
 
     path = resolve_space_path(cfg.space_ref)
     raw = read_space_yaml(path)
-    return get_trial_kind(kind_name_for(cfg, raw)).space(cfg, raw, path)
+    name = kind_name_for(cfg, raw)
+    if name == "trained" and cfg.search.mode == "oneshot":
+        name = "subnet"  # what phase 2 searches: the training hyperparameters held at phase 1's
+    return get_trial_kind(name).space(cfg, raw, path)
 
 
 def kind_name_for(cfg, raw_space: dict) -> str:
