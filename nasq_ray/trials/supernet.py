@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.batches import first_batches, first_labelled_batches
+from ..data.batches import first_labelled_batches
 from ..errors import ConfigError, NasqError
 from ..models import measure_cost
 from ..models.supernet import SuperNet, sandwich
@@ -84,6 +84,7 @@ class SupernetContext:
     seed: int = 0
     threads: int = 1
     device: str = "cpu"
+    head_steps: int = HEAD_STEPS  # the epoch's report scores sub-networks as phase 2 does
 
 
 def _bn_recalibrate_(model: nn.Module, batches) -> None:
@@ -174,17 +175,18 @@ def train_epoch(net: nn.Module, optimizer, space: SearchSpace, ctx: SupernetCont
 
 def epoch_metrics(net: SuperNet, ctx: SupernetContext, epoch: int, loss: float, t0: float) -> dict:
     """What an epoch reports: the validation accuracy of the largest and the smallest sub-network
-    (recalibrated), the largest's cost, the loss."""
+    (scored as phase 2 scores them: recalibrated, the head refitted), the largest's cost, the loss."""
     space = ctx.space
     if not math.isfinite(loss):
         return {"epoch": epoch, "val_acc": 0.0, "score": -math.inf, "status": "failed", "train_loss": loss,
                 ctx.objective.cost: math.nan, "fail_reason": f"non-finite training loss at epoch {epoch}"}
     probe = sandwich(space, np.random.default_rng(ctx.seed + 1), n_random=0)
-    cal = first_batches(ctx.train, RECALIBRATION_BATCHES, ctx.batch_size, ctx.seed)
+    cal = first_labelled_batches(ctx.train, RECALIBRATION_BATCHES, ctx.batch_size, ctx.seed)
     subs = [net.subnet(space.decode(cfg)) for cfg in probe]
     accs = []
     for sub in subs:
-        _bn_recalibrate_(sub, cal)
+        _bn_recalibrate_(sub, [xb for xb, _ in cal])
+        _refit_head_(sub, cal, ctx.head_steps)
         accs.append(accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0])
     cost, _ = measure_cost(subs[0], space.input_shape)  # the largest's: its structure and bits
     return {"epoch": epoch, "val_acc": accs[0], "val_acc_smallest": accs[1], "train_loss": loss,
@@ -317,7 +319,7 @@ class SupernetTrial(TrainedTrial):
         lr = _middle(space, "train.lr")
         batch = int(_middle(space, "train.batch_size"))
         ctx = SupernetContext(space, t.train, t.val, cfg.search.max_epochs, objective, lr=lr, batch_size=batch,
-                              seed=cfg.search.seed, threads=t.threads, device=t.device)
+                              seed=cfg.search.seed, threads=t.threads, device=t.device, head_steps=cfg.search.head_steps)
         return type(prep)(self.name, space, objective, ctx, test=prep.test)
 
     def run(self, config, context, report, state=None):
