@@ -316,8 +316,9 @@ class SupernetTrial(TrainedTrial):
         check_shareable(prep.space)
         t = prep.context
         space = prep.space
-        lr = _middle(space, "train.lr")
-        batch = int(_middle(space, "train.batch_size"))
+        fixed = phase1_training(space)  # the values phases 2 and 3 hold too
+        lr = fixed.get("train.lr", _middle(space, "train.lr"))
+        batch = int(fixed.get("train.batch_size", _middle(space, "train.batch_size")))
         ctx = SupernetContext(space, t.train, t.val, cfg.search.max_epochs, objective, lr=lr, batch_size=batch,
                               seed=cfg.search.seed, threads=t.threads, device=t.device, head_steps=cfg.search.head_steps)
         return type(prep)(self.name, space, objective, ctx, test=prep.test)
