@@ -136,6 +136,14 @@ def _refit_head_(model: nn.Module, batches, steps: int, lr: float = HEAD_LR) -> 
     model.eval()
 
 
+def calibrate_inherited_(model: nn.Module, batches, head_steps: int) -> None:
+    """What a sub-network taken out of the super-network gets before it is scored: BatchNorm
+    statistics and activation ranges from ``batches`` of (input, label), then its head refitted on
+    them (``head_steps``)."""
+    _bn_recalibrate_(model, [xb for xb, _ in batches])
+    _refit_head_(model, batches, head_steps)
+
+
 def sandwich_step(net: nn.Module, space: SearchSpace, xb: torch.Tensor, yb: torch.Tensor, configs: list[dict]
                   ) -> torch.Tensor:
     """The loss of one training step (one backward: a data-parallel wrapper syncs once): the sum of
@@ -185,8 +193,7 @@ def epoch_metrics(net: SuperNet, ctx: SupernetContext, epoch: int, loss: float, 
     subs = [net.subnet(space.decode(cfg)) for cfg in probe]
     accs = []
     for sub in subs:
-        _bn_recalibrate_(sub, [xb for xb, _ in cal])
-        _refit_head_(sub, cal, ctx.head_steps)
+        calibrate_inherited_(sub, cal, ctx.head_steps)
         accs.append(accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0])
     cost, _ = measure_cost(subs[0], space.input_shape)  # the largest's: its structure and bits
     return {"epoch": epoch, "val_acc": accs[0], "val_acc_smallest": accs[1], "train_loss": loss,
@@ -272,9 +279,8 @@ def inherited_subnet(ctx, config: dict) -> nn.Module:
     space = ctx.space
     net = load_supernet(space, ctx.supernet_path, ctx.device)
     sub = net.subnet(space.decode(config))
-    batches = first_labelled_batches(ctx.train, ctx.recalibration, ctx.batch_size, ctx.seed)
-    _bn_recalibrate_(sub, [xb for xb, _ in batches])
-    _refit_head_(sub, batches, ctx.head_steps)
+    calibrate_inherited_(sub, first_labelled_batches(ctx.train, ctx.recalibration, ctx.batch_size, ctx.seed),
+                         ctx.head_steps)
     return sub
 
 
