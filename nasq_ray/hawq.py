@@ -11,8 +11,8 @@ the cost model, which is additive over layers for size and BitOPs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -60,6 +60,26 @@ class BitSensitivity:
                 "units": {u: {"omega": {str(b): v for b, v in self.omega[u].items()},
                               "cost": {str(b): v for b, v in self.cost[u].items()}} for u in self.units},
                 "const": self.const, "layers": dict(self.layers)}
+
+
+def rebased(sens: BitSensitivity, base: Mapping, cost: Callable[[dict], float | None]) -> BitSensitivity:
+    """The same sensitivities over another ``base`` config (a pruned one: its layers are smaller):
+    each unit's cost read from the cost model as the change from every unit at its widest width."""
+    top = max(sens.widths)
+    moved = replace(sens, base=dict(base))
+    widest = moved.config({u: top for u in sens.units})
+
+    def at(cfg: dict) -> float:
+        value = cost(cfg)
+        if value is None:
+            raise ConfigError(f"objective.cost: {sens.metric} cannot be computed before training; sensitivity-based "
+                              "bits need an exact cost")
+        return float(value)
+
+    const = at(widest)
+    units_cost = {u: {b: at(moved.config({**{v: top for v in sens.units}, u: b})) - const for b in sens.widths}
+                  for u in sens.units}
+    return replace(moved, cost=units_cost, const=const, base=widest)
 
 
 def solve_widths(sens: BitSensitivity, budget: float) -> dict[str, int] | None:

@@ -53,3 +53,22 @@ def test_below_the_cheapest_choice_there_is_no_solution_and_budgets_spread_over_
     assert all(c["l0.w_bits"] == 8 for _, c in configs[-1:])
     with pytest.raises(ConfigError, match="searcher_args.budgets"):
         check_budgets([10, -1])
+
+
+def test_rebased_costs_are_the_cost_models_over_the_new_base():
+    from nasq_ray.hawq import rebased
+
+    sens = _sens(1)
+    n = {u: sens.cost[u][8] / 8 for u in sens.units}
+
+    def cost(cfg):  # a pruned base: every layer at half its weights, activations counted too
+        return 7.0 + sum(n[u] * cfg["keep"] * cfg[f"{u}.w_bits"] * cfg[f"{u}.a_bits"] / 8 for u in sens.units)
+
+    moved = rebased(sens, {**sens.base, "keep": 0.5}, cost)
+    assert moved.base["keep"] == 0.5 and moved.omega == sens.omega
+    for budget in np.linspace(*moved.cost_range(), 5):
+        choice = solve_widths(moved, budget)
+        assert moved.total_cost(choice) == pytest.approx(cost(moved.config(choice)))
+        assert cost(moved.config(choice)) <= budget + 1e-9
+    with pytest.raises(ConfigError, match="objective.cost"):
+        rebased(sens, sens.base, lambda cfg: None)

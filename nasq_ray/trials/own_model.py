@@ -46,6 +46,7 @@ from .training import Fitting, accuracy_f1, distill_loss, fit, predict_batches
 CALIBRATION_BATCHES = 8  # training batches the activation ranges (and policy auto's bits, Taylor importance) see
 SENSITIVITY_BATCHES = 4  # training batches the Hessian traces are estimated on
 SENSITIVITY_FILE = "sensitivity.json"
+PRUNE_SENSITIVITY_FILE = "prune_sensitivity.json"
 REFERENCE_BITS = ((8, 8), (4, 4))  # post-training quantization shown beside every own-model front
 
 
@@ -350,11 +351,55 @@ class OwnModelTrial(BaseTrialKind):
         return bit_sensitivity(self, prepared, SENSITIVITY_BATCHES, SENSITIVITY_FILE)
 
     def warm_start_configs(self, prepared: Prepared, n: int, seed: int) -> list[dict]:
-        """``n`` HAWQ-V3 configs: the integer program's widths at budgets spread along the cost axis."""
+        """``n`` configs proposed first: HAWQ-V3's widths at budgets spread along the cost axis and,
+        where the space prunes, up to ``n // 2`` pruned ones (:meth:`pruned_starts`)."""
         from ..hawq import hawq_configs, spread_budgets
 
         sens = self.sensitivity(prepared)
-        return [cfg for _, cfg in hawq_configs(sens, spread_budgets(sens, n, prepared.objective.max_cost))][:n]
+        pruned = self.pruned_starts(prepared, sens, n // 2)
+        n_bits = n - len(pruned)
+        unpruned = [cfg for _, cfg in hawq_configs(sens, spread_budgets(sens, n_bits, prepared.objective.max_cost))]
+        return unpruned[:n_bits] + pruned
+
+    def pruned_starts(self, prepared: Prepared, sens, n: int) -> list[dict]:
+        """Up to ``n`` pruned configs, at 1/2, 1/4, 1/8, ... of the float model's MACs: keep ratios
+        planned from each group's measured loss increase (:func:`nasq_ray.prune_budget.plan_keeps`),
+        then HAWQ-V3's widths for the pruned network at the cost of its every layer at the middle
+        weight width (activations paired as the program pairs them)."""
+        from ..hawq import hawq_configs, rebased
+        from ..prune_budget import halving_budgets, plan_keeps
+        from .own_sensitivity import keep_choices, prune_sensitivity
+
+        space = prepared.space
+        choices = keep_choices(space)
+        if n <= 0 or not choices:
+            return []
+        macs_model = replace(self.cost_model(prepared), metric="macs")
+        base = sens.base
+
+        def with_keeps(keeps: dict) -> dict:
+            return {**base, **{f"{g}.keep": k for g, k in keeps.items()}}
+
+        def macs(keeps: dict) -> float:
+            return macs_model(with_keeps(keeps))
+
+        loss = prune_sensitivity(prepared, SENSITIVITY_BATCHES, PRUNE_SENSITIVITY_FILE)
+        lowest = {g: min(cs) for g, cs in choices.items()}
+        middle = sorted(sens.widths)[len(sens.widths) // 2]
+        budget_cost = self.cost_model(prepared)
+        out = []
+        for budget in halving_budgets(macs({}), macs(lowest), n):
+            keeps = plan_keeps(choices, loss, macs, budget)
+            if keeps is None:
+                continue
+            pruned = rebased(sens, with_keeps(keeps), budget_cost)
+            bits_budget = budget_cost(space.validate(pruned.config({u: middle for u in pruned.units})))
+            if prepared.objective.max_cost is not None:
+                bits_budget = min(bits_budget, prepared.objective.max_cost)
+            made = [space.validate(cfg) for _, cfg in hawq_configs(pruned, [bits_budget])]
+            if made and made[0] not in out:
+                out.append(made[0])
+        return out
 
 
 def _prunes(raw_space: dict) -> bool:

@@ -90,10 +90,63 @@ def _traces(kind, prepared, layers: list[str], n_batches: int, file_name: str) -
         saved = json.loads(path.read_text()).get("layers", {})
         if all(L in saved for L in layers):
             return {L: float(saved[L]["trace"]) for L in layers}
+    return hessian_traces(_float(prepared), _batches(ctx, n_batches), layers, seed=ctx.seed)
+
+
+def _batches(ctx, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     batches = []
     for xb, yb, _ in ctx.train.epoch(SENSITIVITY_BATCH, torch.Generator().manual_seed(ctx.seed)):
         batches.append((xb, yb))
         if len(batches) == n_batches:
             break
-    return hessian_traces(_float(prepared), batches, layers, seed=ctx.seed)
+    return batches
+
+
+def keep_choices(space) -> dict[str, list[float]]:
+    """Each pruning group's keep ratios (groups with one ratio left out)."""
+    out = {}
+    for g in space.groups:
+        prm = space.param(f"{g.name}.keep")
+        if prm is not None and len(prm.domain.values) > 1:
+            out[g.name] = sorted((float(v) for v in prm.domain.values), reverse=True)
+    return out
+
+
+@torch.no_grad()
+def _mean_loss(net, batches) -> float:
+    net.eval()
+    losses = [torch.nn.functional.cross_entropy(net(x), y, reduction="sum").item() for x, y in batches]
+    return sum(losses) / sum(len(y) for _, y in batches)
+
+
+def prune_sensitivity(prepared, n_batches: int, file_name: str) -> dict[str, dict[float, float]]:
+    """Per pruning group and keep ratio below its largest: the float model's loss increase on a few
+    training batches when that group alone is pruned to the ratio (channels chosen by the space's
+    importance, as a trial chooses them; BatchNorm statistics recomputed on those batches). Kept in
+    the results folder and read back."""
+    from ..models.pruning import prune_, taylor_gradients_
+    from .training import recalibrate_bn_
+
+    ctx, space = prepared.context, prepared.space
+    choices = keep_choices(space)
+    path = Path(ctx.results_dir) / file_name
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if {g: sorted(map(float, v)) for g, v in saved.items()} == {g: sorted(c[1:]) for g, c in choices.items()}:
+            return {g: {float(k): float(d) for k, d in v.items()} for g, v in saved.items()}
+    batches = [(x.cpu(), y.cpu()) for x, y in _batches(ctx, n_batches)]  # cheap: on the CPU
+    base = _mean_loss(float_net(ctx), batches)
+    out: dict[str, dict[float, float]] = {}
+    for g, ratios in choices.items():
+        out[g] = {}
+        for k in ratios[1:]:
+            net = float_net(ctx)
+            if space.importance == "taylor":
+                taylor_gradients_(net, batches)
+            prune_(net, ctx.example.cpu(), {g: k}, space.groups, space.importance)
+            recalibrate_bn_(net, [x for x, _ in batches])  # what a few fine-tuning steps restore first
+            out[g][k] = _mean_loss(net, batches) - base
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({g: {str(k): d for k, d in v.items()} for g, v in out.items()}, indent=1) + "\n")
+    return out
 

@@ -44,7 +44,7 @@ from ..objective import ObjectiveConfig, score
 from ..space.search_space import SearchSpace
 from .base import BITS_METRIC, Reporter, trial_status
 from .trained import Batches, TrainedCost, TrainedTrial, TrialContext, bits_summary, run_trial
-from .training import accuracy_f1, cosine_lr, predict_batches
+from .training import accuracy_f1, cosine_lr, predict_batches, recalibrate_bn_
 
 SUPERNET_FILE = "supernet.pt"  # in the results folder: the trained super-network (phase 1's last state)
 RECALIBRATION_BATCHES = 20
@@ -87,28 +87,6 @@ class SupernetContext:
     head_steps: int = HEAD_STEPS  # the epoch's report scores sub-networks as phase 2 does
 
 
-def _bn_recalibrate_(model: nn.Module, batches) -> None:
-    """BatchNorm statistics and activation ranges of ``model`` from ``batches`` (cumulative
-    averages; weights unchanged)."""
-    from ..quant import ActFakeQuant
-
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-        elif isinstance(m, ActFakeQuant):
-            m.initialized.fill_(False)
-            m.__dict__["_range"] = m.__dict__["_plan"] = None
-    model.train()
-    with torch.no_grad():
-        for xb in batches:
-            model(xb)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.1
-    model.eval()
-
-
 def _refit_head_(model: nn.Module, batches, steps: int, lr: float = HEAD_LR) -> None:
     """Refit ``model.head`` (its Linear layers, fake-quantized at their bits) on ``batches`` of
     (input, label) with the rest frozen: the head's inputs computed once in evaluation mode, then
@@ -140,7 +118,7 @@ def calibrate_inherited_(model: nn.Module, batches, head_steps: int) -> None:
     """What a sub-network taken out of the super-network gets before it is scored: BatchNorm
     statistics and activation ranges from ``batches`` of (input, label), then its head refitted on
     them (``head_steps``)."""
-    _bn_recalibrate_(model, [xb for xb, _ in batches])
+    recalibrate_bn_(model, [xb for xb, _ in batches])
     _refit_head_(model, batches, head_steps)
 
 

@@ -167,3 +167,25 @@ def apply_hyperparameters(optimizer, lr_sched, train: TrainSpec) -> None:
             group["momentum"] = train.momentum
     for group, lr in zip(optimizer.param_groups, lr_sched._get_closed_form_lr()):
         group["lr"] = lr
+
+
+def recalibrate_bn_(model: nn.Module, batches) -> None:
+    """BatchNorm statistics and activation ranges of ``model`` from ``batches`` of inputs
+    (cumulative averages; weights unchanged; Once-for-All's ``set_running_statistics``)."""
+    from ..quant import ActFakeQuant
+
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+        elif isinstance(m, ActFakeQuant):
+            m.initialized.fill_(False)
+            m.__dict__["_range"] = m.__dict__["_plan"] = None
+    model.train()
+    with torch.no_grad():
+        for xb in batches:
+            model(xb)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    model.eval()

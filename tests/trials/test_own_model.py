@@ -96,7 +96,26 @@ def test_hawq_configs_meet_their_budgets_and_sensitivities_are_saved(own, workdi
     assert len(configs) >= 3
     for budget, cfg in configs:
         assert cost(cfg) <= budget + 1e-9 and cost(cfg) >= 0.9 * budget
-    assert kind.warm_start_configs(prep, 2, 0)[0] == configs[0][1]
+    assert kind.warm_start_configs(prep, 3, 0)[0] == configs[0][1]  # 2 of HAWQ-V3, 1 pruned
+
+
+def test_pruned_warm_starts_halve_the_macs_from_measured_pruning_losses(own, workdir):
+    kind, prep = own
+    sens = kind.sensitivity(prep)
+    summary = kind.cost_model(prep).summary
+    float_macs = summary(prep.space.default_config()).macs
+    pruned = kind.pruned_starts(prep, sens, 2)
+    saved = json.loads((workdir / "out" / "run" / "prune_sensitivity.json").read_text())
+    assert set(saved) == {g.name for g in prep.space.groups} and all(set(v) == {"0.5"} for v in saved.values())
+    lowest = {f"{g.name}.keep": 0.5 for g in prep.space.groups}
+    assert len(pruned) == (2 if summary({**prep.space.default_config(), **lowest}).macs <= float_macs / 4 else 1)
+    for k, cfg in enumerate(pruned, start=1):
+        assert summary(cfg).macs <= float_macs / 2 ** k
+        assert any(cfg[f"{g.name}.keep"] < 1 for g in prep.space.groups)
+        assert len({cfg[key] for key in cfg if key.endswith(".w_bits")}) >= 1
+    starts = kind.warm_start_configs(prep, 4, 0)  # up to half of them pruned, after HAWQ-V3's
+    assert len(starts) == 4 and starts[4 - len(pruned):] == pruned
+    assert all(c[f"{g.name}.keep"] == 1.0 for c in starts[:4 - len(pruned)] for g in prep.space.groups)
 
 
 def test_a_pruned_trained_model_exports_to_onnx_computing_the_fake_quant_model(own):

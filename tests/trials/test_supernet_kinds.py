@@ -15,7 +15,8 @@ from nasq_ray.config import from_dict
 from nasq_ray.testing import check_trial_kind
 from nasq_ray.trials import prepare
 from nasq_ray.data.batches import first_batches, first_labelled_batches
-from nasq_ray.trials.supernet import SUPERNET_FILE, _bn_recalibrate_, _refit_head_, load_supernet, phase1_training
+from nasq_ray.trials.supernet import SUPERNET_FILE, _refit_head_, load_supernet, phase1_training
+from nasq_ray.trials.training import recalibrate_bn_
 from nasq_ray.trials.training import accuracy_f1, predict_batches
 
 
@@ -51,7 +52,7 @@ def test_recalibration_sets_the_statistics_of_a_shrunk_sub_network_and_restores_
         sub = net.subnet(space.decode(cfg))
         before = accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0]
         stats = [m.running_mean.clone() for m in sub.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        _bn_recalibrate_(sub, first_batches(ctx.train, 20, 32, 0))
+        recalibrate_bn_(sub, first_batches(ctx.train, 20, 32, 0))
         after = accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0]
         changed = [not torch.equal(a, m.running_mean) for a, m in
                    zip(stats, (m for m in sub.modules() if isinstance(m, torch.nn.BatchNorm2d)))]
@@ -67,7 +68,7 @@ def test_the_head_refit_trains_only_the_head_and_fits_the_batches(phase1):
     net = load_supernet(space, str(d / SUPERNET_FILE))
     sub = net.subnet(space.decode(space.sample(3)))
     batches = first_labelled_batches(ctx.train, 8, 32, 0)
-    _bn_recalibrate_(sub, [xb for xb, _ in batches])
+    recalibrate_bn_(sub, [xb for xb, _ in batches])
     with torch.no_grad():  # a head that has learned nothing
         for p in sub.head.parameters():
             p.normal_(0.0, 0.01)
