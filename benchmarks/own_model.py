@@ -6,8 +6,10 @@ Parts (``--parts``, default all):
 
 * ``search`` - per model: its float model trained first (``--float-epochs``, timed on its own, weights
   saved), then ``python -m nasq_ray.run``'s search as a user runs it (``--model ... --weights ...
-  --data fashion_mnist --objective multi --cost bitops``: ehvi on (val_acc, BitOPs), 4 HAWQ-V3 warm-start
-  configs by default, ASHA) for ``--search-s`` seconds of wall-clock on this machine's cores. Printed: the front
+  --data fashion_mnist --objective multi --cost bitops``: ehvi on (val_acc, BitOPs), ``--warm-start``
+  configs first (HAWQ-V3's and, since the space prunes, up to half of them pruned to 1/2, 1/4, ... of
+  the float MACs), moasha) for ``--search-s`` seconds of wall-clock on this machine's cores
+  (``--cost size_kb``: the front on (val_acc, size_kb) instead). Printed: the front
   with test accuracy, the float model and PTQ 4/4 beside it, and the goals: (a) a front model whose
   weights average <= 4 bits within 1.0 point of float test accuracy, (b) a pruned front model with <= 0.5x
   the float MACs within 1.5 points.
@@ -107,9 +109,9 @@ def search(args) -> None:
         weights, info = float_model(args, model)
         print(f"\n## {model}: float model {info['epochs']} epochs in {info['train_s']:.0f} s (2 threads, random crop "
               f"+ flip): val_acc {info['val_acc']:.4f}, test_acc {info['test_acc']:.4f}", flush=True)
-        name = f"search-{model}"
+        name = f"search-{model}" + ("" if args.cost == "bitops" else f"-{args.cost}")
         cfg = _cfg(args, model, weights, name,
-                   objective={"multi": True, "cost": "bitops"},
+                   objective={"multi": True, "cost": args.cost},
                    search={"num_samples": 500, "time_budget_s": args.search_s, "warm_start": args.warm_start,
                            "seed": 0})
         t0 = time.perf_counter()
@@ -119,7 +121,7 @@ def search(args) -> None:
         float_macs, float_test = ref["float"]["macs"], ref["float"]["test_acc"]
         counts = {s: sum(r.status == s for r in result.records) for s in ("complete", "pruned", "failed")}
         print(f"search: {len(result.records)} trials in {wall:.0f} s wall ({counts}); front of {len(result.front)} "
-              f"on (val_acc, bitops); float test_acc {float_test:.4f}, float MACs {float_macs:,}")
+              f"on (val_acc, {args.cost}); float test_acc {float_test:.4f}, float MACs {float_macs:,}")
         print(f"{'model':<12} {'val_acc':>8} {'test_acc':>8} {'d_test_pp':>9} {'avg_w_bits':>10} {'macs_x':>7} "
               f"{'size_kb':>8} {'bitops':>14}  bits")
         rows = [(r.trial_id, r.metrics["val_acc"], r.test_acc, r.metrics["avg_w_bits"], r.metrics["macs"],
@@ -179,6 +181,7 @@ def _pool_run(jobs):
 
 def hawq(args) -> None:
     from nasq_ray.hawq import solve_widths
+    from nasq_ray.trials.own_sensitivity import paired_a_width
 
     kind, prep, path = _prepared(args, "resnet8", "hawq", objective={"cost": "size_kb"})
     space = prep.space
@@ -186,8 +189,9 @@ def hawq(args) -> None:
     cost = kind.cost_model(prep)
     seeds = range(args.seeds)
     plans = []
+    a_of = {w: paired_a_width(w, space.bits_candidates("a_bits")) for w in (3, 4, 6)}
     for w in (3, 4, 6):
-        uniform = space.uniform_config(w, sens.a_bits[w])
+        uniform = space.uniform_config(w, a_of[w])
         budget = cost(uniform)
         choice = solve_widths(sens, budget)
         mixed = space.validate(sens.config(choice))
@@ -206,7 +210,7 @@ def hawq(args) -> None:
         ha, ua = statistics.mean(r["test_acc"] for r in h), statistics.mean(r["test_acc"] for r in u)
         size = h[0]["size_kb"]
         met = size <= budget + 1e-9 and size >= 0.99 * budget
-        print(f"W{w} (A{sens.a_bits[w]}){'':<13} {budget:>9.3f} {size:>8.3f} {'yes' if met else 'NO':>7} {ha:>9.4f} "
+        print(f"W{w} (A{a_of[w]}){'':<13} {budget:>9.3f} {size:>8.3f} {'yes' if met else 'NO':>7} {ha:>9.4f} "
               f"{ua:>12.4f} {100 * (ha - ua):>+8.2f}  {h[0]['bits']}")
         print(f"{'':<20} per seed hawq {[round(r['test_acc'], 4) for r in h]} uniform "
               f"{[round(r['test_acc'], 4) for r in u]}")
@@ -256,6 +260,7 @@ def main() -> None:
                    help="QAT fine-tuning sees this many training samples per epoch (default: all 48,000)")
     p.add_argument("--warm-start", type=int, default=4, help="HAWQ-V3 configs proposed first in the search part")
     p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--cost", default="bitops", choices=("bitops", "size_kb"), help="the search part's cost axis")
     args = p.parse_args()
     args.models = args.models.split(",")
     args.out.mkdir(parents=True, exist_ok=True)

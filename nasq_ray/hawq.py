@@ -1,12 +1,15 @@
-"""Bit-widths from sensitivities, HAWQ-V3's integer program: one width per unit (a layer, or the
-layers sharing one bit parameter under policy ``block`` / ``uniform``) minimizing the summed
-sensitivity under a budget on the cost,
+"""Bit-widths from sensitivities, HAWQ-V3's integer program: one choice of (weight width,
+activation width) per unit (a layer, or the layers sharing one bit parameter under policy
+``block`` / ``uniform``) minimizing the summed sensitivity under a budget on the cost,
 
-    min  sum_u omega[u][b_u]   subject to   const + sum_u cost[u][b_u] <= budget,
+    min  sum_u omega[u][c_u]   subject to   const + sum_u cost[u][c_u] <= budget,
 
-solved exactly with ``scipy.optimize.milp`` (binary x[u, b], one width per unit). Pure data and
-functions (no torch): the sensitivities come from :mod:`nasq_ray.quant.sensitivity`, the costs from
-the cost model, which is additive over layers for size and BitOPs.
+solved exactly with ``scipy.optimize.milp`` (binary x[u, c], one choice per unit). HAWQ-V3 pairs
+each weight width with one activation width; here, where the space searches activation widths too,
+every pair is a choice and its sensitivity adds the activations' measured share to the weights'
+(:mod:`nasq_ray.trials.own_sensitivity`). Pure data and functions (no torch): the sensitivities
+come from :mod:`nasq_ray.quant.sensitivity`, the costs from the cost model, which is additive over
+layers for size and BitOPs.
 """
 
 from __future__ import annotations
@@ -18,54 +21,67 @@ import numpy as np
 
 from .errors import ConfigError
 
+Choice = tuple[int, int]  # (w_bits, a_bits)
+
 
 @dataclass(frozen=True)
 class BitSensitivity:
     """What the integer program needs, for one model and one cost metric.
 
-    ``units`` are bit-parameter keys (``KEY.w_bits`` / ``KEY.a_bits`` in the space); per unit and
-    weight width: ``omega`` (summed over the unit's layers) and ``cost`` (the unit's share of the
-    cost metric, with its activations at ``a_bits[width]``). ``const`` is the cost the units do not
-    decide (pinned and float layers, the logit quantizer); ``base`` a config the widths are written
-    into. ``layers`` keeps the per-layer numbers for the results folder and the report."""
+    ``units`` are bit-parameter keys (``KEY.w_bits`` / ``KEY.a_bits`` in the space); ``choices``
+    the (w_bits, a_bits) pairs a unit may take; per unit and choice: ``omega`` (summed over the
+    unit's layers) and ``cost`` (the unit's share of the cost metric). ``const`` is the cost the
+    units do not decide (pinned and float layers, the logit quantizer); ``base`` a config the
+    choices are written into. ``layers`` keeps the per-layer numbers for the results folder and
+    the report."""
 
     metric: str
     units: tuple[str, ...]
-    widths: tuple[int, ...]
-    a_bits: Mapping[int, int]
-    omega: Mapping[str, Mapping[int, float]]
-    cost: Mapping[str, Mapping[int, float]]
+    choices: tuple[Choice, ...]
+    omega: Mapping[str, Mapping[Choice, float]]
+    cost: Mapping[str, Mapping[Choice, float]]
     const: float
     base: Mapping
     layers: Mapping[str, dict] = field(default_factory=dict)
 
-    def total_cost(self, choice: Mapping[str, int]) -> float:
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The weight widths, narrowest first."""
+        return tuple(sorted({w for w, _ in self.choices}))
+
+    def widest(self) -> Choice:
+        return max(self.choices)
+
+    def total_cost(self, choice: Mapping[str, Choice]) -> float:
         return self.const + sum(self.cost[u][choice[u]] for u in self.units)
 
     def cost_range(self) -> tuple[float, float]:
-        """The cheapest and the dearest choice's cost (every unit at its narrowest / widest width)."""
-        return (self.total_cost({u: min(self.widths, key=lambda b: self.cost[u][b]) for u in self.units}),
-                self.total_cost({u: max(self.widths, key=lambda b: self.cost[u][b]) for u in self.units}))
+        """The cheapest and the dearest choice's cost (every unit at its cheapest / dearest pair)."""
+        return (self.total_cost({u: min(self.choices, key=lambda c: self.cost[u][c]) for u in self.units}),
+                self.total_cost({u: max(self.choices, key=lambda c: self.cost[u][c]) for u in self.units}))
 
-    def config(self, choice: Mapping[str, int]) -> dict:
+    def config(self, choice: Mapping[str, Choice]) -> dict:
         cfg = dict(self.base)
-        for u, b in choice.items():
-            cfg[f"{u}.w_bits"] = b
+        for u, (w, a) in choice.items():
+            cfg[f"{u}.w_bits"] = w
             if f"{u}.a_bits" in cfg:
-                cfg[f"{u}.a_bits"] = self.a_bits[b]
+                cfg[f"{u}.a_bits"] = a
         return cfg
 
     def as_json(self) -> dict:
-        return {"metric": self.metric, "widths": list(self.widths), "a_bits": {str(k): v for k, v in self.a_bits.items()},
-                "units": {u: {"omega": {str(b): v for b, v in self.omega[u].items()},
-                              "cost": {str(b): v for b, v in self.cost[u].items()}} for u in self.units},
+        def key(c: Choice) -> str:
+            return f"{c[0]}/{c[1]}"
+
+        return {"metric": self.metric, "choices": [key(c) for c in self.choices],
+                "units": {u: {"omega": {key(c): v for c, v in self.omega[u].items()},
+                              "cost": {key(c): v for c, v in self.cost[u].items()}} for u in self.units},
                 "const": self.const, "layers": dict(self.layers)}
 
 
 def rebased(sens: BitSensitivity, base: Mapping, cost: Callable[[dict], float | None]) -> BitSensitivity:
     """The same sensitivities over another ``base`` config (a pruned one: its layers are smaller):
     each unit's cost read from the cost model as the change from every unit at its widest width."""
-    top = max(sens.widths)
+    top = sens.widest()
     moved = replace(sens, base=dict(base))
     widest = moved.config({u: top for u in sens.units})
 
@@ -77,36 +93,37 @@ def rebased(sens: BitSensitivity, base: Mapping, cost: Callable[[dict], float | 
         return float(value)
 
     const = at(widest)
-    units_cost = {u: {b: at(moved.config({**{v: top for v in sens.units}, u: b})) - const for b in sens.widths}
+    units_cost = {u: {c: at(moved.config({**{v: top for v in sens.units}, u: c})) - const for c in sens.choices}
                   for u in sens.units}
     return replace(moved, cost=units_cost, const=const, base=widest)
 
 
-def solve_widths(sens: BitSensitivity, budget: float) -> dict[str, int] | None:
-    """The width per unit minimizing the summed sensitivity with total cost <= ``budget`` (None
-    when not even the cheapest choice fits)."""
+def solve_widths(sens: BitSensitivity, budget: float) -> dict[str, Choice] | None:
+    """The (w_bits, a_bits) per unit minimizing the summed sensitivity with total cost <= ``budget``
+    (None when not even the cheapest choice fits)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
-    units, widths = sens.units, sens.widths
+    units, choices = sens.units, sens.choices
     if not units:
         return {}
-    n_u, n_b = len(units), len(widths)
-    omega = np.array([[sens.omega[u][b] for b in widths] for u in units], dtype=np.float64)
-    cost = np.array([[sens.cost[u][b] for b in widths] for u in units], dtype=np.float64)
+    n_u, n_c = len(units), len(choices)
+    omega = np.array([[sens.omega[u][c] for c in choices] for u in units], dtype=np.float64)
+    cost = np.array([[sens.cost[u][c] for c in choices] for u in units], dtype=np.float64)
     scale = max(1e-300, float(np.abs(omega).max()))
-    one_each = np.zeros((n_u, n_u * n_b))
+    one_each = np.zeros((n_u, n_u * n_c))
     for i in range(n_u):
-        one_each[i, i * n_b:(i + 1) * n_b] = 1
-    # ties in sensitivity (a layer whose error is 0 at several widths) go to the cheaper width
-    tie = 1e-9 * cost.reshape(-1) / max(1.0, float(cost.max()))
-    res = milp(c=omega.reshape(-1) / scale + tie, integrality=np.ones(n_u * n_b),
+        one_each[i, i * n_c:(i + 1) * n_c] = 1
+    # ties in sensitivity (a layer whose error is 0 at several widths) go to the cheaper choice
+    span = max(1.0, float(np.abs(cost).max()))
+    tie = 1e-9 * (cost.reshape(-1) - cost.min()) / span
+    res = milp(c=omega.reshape(-1) / scale + tie, integrality=np.ones(n_u * n_c),
                bounds=Bounds(0, 1),
                constraints=[LinearConstraint(one_each, 1, 1),
                             LinearConstraint(cost.reshape(1, -1), -np.inf, budget - sens.const)])
     if res.status != 0 or res.x is None:
         return None
-    x = res.x.reshape(n_u, n_b)
-    return {u: widths[int(np.argmax(x[i]))] for i, u in enumerate(units)}
+    x = res.x.reshape(n_u, n_c)
+    return {u: choices[int(np.argmax(x[i]))] for i, u in enumerate(units)}
 
 
 def spread_budgets(sens: BitSensitivity, n: int, max_cost: float | None = None) -> list[float]:

@@ -11,27 +11,30 @@ from nasq_ray.errors import ConfigError
 from nasq_ray.hawq import BitSensitivity, check_budgets, hawq_configs, solve_widths, spread_budgets
 
 WIDTHS = (2, 4, 8)
+CHOICES = ((2, 4), (4, 4), (8, 8))  # HAWQ-V3's pairing: activations move with the weights
 
 
-def _sens(seed: int, units: int = 4) -> BitSensitivity:
+def _sens(seed: int, units: int = 4, choices=CHOICES) -> BitSensitivity:
     rng = np.random.default_rng(seed)
     omega, cost = {}, {}
     for k in range(units):
         n = int(rng.integers(10, 200))
         scale = float(rng.uniform(0.1, 10))
-        omega[f"l{k}"] = {b: scale * 4.0 ** -b for b in WIDTHS}
-        cost[f"l{k}"] = {b: float(n * b) for b in WIDTHS}
+        act = float(rng.uniform(0.0, 2))
+        omega[f"l{k}"] = {(w, a): scale * 4.0 ** -w + act * 4.0 ** -a for w, a in choices}
+        cost[f"l{k}"] = {(w, a): float(n * w * a) for w, a in choices}
     base = {f"l{k}.w_bits": 8 for k in range(units)} | {f"l{k}.a_bits": 8 for k in range(units)}
-    return BitSensitivity("size_bits", tuple(omega), WIDTHS, {2: 4, 4: 4, 8: 8}, omega, cost, 100.0, base)
+    return BitSensitivity("bitops", tuple(omega), tuple(choices), omega, cost, 100.0, base)
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_the_program_finds_the_least_sensitive_choice_within_the_budget(seed):
-    sens = _sens(seed)
+@pytest.mark.parametrize("seed, choices", [(s, CHOICES) for s in range(4)] + [
+    (s, tuple((w, a) for w in WIDTHS for a in (4, 8))) for s in range(3)])
+def test_the_program_finds_the_least_sensitive_choice_within_the_budget(seed, choices):
+    sens = _sens(seed, 3, choices)
     lo, hi = sens.cost_range()
     for budget in np.linspace(lo, hi, 7):
         choice = solve_widths(sens, budget)
-        best = min((dict(zip(sens.units, c)) for c in itertools.product(WIDTHS, repeat=len(sens.units))
+        best = min((dict(zip(sens.units, c)) for c in itertools.product(sens.choices, repeat=len(sens.units))
                     if sens.total_cost(dict(zip(sens.units, c))) <= budget + 1e-9),
                    key=lambda c: sum(sens.omega[u][c[u]] for u in sens.units))
         assert sens.total_cost(choice) <= budget + 1e-9
@@ -59,10 +62,10 @@ def test_rebased_costs_are_the_cost_models_over_the_new_base():
     from nasq_ray.hawq import rebased
 
     sens = _sens(1)
-    n = {u: sens.cost[u][8] / 8 for u in sens.units}
+    n = {u: sens.cost[u][(8, 8)] / 64 for u in sens.units}
 
-    def cost(cfg):  # a pruned base: every layer at half its weights, activations counted too
-        return 7.0 + sum(n[u] * cfg["keep"] * cfg[f"{u}.w_bits"] * cfg[f"{u}.a_bits"] / 8 for u in sens.units)
+    def cost(cfg):  # a pruned base: every layer at half its MACs
+        return 7.0 + sum(n[u] * cfg["keep"] * cfg[f"{u}.w_bits"] * cfg[f"{u}.a_bits"] for u in sens.units)
 
     moved = rebased(sens, {**sens.base, "keep": 0.5}, cost)
     assert moved.base["keep"] == 0.5 and moved.omega == sens.omega
@@ -72,3 +75,14 @@ def test_rebased_costs_are_the_cost_models_over_the_new_base():
         assert cost(moved.config(choice)) <= budget + 1e-9
     with pytest.raises(ConfigError, match="objective.cost"):
         rebased(sens, sens.base, lambda cfg: None)
+
+
+def test_with_activation_widths_as_choices_the_sensitive_activations_stay_wide():
+    choices = tuple((w, a) for w in (2, 4, 8) for a in (4, 8))
+    omega = {"l0": {(w, a): 4.0 ** -w + (10.0 if a == 4 else 0.0) for w, a in choices},
+             "l1": {(w, a): 4.0 ** -w for w, a in choices}}
+    cost = {u: {(w, a): float(w * a) for w, a in choices} for u in omega}
+    base = {"l0.w_bits": 8, "l0.a_bits": 8, "l1.w_bits": 8, "l1.a_bits": 8}
+    sens = BitSensitivity("bitops", ("l0", "l1"), choices, omega, cost, 0.0, base)
+    assert solve_widths(sens, 2 * 8 + 2 * 4) == {"l0": (2, 8), "l1": (2, 4)}  # narrow weights, wide activations
+    assert sens.config({"l0": (2, 8), "l1": (2, 4)}) == {"l0.w_bits": 2, "l0.a_bits": 8, "l1.w_bits": 2, "l1.a_bits": 4}

@@ -32,13 +32,14 @@ from ..models import measure_cost
 from ..models.pruning import PrunePlan, apply_plan_, keep_count, prune_, prune_groups, shape_deltas, taylor_gradients_
 from ..models.user import OwnNet, check_model_on_input, make_model, trace_model
 from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost
-from ..quant import LayerBits, QuantConfig, quantize_
+from ..quant import LayerBits, quantize_
 from ..quant.auto_bits import bits_from_table, choose_bits
 from ..space.model_space import ModelSpace
 from ..space.specs import ModelTrialSpec
 from ..user_code import UserCallable
 from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, record_state
-from .own_prepare import float_net, float_weights, layer_shapes, shape_fields, teacher_outputs
+from .own_prepare import (bn_eval_, calibrate_ranges_, float_net, float_weights, layer_shapes, prefixed_quant,
+                          shape_fields, teacher_outputs)
 from .own_sensitivity import bit_sensitivity
 from .trained import AUTO_BITS_KEY, Batches, bits_summary, model_state, plain_weights, trial_device
 from .training import Fitting, accuracy_f1, distill_loss, fit, predict_batches
@@ -72,11 +73,6 @@ class OwnContext:
     float_val_acc: float = 0.0
 
 
-def _prefixed(quant: QuantConfig) -> QuantConfig:
-    """The config's bits addressed inside :class:`OwnNet` (layers under ``net.``)."""
-    return replace(quant, layers={f"net.{k}": v for k, v in quant.layers.items()})
-
-
 def build_student(ctx: OwnContext, spec: ModelTrialSpec, state: dict | None = None) -> tuple[OwnNet, PrunePlan, ModelTrialSpec]:
     """The config's network: pruned (by ``state``'s plan, else by importance), its bits chosen (policy
     ``auto``: from ``state``, else from the value range), fake-quantized; not yet calibrated."""
@@ -92,7 +88,7 @@ def build_student(ctx: OwnContext, spec: ModelTrialSpec, state: dict | None = No
     if spec.auto_bits is not None:
         spec = replace(spec, quant=replace(spec.quant, layers={**spec.quant.layers, **_auto_bits(ctx, spec, net, state)}))
     own = OwnNet(net)
-    quantize_(own, _prefixed(spec.quant))
+    quantize_(own, prefixed_quant(spec.quant))
     return own.to(ctx.device), plan, spec
 
 
@@ -118,24 +114,6 @@ def _auto_bits(ctx: OwnContext, spec: ModelTrialSpec, net: nn.Module, state: dic
                            scheme=spec.quant.a_scheme)
     finally:
         net.train(was)
-
-
-def bn_eval_(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
-@torch.no_grad()
-def calibrate_ranges_(model: nn.Module, batches) -> None:
-    """Observe the activation ranges (and initialise learned steps) on ``batches``: quantizers in
-    training mode, BatchNorm keeping the float model's statistics."""
-    was = model.training
-    model.train()
-    bn_eval_(model)
-    for xb in batches:
-        model(xb)
-    model.train(was)
 
 
 def _loss(ctx: OwnContext, spec: ModelTrialSpec):
@@ -364,8 +342,8 @@ class OwnModelTrial(BaseTrialKind):
     def pruned_starts(self, prepared: Prepared, sens, n: int) -> list[dict]:
         """Up to ``n`` pruned configs, at 1/2, 1/4, 1/8, ... of the float model's MACs: keep ratios
         planned from each group's measured loss increase (:func:`nasq_ray.prune_budget.plan_keeps`),
-        then HAWQ-V3's widths for the pruned network at the cost of its every layer at the middle
-        weight width (activations paired as the program pairs them)."""
+        then the integer program's widths for the pruned network at the cost of its every layer at
+        the middle weight width and the widest activation width."""
         from ..hawq import hawq_configs, rebased
         from ..prune_budget import halving_budgets, plan_keeps
         from .own_sensitivity import keep_choices, prune_sensitivity
@@ -385,7 +363,8 @@ class OwnModelTrial(BaseTrialKind):
 
         loss = prune_sensitivity(prepared, SENSITIVITY_BATCHES, PRUNE_SENSITIVITY_FILE)
         lowest = {g: min(cs) for g, cs in choices.items()}
-        middle = sorted(sens.widths)[len(sens.widths) // 2]
+        middle = sens.widths[len(sens.widths) // 2]
+        at_middle = max(c for c in sens.choices if c[0] == middle)  # the widest activations beside it
         budget_cost = self.cost_model(prepared)
         out = []
         for budget in halving_budgets(macs({}), macs(lowest), n):
@@ -393,7 +372,7 @@ class OwnModelTrial(BaseTrialKind):
             if keeps is None:
                 continue
             pruned = rebased(sens, with_keeps(keeps), budget_cost)
-            bits_budget = budget_cost(space.validate(pruned.config({u: middle for u in pruned.units})))
+            bits_budget = budget_cost(space.validate(pruned.config({u: at_middle for u in pruned.units})))
             if prepared.objective.max_cost is not None:
                 bits_budget = min(bits_budget, prepared.objective.max_cost)
             made = [space.validate(cfg) for _, cfg in hawq_configs(pruned, [bits_budget])]

@@ -2,14 +2,16 @@
 trained here for ``model.float_epochs`` and cached in the results folder, so that a resumed run
 and ``export`` read them back), the layer shapes the cost model starts from, and the teacher's
 outputs on the training set (cached where the training data is in memory and not augmented, so
-distillation costs no teacher forward pass per step)."""
+distillation costs no teacher forward pass per step); and what building a fake-quantized copy of
+the model shares (its bits addressed inside :class:`OwnNet`, activation ranges from calibration
+batches)."""
 
 from __future__ import annotations
 
 import hashlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,6 +20,7 @@ from torch import nn
 from ..cost import LayerShape
 from ..models.builder import _trace
 from ..models.user import load_weights_, read_weights
+from ..quant import QuantConfig
 from .training import accuracy_f1, cosine_lr, predict_batches, train_batches
 
 FLOAT_FILE = "float_model.pt"  # in the results folder: the float model trained when no weights were given
@@ -114,3 +117,26 @@ def teacher_outputs(model: nn.Module, train) -> torch.Tensor:
     """The float model's logits on every training sample, in the split's order."""
     model.eval()
     return torch.cat([model(xb).float().cpu() for xb, _ in train.eval(512)])
+
+
+def prefixed_quant(quant: QuantConfig) -> QuantConfig:
+    """The config's bits addressed inside :class:`OwnNet` (layers under ``net.``)."""
+    return replace(quant, layers={f"net.{k}": v for k, v in quant.layers.items()})
+
+
+def bn_eval_(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+@torch.no_grad()
+def calibrate_ranges_(model: nn.Module, batches) -> None:
+    """Observe the activation ranges (and initialise learned steps) on ``batches``: quantizers in
+    training mode, BatchNorm keeping the float model's statistics."""
+    was = model.training
+    model.train()
+    bn_eval_(model)
+    for xb in batches:
+        model(xb)
+    model.train(was)

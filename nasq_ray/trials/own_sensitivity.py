@@ -10,6 +10,7 @@ width; a resumed run and the report read them back.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,19 +20,23 @@ from ..errors import ConfigError
 from ..hawq import BitSensitivity
 from ..objective import LATENCY_METRIC
 from ..quant.sensitivity import hessian_traces, weight_error
-from .own_prepare import float_net
+from .own_prepare import calibrate_ranges_, float_net, prefixed_quant
 
 HAWQ_METRICS = ("size_kb", "size_bits", "bitops")  # costs that depend on the bits, additively over layers
 SENSITIVITY_BATCH = 128
 
 
-def _a_width(b: int, allowed: tuple[int, ...]) -> int:
-    """The activation width paired with weight width ``b`` (HAWQ-V3 moves both together): the
-    narrowest allowed width >= b, else the widest."""
+def paired_a_width(b: int, allowed: tuple[int, ...]) -> int:
+    """The activation width HAWQ-V3 pairs with weight width ``b``: the narrowest allowed width >= b,
+    else the widest."""
     return next((a for a in sorted(allowed) if a >= b), max(allowed))
 
 
 def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensitivity:
+    """Per unit and (w_bits, a_bits) choice: the weights' HAWQ-V3 sensitivity plus, where the space
+    searches activation widths, twice the loss increase measured with the unit's input activations
+    alone at that width (HAWQ-V3's omega is twice the second-order loss increase, so the two add up
+    in one unit); and the unit's share of the cost."""
     ctx, space, metric = prepared.context, prepared.space, prepared.objective.cost
     if metric not in HAWQ_METRICS:
         why = "is measured, not a sum over layers" if metric == LATENCY_METRIC else "does not depend on the bits"
@@ -42,11 +47,16 @@ def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensit
         raise ConfigError("quant.w_bits: the space searches no weight widths (one width, or policy auto); "
                           "sensitivity-based bits need a choice, e.g. w_bits: [2, 4, 8]")
     widths = tuple(sorted(space.param(f"{units[0]}.w_bits").domain.values))
+    a_param = space.param(f"{units[0]}.a_bits")
+    a_searched = tuple(sorted(a_param.domain.values)) if a_param is not None and len(a_param.domain.values) > 1 else ()
     a_allowed = space.bits_candidates("a_bits")
-    a_of = {b: _a_width(b, a_allowed) for b in widths}
+    choices = tuple((w, a) for w in widths for a in a_searched) if a_searched else \
+        tuple((w, paired_a_width(w, a_allowed)) for w in widths)
     layers = [L for u in units for L in space.governs(f"{u}.w_bits")]
     per_channel = space.constants.get("quant.w_granularity", "channel") == "channel"
-    traces = _traces(kind, prepared, layers, n_batches, file_name)
+    saved = _saved_layers(ctx, file_name)
+    traces = _traces(prepared, layers, n_batches, saved)
+    act_loss = _activation_losses(prepared, layers, a_searched, n_batches, saved) if a_searched else {}
     net = _float(prepared)
     modules = dict(net.named_modules())
     per_layer = {}
@@ -55,23 +65,29 @@ def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensit
         mean = abs(traces[L]) / w.numel()
         per_layer[L] = {"trace": traces[L], "n_weights": int(w.numel()),
                         "omega": {str(b): mean * weight_error(w, b, per_channel) for b in widths}}
+        if a_searched:
+            per_layer[L]["act_loss"] = {str(a): act_loss[L][a] for a in a_searched}
     shapes = {s.name: s for s in ctx.shapes}
 
-    def unit_cost(u: str, b: int) -> float:
+    def unit_cost(u: str, choice: tuple[int, int]) -> float:
         members = space.governs(f"{u}.w_bits")
-        costs = [layer_cost(s) for s in with_bits([shapes[L] for L in members], {L: (b, a_of[b]) for L in members},
+        costs = [layer_cost(s) for s in with_bits([shapes[L] for L in members], {L: choice for L in members},
                                                    per_channel=per_channel)]
         value = sum(getattr(c, "size_bits" if metric == "size_kb" else metric) for c in costs)
         return value / 8000.0 if metric == "size_kb" else float(value)
 
-    omega = {u: {b: sum(per_layer[L]["omega"][str(b)] for L in space.governs(f"{u}.w_bits")) for b in widths}
-             for u in units}
-    cost = {u: {b: unit_cost(u, b) for b in widths} for u in units}
-    top = max(widths)
-    sens = BitSensitivity(metric, tuple(units), widths, a_of, omega, cost, 0.0, space.default_config(), per_layer)
+    def unit_omega(u: str, choice: tuple[int, int]) -> float:
+        members = space.governs(f"{u}.w_bits")
+        w, a = choice
+        return sum(per_layer[L]["omega"][str(w)] + 2 * max(0.0, act_loss.get(L, {}).get(a, 0.0)) for L in members)
+
+    omega = {u: {c: unit_omega(u, c) for c in choices} for u in units}
+    cost = {u: {c: unit_cost(u, c) for c in choices} for u in units}
+    top = max(choices)
+    sens = BitSensitivity(metric, tuple(units), choices, omega, cost, 0.0, space.default_config(), per_layer)
     base = space.validate(sens.config({u: top for u in units}))
     const = kind.cost_model(prepared)(base) - sum(cost[u][top] for u in units)  # pinned and float layers, logits
-    sens = BitSensitivity(metric, tuple(units), widths, a_of, omega, cost, const, base, per_layer)
+    sens = BitSensitivity(metric, tuple(units), choices, omega, cost, const, base, per_layer)
     path = Path(ctx.results_dir) / file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(sens.as_json(), indent=1) + "\n")
@@ -82,15 +98,41 @@ def _float(prepared):
     return float_net(prepared.context).to(prepared.context.device)
 
 
-def _traces(kind, prepared, layers: list[str], n_batches: int, file_name: str) -> dict[str, float]:
-    """Hessian traces per layer: from the results folder when an earlier start computed them."""
-    ctx = prepared.context
+def _saved_layers(ctx, file_name: str) -> dict:
     path = Path(ctx.results_dir) / file_name
-    if path.is_file():
-        saved = json.loads(path.read_text()).get("layers", {})
-        if all(L in saved for L in layers):
-            return {L: float(saved[L]["trace"]) for L in layers}
+    return json.loads(path.read_text()).get("layers", {}) if path.is_file() else {}
+
+
+def _traces(prepared, layers: list[str], n_batches: int, saved: dict) -> dict[str, float]:
+    """Hessian traces per layer: from the results folder when an earlier start computed them."""
+    if all(L in saved for L in layers):
+        return {L: float(saved[L]["trace"]) for L in layers}
+    ctx = prepared.context
     return hessian_traces(_float(prepared), _batches(ctx, n_batches), layers, seed=ctx.seed)
+
+
+def _activation_losses(prepared, layers: list[str], a_widths: tuple[int, ...], n_batches: int,
+                       saved: dict) -> dict[str, dict[int, float]]:
+    """Per layer and activation width: the float model's loss increase on a few training batches with
+    only that layer's input activations fake-quantized (ranges calibrated on those batches)."""
+    if all(set(saved.get(L, {}).get("act_loss", {})) == {str(a) for a in a_widths} for L in layers):
+        return {L: {a: float(saved[L]["act_loss"][str(a)]) for a in a_widths} for L in layers}
+    from ..models.user import OwnNet
+    from ..quant import FLOAT_BITS, LayerBits, quantize_
+
+    ctx, space = prepared.context, prepared.space
+    quant = space.decode(space.default_config()).quant
+    batches = [(x.cpu(), y.cpu()) for x, y in _batches(ctx, n_batches)]
+    floats = {L: LayerBits(FLOAT_BITS, FLOAT_BITS) for L in quant.layers}
+
+    def loss_with(bits: dict) -> float:
+        own = OwnNet(float_net(ctx))
+        quantize_(own, prefixed_quant(replace(quant, layers=bits, logit_bits=FLOAT_BITS)))
+        calibrate_ranges_(own, [x for x, _ in batches])
+        return _mean_loss(own, batches)
+
+    base = loss_with(floats)
+    return {L: {a: loss_with({**floats, L: LayerBits(FLOAT_BITS, a)}) - base for a in a_widths} for L in layers}
 
 
 def _batches(ctx, n_batches: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -56,10 +56,10 @@ def _model_space_and_sensitivity():
     space = ModelSpace({"quant": {"w_bits": [2, 4, 8], "a_bits": [4, 8]}, "prune": {"keep": [1.0, 0.5]}},
                        layers, [PruneGroup("c1", "c1", 4, ("c1",), ("c2",))], (1, 8, 8), 10, source="model")
     units = tuple(f"c{i}" for i in range(4))
-    omega = {u: {b: (i + 1) * 4.0 ** -b for b in (2, 4, 8)} for i, u in enumerate(units)}
-    cost = {u: {b: 100.0 * b for b in (2, 4, 8)} for u in units}
-    sens = BitSensitivity("size_bits", units, (2, 4, 8), {2: 4, 4: 4, 8: 8}, omega, cost, 0.0,
-                          space.default_config())
+    choices = ((2, 4), (4, 4), (8, 8))
+    omega = {u: {c: (i + 1) * 4.0 ** -c[0] for c in choices} for i, u in enumerate(units)}
+    cost = {u: {c: 100.0 * c[0] for c in choices} for u in units}
+    sens = BitSensitivity("size_bits", units, choices, omega, cost, 0.0, space.default_config())
     return space, sens
 
 
@@ -73,7 +73,7 @@ def test_hawq_conforms_and_proposes_one_config_per_budget_then_finishes():
     s = make_searcher("hawq", space, ObjectiveConfig(cost="size_bits"), budget=4, sensitivity=sens)
     configs = [s.suggest(str(k)) for k in range(4)]
     assert s.suggest("4") == FINISHED and len({str(c) for c in configs}) == 4
-    costs = [sens.total_cost({u: c[f"{u}.w_bits"] for u in sens.units}) for c in configs]
+    costs = [sens.total_cost({u: (c[f"{u}.w_bits"], c[f"{u}.a_bits"]) for u in sens.units}) for c in configs]
     assert costs[0] == 800 and costs[-1] == 3200 and costs == sorted(costs)  # all at 2 bits ... all at 8
     from nasq_ray.hawq import spread_budgets
 
