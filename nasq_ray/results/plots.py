@@ -179,17 +179,21 @@ def reference_table(run: Run) -> str | None:
 
 
 def sensitivity_table(run: Run) -> str | None:
-    """Per-layer Hessian sensitivity omega(layer, width) (HAWQ-V3), shaded by its log10."""
+    """Per-layer Hessian sensitivity omega(layer, width) (HAWQ-V3), shaded by its log10, and, where
+    activation widths were searched, the loss increase measured with the layer's input activations
+    alone at each width."""
     import math
 
     layers = (run.sensitivity or {}).get("layers") or {}
     if not layers:
         return None
     widths = sorted({int(b) for v in layers.values() for b in v["omega"]})
+    a_widths = sorted({int(a) for v in layers.values() for a in v.get("act_loss", {})})
     values = [v["omega"].get(str(b), 0.0) for v in layers.values() for b in widths]
     logs = [math.log10(v) for v in values if v > 0]
     lo, hi = (min(logs), max(logs)) if logs else (0.0, 1.0)
-    head = "<th>layer</th><th>Tr(H)</th><th>weights</th>" + "".join(f"<th>{b} bits</th>" for b in widths)
+    head = ("<th>layer</th><th>Tr(H)</th><th>weights</th>" + "".join(f"<th>{b} bits</th>" for b in widths)
+            + "".join(f"<th>A{a}: loss +</th>" for a in a_widths))
     rows = []
     for name, v in layers.items():
         cells = []
@@ -198,6 +202,9 @@ def sensitivity_table(run: Run) -> str | None:
             shade = 0 if o <= 0 or hi == lo else (math.log10(o) - lo) / (hi - lo)
             color = f"rgba(214, 39, 40, {0.08 + 0.6 * shade:.2f})" if o > 0 else "transparent"
             cells.append(f'<td data-v="{o:.6g}" style="background:{color}">{o:.3g}</td>')
+        for a in a_widths:
+            d = v.get("act_loss", {}).get(str(a))
+            cells.append("<td>-</td>" if d is None else f'<td data-v="{d:.6g}">{d:.3g}</td>')
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{v['trace']:.4g}</td><td>{v['n_weights']}</td>"
                     f"{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

@@ -111,7 +111,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         resolve_searcher(cfg)  # refuses a searcher other than random, with the reason
     scheduler = build_scheduler(resolve_scheduler(cfg.search.scheduler, objective), cfg.search.scheduler_args,
                                 metric="score", mode="max", max_t=cfg.search.max_epochs, seed=cfg.search.seed,
-                                objective=objective, space=space)
+                                objective=objective, space=space, protected=points or ())
     check_storage(cfg)
     init_ray(cfg)
     allow_pending_trials(cfg)

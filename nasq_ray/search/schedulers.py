@@ -16,6 +16,11 @@ and returns a Ray ``TrialScheduler``; plug-ins register in the entry-point group
                  there by non-dominated rank on (accuracy max, cost min), ties broken by crowding
                  distance, instead of by one scalar.
 
+Under ``asha`` and ``moasha`` the warm-start configs (``search.warm_start``; ``protected``) run to
+``max_epochs``: their results still count at every rung they pass, but they are not stopped there.
+They are the few configs chosen from sensitivities before the search; a first rung after one epoch
+stopped them for an accuracy a pruned or low-bit network had not yet recovered (BENCHMARKS.md,
+issue 11).
 """
 
 from __future__ import annotations
@@ -39,10 +44,31 @@ def _fifo(**_):
     return FIFOScheduler()
 
 
-def _asha(metric, mode, max_t, grace_period=None, reduction_factor=3, **_):
+def _asha(metric, mode, max_t, grace_period=None, reduction_factor=3, protected=(), **_):
     grace_period = grace_period or max(1, max_t // 5)
-    return tune.schedulers.ASHAScheduler(metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
-                                         reduction_factor=reduction_factor)
+    return ProtectingASHA(protected, metric=metric, mode=mode, max_t=max_t, grace_period=grace_period,
+                          reduction_factor=reduction_factor)
+
+
+def _protects(protected, trial, result: dict, max_t: int) -> bool:
+    """Whether a trial the scheduler would stop goes on: a warm-start config, short of ``max_t``."""
+    return (bool(protected) and result.get("status") != "failed"
+            and int(result.get("training_iteration", 0)) < max_t and flat_config(trial.config) in protected)
+
+
+class ProtectingASHA(tune.schedulers.AsyncHyperBandScheduler):
+    """Ray's ASHA, except that the ``protected`` configs (the warm start) are not stopped at a rung."""
+
+    def __init__(self, protected=(), **kwargs):
+        super().__init__(**kwargs)
+        self.protected = [dict(c) for c in protected]
+        self.protected_max_t = kwargs["max_t"]
+
+    def on_trial_result(self, tune_controller, trial, result):
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and _protects(self.protected, trial, result, self.protected_max_t):
+            return TrialScheduler.CONTINUE
+        return decision
 
 
 def _hyperband(metric, mode, max_t, reduction_factor=3, **_):
@@ -69,8 +95,10 @@ def _pbt(metric, mode, max_t, seed=0, space=None, perturbation_interval=None, qu
 class MOASHAScheduler(FIFOScheduler):
     """Asynchronous successive halving that promotes by Pareto rank, not by one scalar."""
 
-    def __init__(self, objective: ObjectiveConfig, max_t: int, grace_period: int = 1, reduction_factor: float = 3):
+    def __init__(self, objective: ObjectiveConfig, max_t: int, grace_period: int = 1, reduction_factor: float = 3,
+                 protected=()):
         super().__init__()
+        self.protected = [dict(c) for c in protected]
         if grace_period < 1 or reduction_factor <= 1:
             raise ConfigError(f"scheduler_args: grace_period={grace_period}, reduction_factor={reduction_factor}: "
                               "need grace_period >= 1 and reduction_factor > 1")
@@ -92,7 +120,9 @@ class MOASHAScheduler(FIFOScheduler):
             return TrialScheduler.CONTINUE
         rung = self.recorded[t]
         rung[trial.trial_id] = (float(result[self.acc]), float(result[self.cost]))
-        return TrialScheduler.CONTINUE if self.promotable(rung, trial.trial_id) else TrialScheduler.STOP
+        if self.promotable(rung, trial.trial_id) or _protects(self.protected, trial, result, self.max_t):
+            return TrialScheduler.CONTINUE
+        return TrialScheduler.STOP
 
     def promotable(self, rung: dict[str, tuple[float, float]], trial_id: str) -> bool:
         """Whether ``trial_id`` ranks in the top ``1/rf`` of ``rung`` (at least the single best goes on)."""
@@ -105,8 +135,9 @@ class MOASHAScheduler(FIFOScheduler):
         return f"MOASHA: rungs {self.rungs}, " + ", ".join(f"{r}: {len(v)}" for r, v in self.recorded.items())
 
 
-def _moasha(max_t, objective=None, grace_period=None, reduction_factor=3, **_):
-    return MOASHAScheduler(objective or ObjectiveConfig(), max_t, grace_period or max(1, max_t // 5), reduction_factor)
+def _moasha(max_t, objective=None, grace_period=None, reduction_factor=3, protected=(), **_):
+    return MOASHAScheduler(objective or ObjectiveConfig(), max_t, grace_period or max(1, max_t // 5), reduction_factor,
+                           protected)
 
 
 SCHEDULERS: dict[str, Callable] = {"fifo": _fifo, "asha": _asha, "hyperband": _hyperband, "median": _median,
@@ -135,15 +166,16 @@ def scheduler_names() -> list[str]:
 
 
 def build_scheduler(name: str, args: dict, *, metric: str, mode: str, max_t: int, seed: int,
-                    objective: ObjectiveConfig, space=None) -> TrialScheduler:
-    """The scheduler ``name`` with user ``args``; unknown names and arguments raise naming them."""
+                    objective: ObjectiveConfig, space=None, protected=()) -> TrialScheduler:
+    """The scheduler ``name`` with user ``args``; unknown names and arguments raise naming them.
+    ``protected``: configs ``asha`` and ``moasha`` do not stop early (the warm start)."""
     if name in SCHEDULERS:
         bad = sorted(set(args) - set(_ARGS[name]))
         if bad:
             raise ConfigError(f"scheduler_args: scheduler '{name}' does not accept {bad}; allowed: "
                               f"{', '.join(_ARGS[name]) or 'none'}")
         return SCHEDULERS[name](metric=metric, mode=mode, max_t=max_t, seed=seed, objective=objective,
-                                space=space, **args)
+                                space=space, protected=protected, **args)
     eps = installed(ENTRY_POINT_GROUP)
     if name not in eps:
         raise unknown_name("scheduler", name, scheduler_names())

@@ -114,3 +114,23 @@ def test_the_default_scheduler_follows_the_objective():
     assert resolve_scheduler(None, ObjectiveConfig()) == "asha"
     assert resolve_scheduler(None, ObjectiveConfig(multi=True)) == "moasha"  # Pareto rank, not the scalar score
     assert resolve_scheduler("fifo", ObjectiveConfig(multi=True)) == "fifo"
+
+
+@pytest.mark.parametrize("name", ["asha", "moasha"])
+def test_the_warm_start_configs_are_not_stopped_at_a_rung(name):
+    warm = {"x": 1, "train.lr": 0.01}
+    sched = build_scheduler(name, {"grace_period": 1, "reduction_factor": 3}, metric="score", mode="max", max_t=9,
+                            seed=0, objective=OBJ, protected=[warm])
+    trials = [SimpleNamespace(trial_id=f"t{k}", config={"x": 10 + k, "train.lr": 0.01}, evaluated_params={})
+              for k in range(6)]
+    for t, acc in zip(trials, (0.95, 0.94, 0.93, 0.92, 0.91, 0.90)):
+        sched.on_trial_add(None, t)
+        sched.on_trial_result(None, t, _result(1, acc, 10.0))
+    # the same result at the rung: a searcher's config is stopped, the warm start's goes on
+    late = SimpleNamespace(trial_id="late", config={"x": 99, "train.lr": 0.01}, evaluated_params={})
+    warm_trial = SimpleNamespace(trial_id="warm", config=dict(warm), evaluated_params={})
+    for t in (late, warm_trial):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, late, _result(1, 0.5, 20.0)) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, warm_trial, _result(1, 0.5, 20.0)) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, warm_trial, _result(9, 0.5, 20.0)) == TrialScheduler.STOP  # at max_t

@@ -91,6 +91,12 @@ def test_hawq_configs_meet_their_budgets_and_sensitivities_are_saved(own, workdi
     saved = json.loads((workdir / "out" / "run" / "sensitivity.json").read_text())
     assert set(saved["layers"]) == {"a", "dw", "pw", "b1", "b2"}
     assert all(v["omega"]["2"] >= v["omega"]["8"] for v in saved["layers"].values())
+    # the space searches activation widths: every (w, a) pair is a choice, the activations' loss measured
+    assert all(set(v["act_loss"]) == {"4", "8"} for v in saved["layers"].values())
+    assert set(sens.choices) == {(w, a) for w in (2, 4, 8) for a in (4, 8)}
+    layer = next(iter(saved["layers"]))
+    assert sens.omega[layer][(2, 4)] - sens.omega[layer][(2, 8)] == pytest.approx(
+        2 * max(0.0, saved["layers"][layer]["act_loss"]["4"]) - 2 * max(0.0, saved["layers"][layer]["act_loss"]["8"]))
     cost = kind.cost_model(prep)
     configs = hawq_configs(sens, spread_budgets(sens, 4))
     assert len(configs) >= 3
