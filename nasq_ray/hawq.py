@@ -30,9 +30,10 @@ class BitSensitivity:
 
     ``units`` are bit-parameter keys (``KEY.w_bits`` / ``KEY.a_bits`` in the space); ``choices``
     the (w_bits, a_bits) pairs a unit may take; per unit and choice: ``omega`` (summed over the
-    unit's layers) and ``cost`` (the unit's share of the cost metric). ``const`` is the cost the
-    units do not decide (pinned and float layers, the logit quantizer); ``base`` a config the
-    choices are written into. ``layers`` keeps the per-layer numbers for the results folder and
+    unit's layers) and ``cost`` (the unit's share of the cost metric; under :func:`rebased`, the
+    change from the unit at its widest choice). ``const`` is the cost the units do not decide
+    (pinned and float layers, the logit quantizer; under :func:`rebased`, the cost with every unit
+    at its widest choice); ``base`` a config the choices are written into. ``layers`` keeps the per-layer numbers for the results folder and
     the report."""
 
     metric: str
