@@ -63,6 +63,7 @@ class SearchConfig:
     finetune_epochs: int = 5  # oneshot phase 3 (0: none)
     finetune_top: int = 8  # oneshot phase 3: at most this many front models fine-tuned
     head_steps: int = 100  # oneshot phases 2-3: Adam steps refitting a sub-network's head (0: inherited as is)
+    subnet_val_samples: int | None = 2000  # oneshot phases 1-2: validation samples scoring a sub-network (None: all)
 
 
 @dataclass
@@ -301,6 +302,8 @@ def validate(cfg: ExperimentConfig) -> None:
         (s.finetune_epochs >= 0, "search.finetune_epochs", s.finetune_epochs, "integers >= 0"),
         (s.finetune_top >= 1, "search.finetune_top", s.finetune_top, "integers >= 1"),
         (s.head_steps >= 0, "search.head_steps", s.head_steps, "integers >= 0"),
+        (s.subnet_val_samples is None or s.subnet_val_samples >= 1, "search.subnet_val_samples",
+         s.subnet_val_samples, "integers >= 1, or null (the whole validation split)"),
         (m.float_epochs >= 0, "model.float_epochs", m.float_epochs, "integers >= 0"),
         (m.trace in ("auto", "fx", "hooks"), "model.trace", m.trace, "auto, fx, hooks"),
         (s.num_samples >= 1, "search.num_samples", s.num_samples, "integers >= 1"),

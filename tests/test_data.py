@@ -686,3 +686,34 @@ def test_a_data_factory_reads_the_same_batches_with_dataloader_workers(tmp_path,
     a = [y for _, y, _ in inline.epoch(32, torch.Generator().manual_seed(1))]
     b = [y for _, y, _ in workers.epoch(32, torch.Generator().manual_seed(1))]
     assert len(a) == len(b) and all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_a_subset_of_a_split_is_n_samples_drawn_once_per_seed_from_it(tmp_path, monkeypatch):
+    import torch
+
+    from nasq_ray.data import DatasetBatches, load_user_data
+    from nasq_ray.data.batches import ArrayBatches
+    from nasq_ray.data.builtin import Split
+    from user_model_code import write_user_module
+
+    rng = np.random.default_rng(0)
+    whole = ArrayBatches(Split(rng.normal(size=(50, 1, 2, 2)).astype(np.float32), np.arange(50) % 10))
+    assert whole.subset(None, 0) is whole and whole.subset(50, 0) is whole
+    part = whole.subset(12, 3)
+    x, y = torch.cat([xb for xb, _ in part.eval(5)]), torch.cat([yb for _, yb in part.eval(5)])
+    assert len(part) == len(y) == 12
+    rows = [int(np.flatnonzero((whole.split.x == xi.numpy()).all(axis=(1, 2, 3)))[0]) for xi in x]
+    assert rows == sorted(set(rows)) and [int(v) for v in y] == [r % 10 for r in rows]
+    assert [int(v) for _, yb in whole.subset(12, 3).eval() for v in yb] == [int(v) for v in y]  # the seed's draw
+    assert [int(v) for _, yb in whole.subset(12, 4).eval() for v in yb] != [int(v) for v in y]
+    picked = pickle.loads(pickle.dumps(part))  # what a Ray worker gets
+    assert torch.equal(torch.cat([xb for xb, _ in picked.eval()]), x)
+
+    write_user_module(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    data = load_user_data("mynet:data", {"n": 100})
+    factory = DatasetBatches(data, "val", 0)
+    some = factory.subset(7, 0)
+    labels = torch.cat([yb for _, yb in some.eval(3)])
+    assert len(some) == len(labels) == 7 and len(factory.subset(10**6, 0)) == len(factory)
+    assert len(some.subset(3, 1)) == 3

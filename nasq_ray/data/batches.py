@@ -103,16 +103,39 @@ class ArrayBatches:
         for start in range(0, len(y), batch_size):
             yield x[start:start + batch_size], y[start:start + batch_size]
 
+    def subset(self, n: int | None, seed: int) -> ArrayBatches:
+        """``n`` samples drawn at random with ``seed`` (in their order here); all when ``n`` is None or
+        not below the size."""
+        idx = sample_indices(len(self), n, seed)
+        if idx is None:
+            return self
+        if len(self.split) == len(self):
+            return ArrayBatches(Split(self.split.x[idx], self.split.y[idx]), self.augment, self.device)
+        x, y = self.tensors
+        return ArrayBatches.of_tensors(x[torch.from_numpy(idx).to(x.device)], y[torch.from_numpy(idx).to(y.device)],
+                                       self.augment)
+
 
 class DatasetBatches:
     """A split of a user's data factory, read through a ``DataLoader`` with ``workers`` processes."""
 
-    def __init__(self, data, split: str, workers: int = 0, device: str = "cpu"):
+    def __init__(self, data, split: str, workers: int = 0, device: str = "cpu", indices: np.ndarray | None = None):
         self.data, self.split, self.workers, self.device = data, split, workers, device
+        self.indices = indices  # a subset of the split (``subset``); None: all of it
 
     @property
     def dataset(self):
-        return self.data.datasets()[self.split]
+        whole = self.data.datasets()[self.split]
+        return whole if self.indices is None else torch.utils.data.Subset(whole, self.indices.tolist())
+
+    def subset(self, n: int | None, seed: int) -> DatasetBatches:
+        """``n`` samples drawn at random with ``seed``; all when ``n`` is None or not below the size."""
+        idx = sample_indices(len(self), n, seed)
+        if idx is None:
+            return self
+        if self.indices is not None:
+            idx = self.indices[idx]
+        return DatasetBatches(self.data, self.split, self.workers, self.device, idx)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -134,6 +157,13 @@ class DatasetBatches:
     def eval(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for xb, yb in self._loader(batch_size, False):
             yield xb.to(self.device), yb.to(self.device)
+
+
+def sample_indices(size: int, n: int | None, seed: int) -> np.ndarray | None:
+    """``n`` of ``range(size)`` drawn with ``seed``, sorted; None where ``n`` is None or >= ``size``."""
+    if n is None or n >= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(size, n, replace=False))
 
 
 def first_labelled_batches(batches, n_batches: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -83,6 +83,7 @@ def test_phase_1_resumes_after_a_sigkill_of_the_driver(tmp_path):
     (["--oneshot", "--scheduler", "pbt"], "search.mode: oneshot scores sub-networks"),
     (["--oneshot", "--model", "mynet:Net"], "has no elastic dimension"),
     (["--oneshot", "--set", "search.head_steps=-1"], "search.head_steps"),
+    (["--oneshot", "--set", "search.subnet_val_samples=0"], "search.subnet_val_samples"),
 ])
 def test_bad_one_shot_combinations_exit_2_with_one_line(ray_cluster, tmp_path, capsys, argv, needle):
     rc = main([*argv, "--out", str(tmp_path), "--name", "bad"])

@@ -118,3 +118,16 @@ def test_the_subnet_kind_conforms_and_scores_in_one_report(phase1):
     reports = []
     kind.run(config, prep.context, lambda m, p: reports.append(m))
     assert len(reports) == 1 and reports[0]["size_kb"] == cost
+
+
+def test_the_subnet_kind_scores_on_search_subnet_val_samples_of_the_validation_split(phase1):
+    d = phase1[0]
+    made = {}
+    for n in (None, 40):
+        _, made[n] = prepare(from_dict({"space": str(d / "space.yaml"), "trial": "subnet", "out": str(d.parent),
+                                        "name": d.name, "data": {"max_train": 500},
+                                        "search": {"max_epochs": 1, "subnet_val_samples": n}}))
+    whole, part = made[None].context.val, made[40].context.val
+    assert len(part) == 40 < len(whole)
+    _, trained = prepare(from_dict({"space": str(d / "space.yaml"), "data": {"max_train": 500}}))
+    assert len(trained.context.val) == len(whole)  # per-trial training scores on all of it
