@@ -114,17 +114,18 @@ def solve_widths(sens: BitSensitivity, budget: float) -> dict[str, Choice] | Non
     one_each = np.zeros((n_u, n_u * n_c))
     for i in range(n_u):
         one_each[i, i * n_c:(i + 1) * n_c] = 1
-    # ties in sensitivity (a layer whose error is 0 at several widths) go to the cheaper choice
-    span = max(1.0, float(np.abs(cost).max()))
-    tie = 1e-9 * (cost.reshape(-1) - cost.min()) / span
-    res = milp(c=omega.reshape(-1) / scale + tie, integrality=np.ones(n_u * n_c),
+    res = milp(c=omega.reshape(-1) / scale, integrality=np.ones(n_u * n_c),
                bounds=Bounds(0, 1),
                constraints=[LinearConstraint(one_each, 1, 1),
                             LinearConstraint(cost.reshape(1, -1), -np.inf, budget - sens.const)])
     if res.status != 0 or res.x is None:
         return None
     x = res.x.reshape(n_u, n_c)
-    return {u: choices[int(np.argmax(x[i]))] for i, u in enumerate(units)}
+    # ties in sensitivity (a layer whose error is 0 at several widths) go to the cheapest of them, and
+    # among those to the widest (the solver stops within a relative gap: it does not break them itself)
+    picked = [int(np.argmax(x[i])) for i in range(n_u)]
+    return {u: choices[min((j for j in range(n_c) if omega[i, j] <= omega[i, picked[i]]),
+                           key=lambda j: (cost[i, j], -j))] for i, u in enumerate(units)}
 
 
 def spread_budgets(sens: BitSensitivity, n: int, max_cost: float | None = None) -> list[float]:

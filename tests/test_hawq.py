@@ -86,3 +86,15 @@ def test_with_activation_widths_as_choices_the_sensitive_activations_stay_wide()
     sens = BitSensitivity("bitops", ("l0", "l1"), choices, omega, cost, 0.0, base)
     assert solve_widths(sens, 2 * 8 + 2 * 4) == {"l0": (2, 8), "l1": (2, 4)}  # narrow weights, wide activations
     assert sens.config({"l0": (2, 8), "l1": (2, 4)}) == {"l0.w_bits": 2, "l0.a_bits": 8, "l1.w_bits": 2, "l1.a_bits": 4}
+
+
+@pytest.mark.parametrize("shift", [0.0, -1e6])  # costs as the units' totals or as changes from their widest
+def test_ties_in_sensitivity_go_to_the_cheapest_choice_then_the_widest(shift):
+    choices = ((4, 4), (4, 8), (8, 4), (8, 8))
+    omega = {"flat": {c: 0.0 if c[0] == 8 else 1.0 for c in choices},  # no loss at w=8, whatever a
+             "free": {c: 0.0 if c[0] == 8 else 1.0 for c in choices}}
+    cost = {"flat": {(w, a): float(w * a) + shift for w, a in choices},  # a costs: the cheaper a wins
+            "free": {(w, a): float(w) + shift for w, a in choices}}  # a is free (size): the wider a wins
+    sens = BitSensitivity("bitops", ("flat", "free"), choices, omega, cost, -2 * shift, {})
+    for budget in (sens.total_cost({"flat": (8, 4), "free": (8, 4)}), sens.cost_range()[1] + 1e3):
+        assert solve_widths(sens, budget) == {"flat": (8, 4), "free": (8, 8)}

@@ -17,7 +17,6 @@ and the warm start for every other searcher (:meth:`OwnModelTrial.sensitivity`).
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -393,8 +392,3 @@ def _distils(space: ModelSpace) -> bool:
     if prm is not None and values is None:
         return True  # a range
     return any(v > 0 for v in (values or [space.constants.get("distill.alpha", 0.0)]))
-
-
-def sensitivity_json(prepared: Prepared) -> dict | None:
-    path = Path(prepared.context.results_dir) / SENSITIVITY_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

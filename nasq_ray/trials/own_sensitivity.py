@@ -1,6 +1,7 @@
 """HAWQ-V3 sensitivities of a user model, put in the form the integer program takes
 (:class:`nasq_ray.hawq.BitSensitivity`): per bit parameter of the space (a layer, a block, or the
-whole network) and weight width, the summed sensitivity of its layers and their share of the cost.
+whole network) and weight width, the summed sensitivity of its layers and what it changes in the
+cost (read from the cost model, :func:`nasq_ray.hawq.rebased`).
 
 The Hessian traces are estimated once on the float model (a few training batches, eight Rademacher
 probes each) and kept in the results folder's ``sensitivity.json`` with the sensitivities per
@@ -15,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..cost import layer_cost, with_bits
 from ..errors import ConfigError
-from ..hawq import BitSensitivity
+from ..hawq import BitSensitivity, rebased
 from ..objective import LATENCY_METRIC
 from ..quant.sensitivity import hessian_traces, weight_error
 from .own_prepare import calibrate_ranges_, float_net, prefixed_quant
@@ -36,7 +36,7 @@ def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensit
     """Per unit and (w_bits, a_bits) choice: the weights' HAWQ-V3 sensitivity plus, where the space
     searches activation widths, twice the loss increase measured with the unit's input activations
     alone at that width (HAWQ-V3's omega is twice the second-order loss increase, so the two add up
-    in one unit); and the unit's share of the cost."""
+    in one unit); and the change in cost from every unit at its widest choice."""
     ctx, space, metric = prepared.context, prepared.space, prepared.objective.cost
     if metric not in HAWQ_METRICS:
         why = "is measured, not a sum over layers" if metric == LATENCY_METRIC else "does not depend on the bits"
@@ -67,14 +67,6 @@ def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensit
                         "omega": {str(b): mean * weight_error(w, b, per_channel) for b in widths}}
         if a_searched:
             per_layer[L]["act_loss"] = {str(a): act_loss[L][a] for a in a_searched}
-    shapes = {s.name: s for s in ctx.shapes}
-
-    def unit_cost(u: str, choice: tuple[int, int]) -> float:
-        members = space.governs(f"{u}.w_bits")
-        costs = [layer_cost(s) for s in with_bits([shapes[L] for L in members], {L: choice for L in members},
-                                                   per_channel=per_channel)]
-        value = sum(getattr(c, "size_bits" if metric == "size_kb" else metric) for c in costs)
-        return value / 8000.0 if metric == "size_kb" else float(value)
 
     def unit_omega(u: str, choice: tuple[int, int]) -> float:
         members = space.governs(f"{u}.w_bits")
@@ -82,12 +74,9 @@ def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensit
         return sum(per_layer[L]["omega"][str(w)] + 2 * max(0.0, act_loss.get(L, {}).get(a, 0.0)) for L in members)
 
     omega = {u: {c: unit_omega(u, c) for c in choices} for u in units}
-    cost = {u: {c: unit_cost(u, c) for c in choices} for u in units}
-    top = max(choices)
-    sens = BitSensitivity(metric, tuple(units), choices, omega, cost, 0.0, space.default_config(), per_layer)
-    base = space.validate(sens.config({u: top for u in units}))
-    const = kind.cost_model(prepared)(base) - sum(cost[u][top] for u in units)  # pinned and float layers, logits
-    sens = BitSensitivity(metric, tuple(units), choices, omega, cost, const, base, per_layer)
+    sens = BitSensitivity(metric, tuple(units), choices, omega, {}, 0.0, space.default_config(), per_layer)
+    widest = space.validate(sens.config({u: sens.widest() for u in units}))
+    sens = rebased(sens, widest, kind.cost_model(prepared))  # each unit's cost: the change the cost model measures
     path = Path(ctx.results_dir) / file_name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(sens.as_json(), indent=1) + "\n")
