@@ -112,8 +112,8 @@ class ArrayBatches:
         if len(self.split) == len(self):
             return ArrayBatches(Split(self.split.x[idx], self.split.y[idx]), self.augment, self.device)
         x, y = self.tensors
-        return ArrayBatches.of_tensors(x[torch.from_numpy(idx).to(x.device)], y[torch.from_numpy(idx).to(y.device)],
-                                       self.augment)
+        at = torch.from_numpy(idx).to(x.device)
+        return ArrayBatches.of_tensors(x[at], y[at], self.augment)
 
 
 class DatasetBatches:

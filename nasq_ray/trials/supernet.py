@@ -289,6 +289,12 @@ def run_subnet(config: dict, ctx: SubnetContext, report: Reporter, state: dict |
     return metrics
 
 
+def scoring_split(val, cfg):
+    """The validation samples phases 1 and 2 score sub-networks on: ``search.subnet_val_samples`` of
+    ``val`` drawn with the run's seed, the same in both phases."""
+    return val.subset(cfg.search.subnet_val_samples, cfg.search.seed)
+
+
 class SupernetTrial(TrainedTrial):
     """Phase 1 of ``search.mode: oneshot``: one trial training the super-network."""
 
@@ -306,8 +312,7 @@ class SupernetTrial(TrainedTrial):
         fixed = phase1_training(space)  # the values phases 2 and 3 hold too
         lr = fixed.get("train.lr", _middle(space, "train.lr"))
         batch = int(fixed.get("train.batch_size", _middle(space, "train.batch_size")))
-        val = t.val.subset(cfg.search.subnet_val_samples, cfg.search.seed)
-        ctx = SupernetContext(space, t.train, val, cfg.search.max_epochs, objective, lr=lr, batch_size=batch,
+        ctx = SupernetContext(space, t.train, scoring_split(t.val, cfg), cfg.search.max_epochs, objective, lr=lr, batch_size=batch,
                               seed=cfg.search.seed, threads=t.threads, device=t.device, head_steps=cfg.search.head_steps)
         return type(prep)(self.name, space, objective, ctx, test=prep.test)
 
@@ -376,8 +381,7 @@ class SubnetTrial(TrainedTrial):
         check_shareable(prep.space)
         space = pinned_training_space(raw_space, prep.space)
         t = prep.context
-        val = t.val.subset(cfg.search.subnet_val_samples, cfg.search.seed)
-        ctx = SubnetContext(space, t.train, val, objective, str(cfg.out_dir / SUPERNET_FILE),
+        ctx = SubnetContext(space, t.train, scoring_split(t.val, cfg), objective, str(cfg.out_dir / SUPERNET_FILE),
                             head_steps=cfg.search.head_steps, seed=cfg.search.seed, threads=t.threads, device=t.device)
         return type(prep)(self.name, space, objective, ctx, test=prep.test)
 
