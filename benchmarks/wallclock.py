@@ -14,7 +14,8 @@ is measured (each runner also gives its points' finishing times, for fronts over
   thread count; a trial still running at the deadline is cut, as Ray's time budget cuts its trials.
 
 Besides the hypervolume it prints how each runner spent its time: trials started, trained to the end
-(complete), and stopped early (pruned, or cut at the deadline).
+(complete), and stopped early (pruned, or cut at the deadline); and, per budget, each nasq-ray runner
+against the peer seed by seed (mean difference, its standard error, seeds ahead).
 
     python benchmarks/wallclock.py [--budgets 120,300] [--seeds 3] [--runners default,gp,optuna]
 """
@@ -159,6 +160,17 @@ def main() -> None:
         sd = statistics.stdev(hvs) if len(hvs) > 1 else 0.0
         print(f"{seconds:>6.0f} {LABELS[name]:<28} {statistics.mean(hvs):.3f} +- {sd:.3f}  "
               + " ".join(f"{h:.3f}" for h in hvs))
+    for (name, seconds), hvs in table.items():  # each nasq-ray runner against the peer, seed by seed
+        peer = table.get(("optuna", seconds))
+        if name != "optuna" and peer and len(peer) == len(hvs):
+            print(paired_line(f"{seconds:>6.0f} {LABELS[name]} - {LABELS['optuna']}", hvs, peer))
+
+
+def paired_line(label: str, ours: list[float], peer: list[float]) -> str:
+    """The per-seed difference ``ours - peer``: mean, its standard error, and the seeds ``ours`` leads on."""
+    d = [a - b for a, b in zip(ours, peer)]
+    se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else 0.0
+    return f"{label}: paired {statistics.mean(d):+.3f} +- {se:.3f} (SE), ahead on {sum(x > 0 for x in d)} of {len(d)} seeds"
 
 
 if __name__ == "__main__":
