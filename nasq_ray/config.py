@@ -26,6 +26,7 @@ class DataConfig:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_train: int | None = None
+    max_val: int | None = None  # cap on validation samples (stratified): every epoch's score is measured on them
     seed: int = 0
     args: dict = field(default_factory=dict)  # keyword arguments of a data factory
     workers: int = 0  # DataLoader worker processes for a data factory's Datasets (0: in the trial's process)
@@ -317,6 +318,7 @@ def validate(cfg: ExperimentConfig) -> None:
         (r.cpus_per_trial > 0, "resources.cpus_per_trial", r.cpus_per_trial, "numbers > 0"),
         (r.gpus_per_trial >= 0, "resources.gpus_per_trial", r.gpus_per_trial, "numbers >= 0"),
         (d.max_train is None or d.max_train >= 2, "data.max_train", d.max_train, "integers >= 2"),
+        (d.max_val is None or d.max_val >= 2, "data.max_val", d.max_val, "integers >= 2"),
         (0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "numbers in (0, 1)"),
         (0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "numbers in (0, 1)"),
     ]

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-dir", metavar="PATH", help="folder (or CSV file) holding the dataset in its standard format")
     a("--label-column", help="label column of a CSV dataset (default: label)")
     a("--max-train", type=int, metavar="N", help="use at most N training samples (stratified)")
+    a("--max-val", type=int, metavar="N", help="use at most N validation samples (stratified): every epoch's "
+      "val_acc is measured on them")
     a("--searcher", help="search strategy by name (default: tpe; ehvi with --objective multi; random with "
                                                 "--scheduler pbt); see --list-strategies")
     a("--searcher-arg", action="append", metavar="K=V", help="keyword argument for the searcher (repeatable)")
@@ -106,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _FLAG_FIELDS = {
     "space": "space", "data": "data.name", "data_dir": "data.dir", "label_column": "data.label_column",
-    "max_train": "data.max_train", "searcher": "search.searcher", "scheduler": "search.scheduler",
+    "max_train": "data.max_train", "max_val": "data.max_val", "searcher": "search.searcher", "scheduler": "search.scheduler",
     "num_samples": "search.num_samples", "max_epochs": "search.max_epochs", "seed": "search.seed",
     "cost": "objective.cost", "target": "objective.target", "max_cost": "objective.max_cost", "latency": "objective.latency", "out": "out", "name": "name",
     "cpus_per_trial": "resources.cpus_per_trial", "gpus_per_trial": "resources.gpus_per_trial",

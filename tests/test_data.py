@@ -143,6 +143,21 @@ def test_max_train_larger_than_split_is_noop(digits):
     assert len(ds.train) == len(digits.train)
 
 
+def test_max_val_caps_the_validation_split_stratified_and_leaves_the_others(digits):
+    ds = load_dataset("digits", max_val=100)
+    assert len(ds.val) == 100
+    counts = np.bincount(ds.val.y, minlength=10)
+    assert counts.min() >= 9 and counts.max() <= 11  # 10 classes, 10 each, give or take the rounding
+    rows = {r.tobytes() for r in digits.val.x}
+    assert all(r.tobytes() in rows for r in ds.val.x)  # a subset of the whole validation split
+    np.testing.assert_array_equal(ds.train.x, digits.train.x)
+    np.testing.assert_array_equal(ds.test.y, digits.test.y)
+    both = load_dataset("digits", max_train=200, max_val=50)  # the training cap draws the same with or without it
+    np.testing.assert_array_equal(both.train.y, load_dataset("digits", max_train=200).train.y)
+    assert len(both.val) == 50
+    assert len(load_dataset("digits", max_val=10_000).val) == len(digits.val)
+
+
 def test_without_test(digits):
     d = digits.without_test()
     assert len(d.test) == 0

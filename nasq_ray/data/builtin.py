@@ -58,8 +58,9 @@ class Dataset:
 
 def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, label_column: str = "label",
                  val_fraction: float = 0.2, test_fraction: float = 0.2, max_train: int | None = None,
-                 seed: int = 0) -> Dataset:
-    """Load ``name`` and split it (stratified, fixed ``seed``). ``max_train`` caps the training split."""
+                 max_val: int | None = None, seed: int = 0) -> Dataset:
+    """Load ``name`` and split it (stratified, fixed ``seed``). ``max_train`` and ``max_val`` cap the
+    training and validation splits (stratified subsets; the test split is never capped)."""
     if name not in DATASETS:
         raise unknown_name("data", name, DATASETS)
     if name != "digits" and data_dir is None:
@@ -87,6 +88,8 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, la
     train_idx, val_idx = _stratified_split(y, val_fraction, rng)
     if max_train is not None and max_train < len(train_idx):
         train_idx = train_idx[_stratified_subset(y[train_idx], max_train, rng)]
+    if max_val is not None and max_val < len(val_idx):  # drawn after the training cap, which it leaves alone
+        val_idx = val_idx[_stratified_subset(y[val_idx], max_val, rng)]
     xtr, xval, xte = _standardize(x[train_idx], x[val_idx], test[0])
     return Dataset(name, Split(xtr, y[train_idx]), Split(xval, y[val_idx]), Split(xte, test[1]), num_classes)
 

@@ -37,7 +37,8 @@ def load_data(d, device: str = "cpu", num_classes: int | None = None) -> DataBun
     ``num_classes``: already known, so a data factory's labels need no scan; 0: left for the caller to
     tell (a user model's outputs say it), the bundle's ``num_classes`` is then 0 for a data factory."""
     if is_factory(d.name):
-        for key, value, default in (("augment", d.augment, False), ("max_train", d.max_train, None)):
+        for key, value, default in (("augment", d.augment, False), ("max_train", d.max_train, None),
+                                     ("max_val", d.max_val, None)):
             if value != default:
                 raise ConfigError(f"data.{key}: not available with a data factory (its Datasets are used as they are, "
                                   "transforms and size included); leave it out")
@@ -49,7 +50,8 @@ def load_data(d, device: str = "cpu", num_classes: int | None = None) -> DataBun
         raise ConfigError(f"data.args: keyword arguments are for a data factory (MODULE:CALLABLE); data '{d.name}' "
                           "is built in and takes none")
     data = load_dataset(d.name, d.dir, label_column=d.label_column, val_fraction=d.val_fraction,
-                        test_fraction=d.test_fraction, max_train=d.max_train, seed=d.seed)
+                        test_fraction=d.test_fraction, max_train=d.max_train, max_val=d.max_val,
+                        seed=d.seed)
     aug = augment_mode(d.name, d.augment)
     return DataBundle(ArrayBatches(data.train, aug, device), ArrayBatches(data.val, None, device),
                       ArrayBatches(data.test, None, device) if len(data.test) else None,

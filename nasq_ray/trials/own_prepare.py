@@ -44,7 +44,8 @@ def _cache_key(cfg, input_shape) -> str:
     m, d = cfg.model, cfg.data
     text = repr((m.factory if isinstance(m.factory, str) else getattr(m.factory, "__qualname__", m.factory),
                  sorted(m.args.items()), m.float_epochs, repr(d.name), d.dir, sorted(d.args.items()), d.max_train,
-                 d.seed, d.val_fraction, d.test_fraction, d.augment, cfg.search.seed, tuple(input_shape)))
+                 d.seed, d.val_fraction, d.test_fraction, d.augment, cfg.search.seed, tuple(input_shape),
+                 *(() if d.max_val is None else (('max_val', d.max_val),))))  # keys made before max_val unchanged
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

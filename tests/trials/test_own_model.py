@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nasq_ray.config import from_dict
-from nasq_ray.errors import NasqError
+from nasq_ray.errors import ConfigError, NasqError
 from nasq_ray.testing import check_trial_kind
 from nasq_ray.trials import prepare
 from user_model_code import write_user_module
@@ -158,6 +158,12 @@ def test_bad_user_data_is_refused_in_one_line(workdir, data, message):
     with pytest.raises(NasqError) as e:
         prepare(_cfg(workdir, data={"name": data, "max_train": None}, name="bad"))
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_data_factory_refuses_the_built_in_caps(workdir):
+    with pytest.raises(ConfigError) as e:
+        prepare(_cfg(workdir, data={"name": "mynet:data", "max_train": None, "max_val": 50}, name="cap"))
+    assert str(e.value).startswith("data.max_val: not available with a data factory") and "\n" not in str(e.value)
 
 
 def test_run_search_takes_the_model_callable_itself(workdir):
