@@ -166,6 +166,14 @@ def test_a_data_factory_refuses_the_built_in_caps(workdir):
     assert str(e.value).startswith("data.max_val: not available with a data factory") and "\n" not in str(e.value)
 
 
+def test_the_float_model_cache_key_tells_a_capped_validation_split_apart(workdir):
+    from nasq_ray.trials.own_prepare import _cache_key
+
+    plain, capped = _cache_key(_cfg(workdir), (1, 8, 8)), _cache_key(_cfg(workdir, data={"max_val": 50}), (1, 8, 8))
+    assert plain != capped != _cache_key(_cfg(workdir, data={"max_val": 60}), (1, 8, 8))
+    assert plain == _cache_key(_cfg(workdir, data={"max_val": None}), (1, 8, 8))
+
+
 def test_run_search_takes_the_model_callable_itself(workdir):
     import mynet
 
