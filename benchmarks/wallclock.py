@@ -17,7 +17,7 @@ Besides the hypervolume it prints how each runner spent its time: trials started
 (complete), and stopped early (pruned, or cut at the deadline); and, per budget, each nasq-ray runner
 against the peer seed by seed (mean difference, its standard error, seeds ahead).
 
-    python benchmarks/wallclock.py [--budgets 120,300] [--seeds 3] [--runners default,gp,optuna]
+    python benchmarks/wallclock.py [--budgets 120,300] [--seeds 3] [--first-seed 0] [--runners default,gp,optuna]
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budgets", default="120,300")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run: first-seed .. first-seed + seeds - 1")
     ap.add_argument("--runners", default="default,gp,optuna")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -148,7 +149,7 @@ def main() -> None:
     table: dict[tuple[str, float], list[float]] = {}
     with tempfile.TemporaryDirectory() as out:
         for seconds in (float(b) for b in args.budgets.split(",")):
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for name in runners:  # interleaved, so that the machine's drift hits every runner alike
                     r = RUNNERS[name](seconds, seed, out)
                     hv = hypervolume([p[:2] for p in r["points"]], REF, MODES) if r["points"] else 0.0
