@@ -13,7 +13,7 @@ import sys
 from .errors import ConfigError, NasqError
 
 EPILOG = """examples:
-  python -m nasq_ray.run                                  # default search on digits (~2-3 min)
+  python -m nasq_ray.run                                  # default search on digits (~1 min on 2 cores)
   python -m nasq_ray.run --space mlp --num-samples 40
   python -m nasq_ray.run --data mnist --data-dir ~/data/mnist --space digits_small --max-train 10000
   python -m nasq_ray.run --objective multi                # ehvi on (val_acc, size_kb)
