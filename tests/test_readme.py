@@ -75,3 +75,30 @@ def test_the_python_api_example_runs_as_written_up_to_the_search(capsys):
     exec(compile(before_search, "README.md (Python API)", "exec"), {})
     macs, bitops, size_bits, avg_w_bits = capsys.readouterr().out.split()
     assert int(macs) > 0 and int(bitops) > 0 and float(size_bits) > 0 and 1 <= float(avg_w_bits) <= 32
+
+
+def _run_commands() -> tuple[list[list[str]], list[list[str]]]:
+    """The arguments of every ``python -m nasq_ray.run`` the README shows: in its bash blocks, and
+    inline (in backticks, where a placeholder such as ``NAME`` may stand for a value)."""
+    import shlex
+
+    blocks, inline = [], []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.splitlines():
+            m = re.search(r"python -m nasq_ray\.run\b(.*)", line.split(" # ")[0])
+            if m:
+                blocks.append(shlex.split(m.group(1)))
+    for m in re.finditer(r"`python -m nasq_ray\.run\b([^`]*)`", README):
+        inline.append(shlex.split(m.group(1)))
+    return blocks, inline
+
+
+def test_every_run_command_the_readme_shows_parses_and_its_bash_blocks_make_a_valid_config():
+    from nasq_ray.run import build_parser, config_from_args
+
+    blocks, inline = _run_commands()
+    assert len(blocks) >= 10 and len(inline) >= 3
+    for args in blocks:
+        config_from_args(build_parser().parse_args(args))  # a bad flag or value exits 2 / raises here
+    for args in inline:
+        build_parser().parse_args(args)
