@@ -28,6 +28,35 @@ class Lazy:
         return self.make()
 
 
+def _value_kind(value) -> str | None:
+    """What a keyword's default says its values are: a boolean, a number, or (None) anything."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return None
+
+
+def check_args(factory: Callable, user_args: dict, field: str, label: str, skip: tuple[str, ...] = ()) -> None:
+    """User keywords that ``factory`` does not name (unless it takes ``**kwargs``), and values whose
+    kind differs from the keyword's default (a number, a boolean), raise a ``ConfigError`` naming
+    ``field``, the keyword and what is allowed: the factory would otherwise fail later, inside Ray or
+    Optuna, with a traceback. ``skip``: keywords the caller fills in itself."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    named = {k: p for k, p in params.items() if k not in skip and k != "self"
+             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    unknown = sorted(set(user_args) - set(named))
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise ConfigError(f"{field}: {label} does not accept {unknown}; allowed: {', '.join(named) or 'none'}")
+    for k, v in user_args.items():
+        expected = _value_kind(named[k].default) if k in named else None
+        if expected and _value_kind(v) != expected:
+            raise ConfigError(f"{field}: {k}={v!r} is not allowed; allowed: {expected} ({label})")
+
+
 def call_factory(factory: Callable, user_args: dict, field: str, label: str, required: dict | None = None,
                  offered: dict | None = None):
     """``factory(**required, **<those of offered it names>, **user_args)``: an offered keyword goes
@@ -41,6 +70,7 @@ def call_factory(factory: Callable, user_args: dict, field: str, label: str, req
     kwargs = dict(required or {})
     kwargs.update({k: v() if isinstance(v, Lazy) else v for k, v in (offered or {}).items()
                    if k in params and k not in user_args})
+    check_args(factory, user_args, field, label, skip=tuple(kwargs))
     try:
         inspect.signature(factory).bind(**kwargs, **user_args)
     except TypeError as e:

@@ -66,6 +66,12 @@ def test_bad_space_file(capsys, tmp_path, case):
     (["--searcher-arg", "oops"], "--searcher-arg: 'oops' is not allowed"),
     (["--searcher", "random", "--searcher-arg", "bogus=1"], "searcher_args"),
     (["--scheduler-arg", "bogus=1"], "scheduler_args"),
+    # values the searcher or scheduler would only trip on inside Optuna or Ray, with a traceback
+    (["--searcher-arg", "n_startup_trials=abc"], "searcher_args: n_startup_trials='abc' is not allowed; allowed: a number"),
+    (["--searcher-arg", "n_startp_trials=5"], "does not accept ['n_startp_trials']; allowed: consider_prior"),
+    (["--scheduler-arg", "grace_period=abc"], "scheduler_args.grace_period: 'abc' is not allowed"),
+    (["--max-epochs", "4", "--scheduler-arg", "grace_period=5"], "allowed: integers from 1 to max_epochs (4)"),
+    (["--scheduler", "hyperband", "--scheduler-arg", "reduction_factor=-2"], "scheduler_args.reduction_factor: -2"),
     (["--name", "a/b"], "name:"),
 ])
 def test_bad_flag(capsys, tmp_path, argv, needle):
@@ -102,6 +108,7 @@ def test_image_space_on_tabular_data(capsys, tmp_path):
     ("search:\n  num_samples: -3\n", "search.num_samples"),
     ("- just\n- a list\n", "expected a mapping"),
     ("objective:\n  form: pareto\n", "objective.form"),
+    ("search:\n  max_epochs: 1\nsearch:\n  num_samples: 1\n", "line 3: malformed YAML: key 'search' given twice (first on line 1)"),
 ])
 def test_bad_experiment_file(capsys, tmp_path, text, needle):
     path = tmp_path / "exp.yaml"

@@ -4,11 +4,11 @@ fake-quant on the test split.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 import torch
 from ..errors import ConfigError
+from ..results.files import read_trials_table
 from ..trials.base import CHECKPOINT_FILE, read_checkpoint
 from .packed import fake_quant_weights, pack_model, restored_weights, unpack
 
@@ -54,10 +54,9 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     cfg = saved_config(folder, "export")
     if not (folder / "trials.csv").is_file():
         raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no trials.csv)")
+    rows = read_trials_table(folder / ("pareto.csv" if pareto else "trials.csv"), "export")
     kind, prep = prepare(cfg)
     space = prep.space
-    with open(folder / ("pareto.csv" if pareto else "trials.csv")) as f:
-        rows = list(csv.DictReader(f))
     if trial is not None:
         rows = [r for r in rows if r["trial_id"] == trial]
         if not rows:

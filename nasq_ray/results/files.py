@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from collections.abc import Callable
 
+from ..errors import ConfigError
 from ..objective import ObjectiveConfig
 from ..space.search_space import SearchSpace
 from .records import METRIC_COLUMNS, TrialRecord, best_record, pareto_records
@@ -95,6 +96,19 @@ def write_reference(out_dir: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=list(REFERENCE_COLUMNS), extrasaction="ignore", restval="")
         w.writeheader()
         w.writerows({k: _fmt(v) for k, v in row.items()} for row in rows)
+
+
+def read_trials_table(path: Path, field: str) -> list[dict]:
+    """The rows of a run's trials.csv or pareto.csv, as written (strings); a file that is missing,
+    or lacks the ``trial_id`` and ``status`` columns every such file has, raises naming it."""
+    if not path.is_file():
+        raise ConfigError(f"{field}: '{path}' does not exist; it is written when a run ends")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("trial_id", "status") if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ConfigError(f"{field}: '{path}' is not a nasq-ray trials table (no {', '.join(missing)} column)")
+        return list(reader)
 
 
 def read_reference(folder: Path) -> list[dict]:

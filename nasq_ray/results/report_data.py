@@ -4,7 +4,6 @@ status, hypervolume over trials and parameter importances.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from ..config import saved_config
 from ..errors import ConfigError, NasqError
 from ..objective import hypervolume
 from ..trials.base import trial_status
-from .files import RECORD_COLUMNS, read_reference, record_row
+from .files import RECORD_COLUMNS, read_reference, read_trials_table, record_row
 from .records import TrialRecord, bits_of, pareto_front
 
 
@@ -111,8 +110,7 @@ def load_run(folder: str | Path, records: list[TrialRecord] | None = None) -> Ru
     table = folder / "trials.csv"
     rows = [record_row(r, list(r.config), fmt=lambda v: v) for r in records] if records is not None else None
     if rows is None and table.is_file():
-        with open(table) as f:
-            rows = [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        rows = [{k: _value(v) for k, v in row.items()} for row in read_trials_table(table, "report")]
     if rows is not None:
         for row in rows:
             tid = row["trial_id"]

@@ -150,6 +150,38 @@ _ARGS = {"asha": ("grace_period", "reduction_factor"), "hyperband": ("reduction_
          "moasha": ("grace_period", "reduction_factor")}
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# what each argument of the built-in schedulers allows (max_t: the run's max_epochs); Ray would
+# otherwise fail on a bad value with a traceback, or after Ray has started
+_ARG_RULES = {
+    "grace_period": (lambda v, max_t: _is_int(v) and 1 <= v <= max_t, "integers from 1 to max_epochs ({max_t})"),
+    "reduction_factor": (lambda v, max_t: _is_number(v) and v > 1, "numbers > 1"),
+    "min_samples_required": (lambda v, max_t: _is_int(v) and v >= 1, "integers >= 1"),
+    "perturbation_interval": (lambda v, max_t: _is_int(v) and 1 <= v <= max_t, "integers from 1 to max_epochs ({max_t})"),
+    "quantile_fraction": (lambda v, max_t: _is_number(v) and 0 <= v <= 0.5, "numbers from 0 to 0.5"),
+    "resample_probability": (lambda v, max_t: _is_number(v) and 0 <= v <= 1, "numbers from 0 to 1"),
+}
+
+
+def check_scheduler_args(name: str, args: dict, max_t: int) -> None:
+    """Unknown arguments of a built-in scheduler, and values it does not allow, raise naming them."""
+    bad = sorted(set(args) - set(_ARGS[name]))
+    if bad:
+        raise ConfigError(f"scheduler_args: scheduler '{name}' does not accept {bad}; allowed: "
+                          f"{', '.join(_ARGS[name]) or 'none'}")
+    for k, v in args.items():
+        allows, allowed = _ARG_RULES[k]
+        if v is not None and not allows(v, max_t):
+            raise ConfigError(f"scheduler_args.{k}: {v!r} is not allowed; allowed: {allowed.format(max_t=max_t)}")
+
+
 DEFAULT_SCHEDULER = "asha"
 # A multi-objective run ranks trials on (accuracy, cost): a scalar score at ASHA's rungs stops the cheap
 # end of the front (own model on Fashion-MNIST: every pruned trial stopped at its first rung; BENCHMARKS.md)
@@ -170,10 +202,7 @@ def build_scheduler(name: str, args: dict, *, metric: str, mode: str, max_t: int
     """The scheduler ``name`` with user ``args``; unknown names and arguments raise naming them.
     ``protected``: configs ``asha`` and ``moasha`` do not stop early (the warm start)."""
     if name in SCHEDULERS:
-        bad = sorted(set(args) - set(_ARGS[name]))
-        if bad:
-            raise ConfigError(f"scheduler_args: scheduler '{name}' does not accept {bad}; allowed: "
-                              f"{', '.join(_ARGS[name]) or 'none'}")
+        check_scheduler_args(name, args, max_t)
         return SCHEDULERS[name](metric=metric, mode=mode, max_t=max_t, seed=seed, objective=objective,
                                 space=space, protected=protected, **args)
     eps = installed(ENTRY_POINT_GROUP)

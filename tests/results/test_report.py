@@ -122,6 +122,20 @@ def test_not_a_results_folder(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: report:")
 
 
+def test_a_trials_table_without_its_columns_or_a_missing_front_exits_2_with_one_line(tmp_path, capsys):
+    from nasq_ray.config import ExperimentConfig
+    from nasq_ray.export import main as export_main
+
+    (tmp_path / "experiment.yaml").write_text(ExperimentConfig(name="run").to_yaml())
+    (tmp_path / "trials.csv").write_text("trial_id,val_acc\nabc,0.5\n")  # not written by nasq-ray
+    assert main([str(tmp_path), "--out", str(tmp_path / "page")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trials.csv' is not a nasq-ray trials table (no status column)" in err[0]
+    assert export_main([str(tmp_path), "--pareto"]) == 2  # a run that ended writes pareto.csv; this one did not
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: export:") and "pareto.csv' does not exist" in err[0]
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

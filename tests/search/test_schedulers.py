@@ -29,6 +29,22 @@ def test_unknown_scheduler_and_arguments():
         build_scheduler("asha", {"brackets": 2}, metric="score", mode="max", max_t=9, seed=0, objective=OBJ)
 
 
+@pytest.mark.parametrize("name, args, needle", [
+    ("asha", {"grace_period": "abc"}, "scheduler_args.grace_period: 'abc' is not allowed; allowed: integers from 1 to max_epochs (9)"),
+    ("asha", {"grace_period": 10}, "scheduler_args.grace_period: 10"),
+    ("moasha", {"reduction_factor": 1}, "scheduler_args.reduction_factor: 1 is not allowed; allowed: numbers > 1"),
+    ("hyperband", {"reduction_factor": -2}, "scheduler_args.reduction_factor: -2"),
+    ("median", {"min_samples_required": 0}, "scheduler_args.min_samples_required: 0"),
+    ("pbt", {"quantile_fraction": 0.9}, "allowed: numbers from 0 to 0.5"),
+    ("pbt", {"resample_probability": True}, "scheduler_args.resample_probability: True"),
+])
+def test_values_ray_would_refuse_later_are_refused_by_name(name, args, needle):
+    with pytest.raises(ConfigError) as e:
+        build_scheduler(name, args, metric="score", mode="max", max_t=9, seed=0, objective=OBJ,
+                        space=load_space("digits_small"))
+    assert needle in str(e.value)
+
+
 def test_pbt_needs_training_hyperparameters_to_perturb():
     from nasq_ray.space import SearchSpace
 

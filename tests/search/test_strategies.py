@@ -325,8 +325,15 @@ def test_unknown_searcher_and_bad_arguments():
         make_searcher("tpee", space, ObjectiveConfig())
     with pytest.raises(ConfigError, match="searcher_args"):
         make_searcher("random", space, ObjectiveConfig(), bogus=1)
-    with pytest.raises(ConfigError, match="searcher_args"):
+    with pytest.raises(ConfigError, match="searcher_args: searcher 'tpe'.*does not accept \\['n_startup_trialz'\\]; "
+                                          "allowed: .*n_startup_trials"):
         make_searcher("tpe", space, ObjectiveConfig(), n_startup_trialz=3)
+    # a value of the wrong kind (Optuna would fail on it at the first suggestion, inside Ray)
+    for name, args in (("tpe", {"n_startup_trials": "abc"}), ("nsga2", {"population_size": "8"}),
+                       ("ehvi", {"n_random": [1]}), ("gp", {"deterministic_objective": 1})):
+        with pytest.raises(ConfigError, match=f"searcher_args: {next(iter(args))}=.* is not allowed; allowed: "):
+            make_searcher(name, space, ObjectiveConfig(multi=name == "ehvi"), **args)
+    assert make_searcher("tpe", space, ObjectiveConfig(), n_startup_trials=4) is not None  # right kind: taken
 
 
 def test_nsga2_asks_a_new_generation_only_when_the_last_one_has_ended():

@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ...errors import ConfigError, SearchSpaceError
+from ...plugins import check_args
 from ...objective import budget_violation, score
 from ...space.search_space import MAX_REJECTIONS
 from ...space.domains import Choice, Float, Int, Ordinal, Param, optuna_distribution
@@ -83,23 +84,21 @@ def budget_constraint(trial: optuna.trial.FrozenTrial) -> tuple[float]:
 
 def make_sampler(kind: str, objective, seed: int, **kwargs) -> optuna.samplers.BaseSampler:
     budget = {} if objective.max_cost is None or TRIAL_CONSTRAINTS else {"constraints_func": budget_constraint}
+    samplers = {"tpe": (optuna.samplers.TPESampler,
+                        dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=10, **budget)),
+                "nsga2": (optuna.samplers.NSGAIISampler, dict(population_size=16, **budget)),
+                "gp": (optuna.samplers.GPSampler, dict(n_startup_trials=10, **budget)),
+                "random": (optuna.samplers.RandomSampler, {})}
+    if kind not in samplers:
+        raise ConfigError(f"searcher: unknown Optuna sampler '{kind}'")
+    cls, opts = samplers[kind]
+    check_args(cls, kwargs, "searcher_args", f"searcher '{kind}' (Optuna's {cls.__name__})", skip=("seed",))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            if kind == "tpe":
-                opts = dict(multivariate=True, group=True, constant_liar=True, n_startup_trials=10, **budget)
-                return optuna.samplers.TPESampler(seed=seed, **{**opts, **kwargs})
-            if kind == "nsga2":
-                opts = dict(population_size=16, **budget)
-                return optuna.samplers.NSGAIISampler(seed=seed, **{**opts, **kwargs})
-            if kind == "gp":
-                opts = dict(n_startup_trials=10, **budget)
-                return optuna.samplers.GPSampler(seed=seed, **{**opts, **kwargs})
-            if kind == "random":
-                return optuna.samplers.RandomSampler(seed=seed, **kwargs)
-        except TypeError as e:
+            return cls(seed=seed, **{**opts, **kwargs})
+        except (TypeError, ValueError) as e:
             raise ConfigError(f"searcher_args: {e}") from None
-    raise ConfigError(f"searcher: unknown Optuna sampler '{kind}'")
 
 
 class OptunaStrategy(BaseStrategy):
