@@ -12,6 +12,7 @@ alone. :class:`OwnNet` wraps the model with the logit quantizer (the values ente
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass
 
 import torch
@@ -70,7 +71,9 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
     try:
         raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError (code in the file), a corrupt file, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        why = re.search(r"WeightsUnpickler error: (.*?\.)(?:\s|$)", text)  # torch's reason, after its advice
+        first = why.group(1) if why else (text.splitlines()[0] if text else type(e).__name__)
         raise ConfigError(f"model.weights: '{p}' is not a plain weights file (torch.load(weights_only=True) refused it: "
                           f"{first[:200]}); save it with torch.save(model.state_dict(), path)") from None
     if isinstance(raw, dict):
