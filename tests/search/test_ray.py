@@ -155,6 +155,23 @@ def test_a_default_run_without_a_name_stays_in_one_folder(ray_cluster, tmp_path,
     assert len(_rows(folder / "trials.csv")) == 2
 
 
+def test_the_readme_quick_start_command_as_it_is_with_no_option_at_all(ray_cluster, tmp_path, monkeypatch, capsys):
+    """The README's first command, ``python -m nasq_ray.run``: the default space, data, budget and
+    results folder (every other end-to-end test passes a smaller budget, a space or a folder)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    quick_start = re.search(r"```bash\n(.*?)```", readme, re.S).group(1).strip()
+    assert quick_start.endswith("&& python -m nasq_ray.run")  # what this test runs, nothing added
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    (folder,) = (tmp_path / "nasq_results").iterdir()
+    assert folder.name.startswith("digits_small-") and f"results in {folder}" in out
+    rows = _rows(folder / "trials.csv")
+    assert len(rows) == 24 and {r["status"] for r in rows} <= {"complete", "pruned"}
+    assert max(float(r["val_acc"]) for r in rows if r["status"] == "complete") > 0.9  # the README shows 0.98
+    assert "Pareto front" in out and "Best config:" in out
+
+
 def _cli(capsys, tmp_path, name, *argv):
     rc = main([*argv, "--out", str(tmp_path), "--name", name])
     out, err = capsys.readouterr()
