@@ -110,7 +110,8 @@ def load_run(folder: str | Path, records: list[TrialRecord] | None = None) -> Ru
     table = folder / "trials.csv"
     rows = [record_row(r, list(r.config), fmt=lambda v: v) for r in records] if records is not None else None
     if rows is None and table.is_file():
-        rows = [{k: _value(v) for k, v in row.items()} for row in read_trials_table(table, "report")]
+        rows = [{k: v if k == "trial_id" else _value(v) for k, v in row.items()}  # an id may be all digits
+                for row in read_trials_table(table, "report")]
     if rows is not None:
         for row in rows:
             tid = row["trial_id"]

@@ -94,6 +94,15 @@ def test_report_files_and_cli(tmp_path, capsys):
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_trial_ids_that_read_as_numbers_stay_ids(tmp_path, capsys):
+    """Ray's ids are 8 hex digits: about 2% are all decimal digits, and some read as a float (1e345678)."""
+    trials = [("12345678", *TRIALS[0][1:]), ("1e345678", *TRIALS[1][1:]), *TRIALS[2:]]
+    folder = _results_folder(tmp_path, trials=trials)
+    run = load_run(folder)
+    assert [t["trial_id"] for t in run.front] == ["12345678", "1e345678", "e"]
+    assert main([str(folder)]) == 0 and "12345678" in (folder / "report.html").read_text()
+
+
 def test_a_running_experiment_without_trials_csv(tmp_path):
     run = load_run(_results_folder(tmp_path, with_csv=False))
     assert run.state == "running" and len(run.trials) == len(TRIALS)
