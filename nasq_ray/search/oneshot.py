@@ -74,6 +74,11 @@ def check_oneshot(cfg: ExperimentConfig) -> None:
     if cfg.table.path:
         raise ConfigError("search.mode: oneshot trains a super-network; a table run trains nothing; leave out one "
                           "of --oneshot and --table")
+    if cfg.search.searcher in ("dnas", "hawq"):  # before phase 1 trains, not when phase 2 would start
+        needs = {"dnas": "trains its own differentiable super-network (trials of kind dnas)",
+                 "hawq": "needs the Hessian sensitivities of a user model's float layers (--model)"}
+        raise ConfigError(f"search.searcher: {cfg.search.searcher} {needs[cfg.search.searcher]}, which search.mode "
+                          "oneshot does not give; use another searcher (e.g. tpe, ehvi, evolution) or leave out --oneshot")
     if cfg.trial not in (None, "subnet"):
         raise ConfigError(f"trial: '{cfg.trial}' cannot be combined with search.mode oneshot (its trials are subnet "
                           "trials)")

@@ -84,6 +84,8 @@ def test_phase_1_resumes_after_a_sigkill_of_the_driver(tmp_path):
     (["--oneshot", "--model", "mynet:Net"], "has no elastic dimension"),
     (["--oneshot", "--set", "search.head_steps=-1"], "search.head_steps"),
     (["--oneshot", "--set", "search.subnet_val_samples=0"], "search.subnet_val_samples"),
+    (["--oneshot", "--searcher", "dnas"], "search.searcher: dnas trains its own differentiable super-network"),
+    (["--oneshot", "--searcher", "hawq"], "search.searcher: hawq needs the Hessian sensitivities"),
 ])
 def test_bad_one_shot_combinations_exit_2_with_one_line(ray_cluster, tmp_path, capsys, argv, needle):
     rc = main([*argv, "--out", str(tmp_path), "--name", "bad"])
