@@ -23,7 +23,7 @@ from .callbacks import OptunaStoreCallback, ProgressCallback
 from .checkpoint_gc import CheckpointGC
 from .collect import TrialFields, collect
 from .schedulers import build_scheduler, pbt_param_space, resolve_scheduler
-from .searchers import build_searcher, effective_objective, resolve_searcher
+from .searchers import budget_refusal, build_searcher, effective_objective, resolve_searcher
 from .session import allow_pending_trials, check_storage, init_ray, saved_statuses
 from .trainable import run_in_ray
 
@@ -76,6 +76,10 @@ def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: 
     except Exception as e:  # noqa: BLE001 - a plot must never cost the search's results
         print(f"warning: report.html not written ({type(e).__name__}: {e}); "
               f"run python -m nasq_ray.report {out_dir}", file=sys.stderr)
+    refusal = budget_refusal(searcher)
+    if refusal and not records:  # the budget is one no config of the space meets: a bad value, said in one line
+        raise ConfigError(f"objective.max_cost: {refusal}, and no trial ran; allowed: a budget some config of the "
+                          "space is within")
     cut_short = any(r.status == "unfinished" for r in records) or len(records) < cfg.search.num_samples
     interrupted = cut_short and not _budget_spent(cfg, t0) and not getattr(searcher, "finished", False)
     return SearchResult(out_dir, records, front, best, prep.space, prep, time.time() - t0, prep.objective,

@@ -124,13 +124,20 @@ class BudgetSearcher(WrappingSearcher):
     excess over the budget (Optuna strategies learn it as infeasible), and asked again under a new
     id. The id Ray gave is mapped to the id of the suggestion that was kept."""
 
-    STATE = ("alias", "refused")
+    STATE = ("alias", "refused", "cheapest", "kept")
 
     def __init__(self, inner: Searcher, cost_model, objective: ObjectiveConfig):
         super().__init__(inner)
         self.cost_model, self.objective = cost_model, objective
         self.alias: dict[str, str] = {}  # Ray's trial id -> the inner searcher's id of the kept suggestion
         self.refused = 0
+        self.cheapest: float | None = None  # the lowest cost of a refused suggestion
+        self.gave_up = False  # MAX_REJECTIONS suggestions in a row over the budget: no new trials
+        self.kept = 0  # suggestions within the budget
+
+    @property
+    def finished(self) -> bool:
+        return self.gave_up or super().finished
 
     def suggest(self, trial_id: str):
         for k in range(MAX_REJECTIONS):
@@ -141,20 +148,36 @@ class BudgetSearcher(WrappingSearcher):
             cost = self.cost_model(cfg)
             if cost is None or within_budget(cost, self.objective):
                 self.alias[trial_id] = inner_id
+                self.kept += 1
                 return cfg
             self.refused += 1
+            self.cheapest = cost if self.cheapest is None else min(self.cheapest, cost)
             excess = budget_violation(cost, self.objective)
             self.inner.on_trial_complete(inner_id, {self.objective.cost: cost, CONSTRAINT_ATTR: excess,
                                                     "fail_reason": f"cost {cost:g} over objective.max_cost"}, error=True)
-        print(f"objective.max_cost: the searcher proposed {MAX_REJECTIONS} configs in a row over the budget "
-              f"({self.objective.max_cost:g} {self.objective.cost}); no new trials are started", file=sys.stderr)
+        self.gave_up = True
+        if self.kept:  # with no trial at all, the driver says it as the run's one-line error
+            print(f"objective.max_cost: {self.refusal()}; no new trials are started", file=sys.stderr)
         return Searcher.FINISHED
+
+    def refusal(self) -> str:
+        return (f"the searcher proposed {MAX_REJECTIONS} configs in a row over the budget ({self.objective.max_cost:g} "
+                f"{self.objective.cost}; the cheapest of them {self.cheapest:g})")
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.inner.on_trial_result(self.alias.get(trial_id, trial_id), result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         self.inner.on_trial_complete(self.alias.pop(trial_id, trial_id), result, error)
+
+
+def budget_refusal(searcher) -> str | None:
+    """Why the run's cost budget stopped its searcher (see ``BudgetSearcher``), or None."""
+    while searcher is not None:
+        if isinstance(searcher, BudgetSearcher) and searcher.gave_up:
+            return searcher.refusal()
+        searcher = getattr(searcher, "inner", None)
+    return None
 
 
 def build_searcher(cfg: ExperimentConfig, space: SearchSpace, objective: ObjectiveConfig,

@@ -265,6 +265,15 @@ def test_a_cost_budget_refuses_pbt(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1 and "objective.max_cost" in err and "pbt" in err
 
 
+def test_a_cost_budget_no_config_meets_exits_2_with_one_line(ray_cluster, tmp_path, capsys):
+    """Not an interruption to resume (exit 130, as it was), but a bad value of objective.max_cost."""
+    rc, _, err = _cli(capsys, tmp_path, "none", "--space", "nb201", "--objective", "multi", "--cost", "macs",
+                      "--max-cost", "1", "--num-samples", "3", "--quiet")
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("error: objective.max_cost: the searcher proposed 500 configs in a row over the budget "
+                          "(1 macs; the cheapest of them ") and "no trial ran" in err
+
+
 def test_dnas_on_a_table_is_refused_with_the_reason(tmp_path, capsys):
     rc, _, err = _cli(capsys, tmp_path, "d", "--space", "nb201", "--searcher", "dnas")
     assert rc == 2 and "dnas trains a super-network" in err and len(err.strip().splitlines()) == 1

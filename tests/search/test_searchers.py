@@ -7,7 +7,7 @@ import pickle
 from optuna.trial import TrialState
 
 from nasq_ray.objective import ObjectiveConfig
-from nasq_ray.search.searchers import BudgetSearcher, StrategySearcher
+from nasq_ray.search.searchers import BudgetSearcher, StrategySearcher, budget_refusal
 from nasq_ray.search.strategies import CONSTRAINT_ATTR, make_searcher
 from nasq_ray.space import load_space
 from nasq_ray.trials.table import Table, TableCost
@@ -79,3 +79,26 @@ def test_history_strategies_do_not_build_on_trials_over_the_budget():
         s.on_trial_complete(str(k), cfg, {**_result(table, cfg), "status": "complete"})
     assert [h[0] for h in s.history] == [cheap]
     assert pickle.loads(pickle.dumps(s.get_state()))["history"][0][0] == cheap
+
+
+def test_a_budget_no_config_meets_finishes_the_searcher_and_says_the_cheapest_cost_it_saw():
+    from ray.tune.search import Searcher
+
+    from nasq_ray.search.searchers import WarmStartSearcher
+
+    space, table = _nb201()
+    objective, seen = ObjectiveConfig(cost="macs", multi=True, max_cost=1.0), []
+    cost = TableCost(table)
+
+    def recorded_cost(cfg):
+        seen.append(cost(cfg))
+        return seen[-1]
+
+    inner = BudgetSearcher(StrategySearcher(make_searcher("random", space, objective, seed=0), max_epochs=1),
+                           recorded_cost, objective)
+    searcher = WarmStartSearcher(inner, [], max_epochs=1)  # as the driver wraps it
+    assert budget_refusal(searcher) is None and not searcher.finished
+    assert searcher.suggest("t0") == Searcher.FINISHED
+    assert searcher.finished and inner.kept == 0 and len(seen) == 500  # a finished search, not an interrupted one
+    assert inner.cheapest == min(seen)
+    assert f"(1 macs; the cheapest of them {min(seen):g})" in budget_refusal(searcher)
