@@ -3,6 +3,7 @@ nothing written."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -132,6 +133,9 @@ def test_unusable_storage(capsys, tmp_path):
     rc, _, err = _run(capsys, ["--storage", "foo://bucket/x", "--out", str(tmp_path / "o")])
     _assert_one_line_error(rc, err, "storage: cannot use 'foo://bucket/x'")
     assert not (tmp_path / "o").exists()
+    if os.path.isdir("/proc/self"):  # a folder where os.access says yes to root and nothing can be made
+        rc, _, err = _run(capsys, ["--storage", "/proc/nasq_store", "--out", str(tmp_path / "o")])
+        _assert_one_line_error(rc, err, "storage: cannot use '/proc/nasq_store'")
 
 
 def test_resume_of_a_folder_without_an_experiment(capsys, tmp_path):

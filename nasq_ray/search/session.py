@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 from ..config import ExperimentConfig
 from ..errors import ConfigError
@@ -39,6 +40,7 @@ def check_storage(cfg: ExperimentConfig) -> None:
             existing = next(p for p in (Path(root), *Path(root).parents) if p.exists())
             if not existing.is_dir() or not os.access(existing, os.W_OK):
                 raise PermissionError(f"'{existing}' is not a writable folder")
+            os.rmdir(tempfile.mkdtemp(dir=existing))  # access() says yes to root even where nothing can be made (/proc)
     except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError...
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"storage: cannot use '{root}' ({reason}); allowed: a writable local or shared path, "
