@@ -7,6 +7,7 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Iterable
 
@@ -17,6 +18,14 @@ class NasqError(Exception):
 
 class ConfigError(NasqError):
     """An experiment config value or CLI flag is invalid."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """The commands' argument parser: a bad flag is one line and exit code 2 (argparse's own code),
+    not argparse's usage block above it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 class SearchSpaceError(NasqError):

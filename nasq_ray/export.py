@@ -21,9 +21,8 @@ weights are stored as unsigned codes ``q + qmax`` (1 bit: ``q > 0``), least sign
 
 from __future__ import annotations
 
-import argparse
 import sys
-from .errors import NasqError
+from .errors import NasqError, OneLineParser
 from .deploy.export_run import BENCHMARK_BATCHES, KERNEL_MODES, ONNX_TOLERANCE_PP, acc_gap_pp, export_run
 from .deploy.runtime import kernel_summary
 
@@ -42,7 +41,7 @@ def latency_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nasq_ray.export", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="python -m nasq_ray.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("result_dir", metavar="RESULT_DIR")
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--trial", metavar="ID", help="one trial (default: the best trial)")

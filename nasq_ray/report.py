@@ -16,14 +16,13 @@ search wrote it, and otherwise (or in addition) each trial's ``result.json`` as 
 
 from __future__ import annotations
 
-import argparse
 import sys
-from .errors import NasqError
+from .errors import NasqError, OneLineParser
 from .results.report import write_compare, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nasq_ray.report", description=__doc__.split("\n\n")[1])
+    ap = OneLineParser(prog="python -m nasq_ray.report", description=__doc__.split("\n\n")[1])
     ap.add_argument("result_dirs", nargs="+", metavar="RESULT_DIR", help="results folder(s) of runs (OUT/NAME)")
     ap.add_argument("--out", default=".", help="where compare.html/compare.png go with several folders (.)")
     args = ap.parse_args(argv)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import ConfigError, NasqError
+from .errors import ConfigError, NasqError, OneLineParser
 
 EPILOG = """examples:
   python -m nasq_ray.run                                  # default search on digits (~1 min on 2 cores)
@@ -21,13 +21,8 @@ EPILOG = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse errors: one line, exit 2 (argparse's own convention)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m nasq_ray.run", description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog="python -m nasq_ray.run", description=__doc__.split("\n\n")[0],
                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--config", metavar="YAML", help="experiment file holding any of the settings below (flags override it)")

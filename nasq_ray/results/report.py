@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from ..errors import ConfigError
 from .records import TrialRecord
 from .plots import (COLORS, Plot, bits_chart, front_plot, hv_plot, importance_chart, pareto_png, point_tip,
                     reference_table, sensitivity_table, trials_table)
@@ -123,6 +124,8 @@ def write_report(folder: str | Path, records: list[TrialRecord] | None = None) -
 def write_compare(folders: list[str | Path], out_dir: str | Path) -> Path:
     runs = [load_run(f) for f in folders]
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"report: --out '{out_dir}' is a file; allowed: a folder (made if missing)")
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "compare.html"
     out.write_text(render_compare(runs))

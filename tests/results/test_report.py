@@ -94,6 +94,22 @@ def test_report_files_and_cli(tmp_path, capsys):
     assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bad_flags_and_an_out_that_is_a_file_exit_2_with_one_line(tmp_path, capsys):
+    from nasq_ray.export import main as export_main
+
+    one, two = _results_folder(tmp_path, "one"), _results_folder(tmp_path, "two")
+    (tmp_path / "a_file").write_text("")
+    for argv, command, needle in (([str(one), str(two), "--out", str(tmp_path / "a_file")], main, "is a file"),
+                                  ([str(one), "--bogus"], main, "unrecognized arguments: --bogus"),
+                                  ([str(one), "--format", "bad"], export_main, "invalid choice: 'bad'")):
+        try:
+            rc = command(argv)
+        except SystemExit as e:  # argparse's exit
+            rc = e.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and needle in err[0], (argv, err)
+
+
 def test_trial_ids_that_read_as_numbers_stay_ids(tmp_path, capsys):
     """Ray's ids are 8 hex digits: about 2% are all decimal digits, and some read as a float (1e345678)."""
     trials = [("12345678", *TRIALS[0][1:]), ("1e345678", *TRIALS[1][1:]), *TRIALS[2:]]
