@@ -43,6 +43,9 @@ def bit_sensitivity(kind, prepared, n_batches: int, file_name: str) -> BitSensit
         raise ConfigError(f"objective.cost: {metric} {why}; sensitivity-based bits (hawq, the warm start) need one of "
                           f"{', '.join(HAWQ_METRICS)}")
     units = [key for key in space._governs if space.param(f"{key}.w_bits") is not None]
+    if not units and not getattr(space, "quantized", True):
+        raise ConfigError("quant.exclude: quant.include and quant.exclude leave no layer quantized; sensitivity-based "
+                          "bits (hawq, the warm start) need at least one, e.g. exclude: []")
     if not units:
         raise ConfigError("quant.w_bits: the space searches no weight widths (one width, or policy auto); "
                           "sensitivity-based bits need a choice, e.g. w_bits: [2, 4, 8]")

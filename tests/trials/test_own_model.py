@@ -106,6 +106,13 @@ def test_hawq_configs_meet_their_budgets_and_sensitivities_are_saved(own, workdi
     assert kind.warm_start_configs(prep, 3, 0)[0] == configs[0][1]  # 2 of HAWQ-V3, 1 pruned
 
 
+def test_sensitivity_bits_with_every_layer_excluded_name_the_exclusion(workdir):
+    (workdir / "all_float.yaml").write_text(SPACE.replace("pin_first_last: 8}", "pin_first_last: 8, exclude: ['*']}"))
+    kind, prep = prepare(_cfg(workdir, space=str(workdir / "all_float.yaml"), name="all_float"))
+    with pytest.raises(ConfigError, match="quant.exclude: quant.include and quant.exclude leave no layer quantized"):
+        kind.sensitivity(prep)
+
+
 def test_pruned_warm_starts_halve_the_macs_from_measured_pruning_losses(own, workdir):
     kind, prep = own
     sens = kind.sensitivity(prep)
