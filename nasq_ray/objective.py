@@ -58,6 +58,9 @@ class ObjectiveConfig:
                               f"{', '.join(COST_METRICS)} (or a table's cost column)")
         if self.latency not in LATENCY_SOURCES:
             raise unknown_name("objective.latency", self.latency, LATENCY_SOURCES)
+        if self.latency != "model" and self.cost != LATENCY_METRIC:  # it would be silently ignored
+            raise ConfigError(f"objective.latency: '{self.latency}' says how {LATENCY_METRIC} is found, and the cost "
+                              f"here is {self.cost}; allowed: model, or objective.cost {LATENCY_METRIC} (--cost {LATENCY_METRIC})")
         if not self.target > 0:
             raise ConfigError(f"objective.target: {self.target!r} is not allowed; allowed: numbers > 0")
         if self.max_cost is not None and not (isinstance(self.max_cost, (int, float)) and 0 < self.max_cost < math.inf):

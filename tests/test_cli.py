@@ -58,6 +58,7 @@ def test_bad_space_file(capsys, tmp_path, case):
     (["--objective", "mnass"], "objective.form: unknown name 'mnass'"),
     (["--cost", "latency"], "objective.cost: unknown name 'latency'"),
     (["--cost", "latency_ms", "--latency", "tabel"], "objective.latency: unknown name 'tabel' (did you mean 'table'?)"),
+    (["--latency", "table"], "objective.latency: 'table' says how latency_ms is found, and the cost here is size_kb"),
     (["--target", "0"], "objective.target"),
     (["--data", "imagenet"], "data: unknown name 'imagenet'"),
     (["--data", "mnist"], "data-dir"),
