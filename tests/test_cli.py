@@ -219,6 +219,8 @@ BAD_OWN_MODEL = {
                                      "does not trace with torch.fx"),
     "data_factory_not_importable": (["--model", "mynet:Net", "--data", "mynet:nothing"],
                                     "data: module 'mynet' has no attribute 'nothing'"),
+    "distill_alpha_below_0": (["--model", "mynet:Net", "--space", "alpha.yaml"],
+                              "distill.alpha: -0.5 is not allowed; allowed: numbers in [0, 1]"),
 }
 
 
@@ -232,6 +234,7 @@ def test_bad_own_model_input_exits_2_with_one_line_before_anything_runs(capsys, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "globs.yaml").write_text("quant:\n  exclude: ['layer9.*']\n")
+    (tmp_path / "alpha.yaml").write_text("distill:\n  alpha: -0.5\n")
     import mynet
 
     torch.save(mynet.Net(width=4).state_dict(), tmp_path / "small.pt")

@@ -113,8 +113,7 @@ class ModelSpace(SearchSpace):
     @staticmethod
     def _fraction(p: _Parser):
         def check(path, v):
-            p.non_negative(path, v)
-            if v > 1:
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
                 raise p.err(path, f"{v!r} is not allowed; allowed: numbers in [0, 1]")
         return check
 
