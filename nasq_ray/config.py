@@ -282,7 +282,10 @@ def saved_config(result_dir: str | Path, field: str, overrides: dict | None = No
             raw.setdefault("resources", {})["address"] = value
         else:
             raw[key] = value
-    return from_dict(raw)
+    try:
+        return from_dict(raw)
+    except NasqError as e:  # say where the value came from: the run's saved experiment, not a flag
+        raise type(e)(f"{saved}: {e}") from None
 
 
 def set_dotted(raw: dict, dotted: str, value: Any) -> None:

@@ -144,6 +144,16 @@ def test_resume_of_a_folder_without_an_experiment(capsys, tmp_path):
     _assert_one_line_error(rc, err, "resume:")
 
 
+def test_resume_of_an_experiment_file_edited_to_a_bad_value_names_the_file(capsys, tmp_path):
+    from nasq_ray.config import ExperimentConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "experiment.yaml").write_text(ExperimentConfig(name="run").to_yaml().replace("form: mnas", "form: bogus"))
+    rc, _, err = _run(capsys, ["--resume", str(run)])
+    _assert_one_line_error(rc, err, f"{run / 'experiment.yaml'}: objective.form: unknown name 'bogus'")
+
+
 def test_resume_refuses_flags_that_would_change_the_experiment(capsys, tmp_path):
     rc, _, err = _run(capsys, ["--resume", str(tmp_path), "--num-samples", "5"])
     _assert_one_line_error(rc, err, "--num-samples: not allowed with --resume")
