@@ -52,8 +52,15 @@ class LayerInfo:
     groups: int
 
 
-def make_model(factory: UserCallable) -> nn.Module:
-    model = factory()
+def make_model(factory: UserCallable, seed: int | None = None) -> nn.Module:
+    """The user's model; with ``seed`` its initial weights are drawn from torch's generator seeded with
+    it (and torch's global random state is left as it was), so a run's float model is reproducible."""
+    if seed is None:
+        model = factory()
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = factory()
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model.factory: {factory.label} returned {type(model).__name__}; expected a torch.nn.Module")
     return model

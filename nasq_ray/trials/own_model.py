@@ -223,7 +223,7 @@ class OwnModelTrial(BaseTrialKind):
         if cfg.model.factory is None:
             raise ConfigError("trial: own_model trials need a model; give --model MODULE:CALLABLE")
         factory = UserCallable.of(cfg.model.factory, cfg.model.args, "model.factory")
-        model = make_model(factory)
+        model = make_model(factory, seed=cfg.search.seed)  # the initial weights of the float training
         data = load_data(cfg.data, trial_device(cfg), num_classes=0)
         example = next(iter(data.train.eval(2)))[0].cpu()
         outputs = check_model_on_input(model, example, data.num_classes or None)

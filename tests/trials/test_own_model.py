@@ -106,6 +106,20 @@ def test_hawq_configs_meet_their_budgets_and_sensitivities_are_saved(own, workdi
     assert kind.warm_start_configs(prep, 3, 0)[0] == configs[0][1]  # 2 of HAWQ-V3, 1 pruned
 
 
+def test_the_float_models_initial_weights_follow_the_runs_seed_not_torchs_global_state(workdir):
+    from nasq_ray.space.files import read_space_yaml
+    from nasq_ray.trials import get_trial_kind
+
+    raw, kind = read_space_yaml(workdir / "space.yaml"), get_trial_kind("own_model")
+    states = []
+    for seed, global_seed in ((0, 1), (0, 2), (1, 1)):
+        torch.manual_seed(global_seed)
+        model = kind.derive_space(_cfg(workdir, search={"seed": seed}), raw, workdir / "space.yaml")[1]
+        states.append(model.state_dict())
+    same = all(torch.equal(a, b) for a, b in zip(states[0].values(), states[1].values()))
+    assert same and not all(torch.equal(a, b) for a, b in zip(states[0].values(), states[2].values()))
+
+
 def test_sensitivity_bits_with_every_layer_excluded_name_the_exclusion(workdir):
     (workdir / "all_float.yaml").write_text(SPACE.replace("pin_first_last: 8}", "pin_first_last: 8, exclude: ['*']}"))
     kind, prep = prepare(_cfg(workdir, space=str(workdir / "all_float.yaml"), name="all_float"))
