@@ -162,7 +162,7 @@ class BudgetSearcher(WrappingSearcher):
 
     def refusal(self) -> str:
         return (f"the searcher proposed {MAX_REJECTIONS} configs in a row over the budget ({self.objective.max_cost:g} "
-                f"{self.objective.cost}; the cheapest of them {self.cheapest:g})")
+                f"{self.objective.cost}; the cheapest config it refused: {self.cheapest:g})")
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.inner.on_trial_result(self.alias.get(trial_id, trial_id), result)

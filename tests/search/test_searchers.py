@@ -101,4 +101,4 @@ def test_a_budget_no_config_meets_finishes_the_searcher_and_says_the_cheapest_co
     assert searcher.suggest("t0") == Searcher.FINISHED
     assert searcher.finished and inner.kept == 0 and len(seen) == 500  # a finished search, not an interrupted one
     assert inner.cheapest == min(seen)
-    assert f"(1 macs; the cheapest of them {min(seen):g})" in budget_refusal(searcher)
+    assert f"(1 macs; the cheapest config it refused: {min(seen):g})" in budget_refusal(searcher)
