@@ -7,6 +7,7 @@ Every error names the field, the value received and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -232,13 +233,19 @@ def from_dict(raw: dict) -> ExperimentConfig:
     return _build(ExperimentConfig, raw, "")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class YamlLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error (YAML forbids it;
-    PyYAML would keep the last value and drop the first without a word)."""
+    PyYAML would keep the last value and drop the first without a word), and that ``1e-4`` is a
+    number, as YAML 1.2 reads it (YAML 1.1, PyYAML's, wants ``1.0e-4`` and reads ``1e-4`` as text)."""
 
     def construct_mapping(self, node, deep=False):
         first_line: dict = {}
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # '<<: *base': the merged keys may be overridden, as YAML allows
+                continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) or key is None:
                 if key in first_line:
@@ -249,13 +256,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                                 list("-+0123456789"))
+
+
 def load_yaml(path: str | Path, field: str = "config", error: type[NasqError] = ConfigError) -> dict:
     """The mapping in a YAML file (empty file: ``{}``); errors name ``field``, the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{field}: file '{path}' does not exist")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a safe loader
+        raw = yaml.load(path.read_text(), Loader=YamlLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""
@@ -307,7 +318,7 @@ def parse_kv(items: list[str] | None, flag: str) -> dict:
             raise ConfigError(f"{flag}: '{item}' is not allowed; expected KEY=VALUE")
         k, v = item.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v)
+            out[k.strip()] = yaml.load(v, Loader=YamlLoader)  # noqa: S506 - a safe loader
         except yaml.YAMLError:
             out[k.strip()] = v
     return out

@@ -70,8 +70,10 @@ def test_bad_space_file(capsys, tmp_path, case):
     (["--scheduler-arg", "bogus=1"], "scheduler_args"),
     # values the searcher or scheduler would only trip on inside Optuna or Ray, with a traceback
     (["--searcher-arg", "n_startup_trials=abc"], "searcher_args: n_startup_trials='abc' is not allowed; allowed: a number"),
-    (["--searcher-arg", "n_startp_trials=5"], "does not accept ['n_startp_trials']; allowed: consider_prior"),
+    (["--searcher-arg", "n_startp_trials=5"], "does not accept ['n_startp_trials']; allowed: "),
     (["--scheduler-arg", "grace_period=abc"], "scheduler_args.grace_period: 'abc' is not allowed"),
+    (["--searcher", "anneal", "--searcher-arg", "t_end=1e-4", "--searcher-arg", "t_start=x"],
+     "searcher_args: t_start='x' is not allowed"),  # 1e-4 is a number (YAML 1.2), not text: only t_start is named
     (["--max-epochs", "4", "--scheduler-arg", "grace_period=5"], "allowed: integers from 1 to max_epochs (4)"),
     (["--scheduler", "hyperband", "--scheduler-arg", "reduction_factor=-2"], "scheduler_args.reduction_factor: -2"),
     (["--name", "a/b"], "name:"),
@@ -111,6 +113,8 @@ def test_image_space_on_tabular_data(capsys, tmp_path):
     ("- just\n- a list\n", "expected a mapping"),
     ("objective:\n  form: pareto\n", "objective.form"),
     ("search:\n  max_epochs: 1\nsearch:\n  num_samples: 1\n", "line 3: malformed YAML: key 'search' given twice (first on line 1)"),
+    # a merge key's values may be overridden (YAML allows it): the override is taken, and checked
+    ("search: {<<: {num_samples: 3, max_epochs: 2}, max_epochs: 0}\n", "search.max_epochs: 0"),
 ])
 def test_bad_experiment_file(capsys, tmp_path, text, needle):
     path = tmp_path / "exp.yaml"

@@ -102,12 +102,14 @@ def read_trials_table(path: Path, field: str) -> list[dict]:
     """The rows of a run's trials.csv or pareto.csv, as written (strings); a file that is missing,
     or lacks the ``trial_id`` and ``status`` columns every such file has, raises naming it."""
     if not path.is_file():
-        raise ConfigError(f"{field}: '{path}' does not exist; it is written when a run ends")
+        raise ConfigError(f"{field}: '{path}' does not exist (it is written when a run ends); allowed: the results "
+                          "folder of a run that has ended")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("trial_id", "status") if c not in (reader.fieldnames or ())]
         if missing:
-            raise ConfigError(f"{field}: '{path}' is not a nasq-ray trials table (no {', '.join(missing)} column)")
+            raise ConfigError(f"{field}: '{path}' is not a nasq-ray trials table (no {', '.join(missing)} column); "
+                              "allowed: the file as a run wrote it")
         return list(reader)
 
 

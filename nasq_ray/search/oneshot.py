@@ -74,6 +74,9 @@ def check_oneshot(cfg: ExperimentConfig) -> None:
     if cfg.table.path:
         raise ConfigError("search.mode: oneshot trains a super-network; a table run trains nothing; leave out one "
                           "of --oneshot and --table")
+    if cfg.search.scheduler_args:  # phase 2 trials are one step each, phases 1 and 3 run every trial to the end
+        raise ConfigError(f"search.scheduler_args: {cfg.search.scheduler_args} is not allowed with search.mode oneshot "
+                          "(no phase stops a trial early: a sub-network is scored in one step); allowed: none")
     if cfg.search.searcher in ("dnas", "hawq"):  # before phase 1 trains, not when phase 2 would start
         needs = {"dnas": "trains its own differentiable super-network (trials of kind dnas)",
                  "hawq": "needs the Hessian sensitivities of a user model's float layers (--model)"}

@@ -85,6 +85,8 @@ def test_phase_1_resumes_after_a_sigkill_of_the_driver(tmp_path):
     (["--oneshot", "--set", "search.head_steps=-1"], "search.head_steps"),
     (["--oneshot", "--set", "search.subnet_val_samples=0"], "search.subnet_val_samples"),
     (["--oneshot", "--searcher", "dnas"], "search.searcher: dnas trains its own differentiable super-network"),
+    (["--oneshot", "--objective", "multi", "--scheduler-arg", "grace_period=2"],
+     "search.scheduler_args: {'grace_period': 2} is not allowed with search.mode oneshot"),
     (["--oneshot", "--searcher", "hawq"], "search.searcher: hawq needs the Hessian sensitivities"),
 ])
 def test_bad_one_shot_combinations_exit_2_with_one_line(ray_cluster, tmp_path, capsys, argv, needle):

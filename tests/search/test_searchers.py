@@ -94,11 +94,10 @@ def test_a_budget_no_config_meets_finishes_the_searcher_and_says_the_cheapest_co
         seen.append(cost(cfg))
         return seen[-1]
 
-    inner = BudgetSearcher(StrategySearcher(make_searcher("random", space, objective, seed=0), max_epochs=1),
-                           recorded_cost, objective)
-    searcher = WarmStartSearcher(inner, [], max_epochs=1)  # as the driver wraps it
+    strategy = StrategySearcher(make_searcher("random", space, objective, seed=0), max_epochs=1)
+    searcher = BudgetSearcher(WarmStartSearcher(strategy, [], max_epochs=1), recorded_cost, objective)  # as build_searcher
     assert budget_refusal(searcher) is None and not searcher.finished
     assert searcher.suggest("t0") == Searcher.FINISHED
-    assert searcher.finished and inner.kept == 0 and len(seen) == 500  # a finished search, not an interrupted one
-    assert inner.cheapest == min(seen)
+    assert searcher.finished and searcher.kept == 0 and len(seen) == 500  # a finished search, not an interrupted one
+    assert searcher.cheapest == min(seen)
     assert f"(1 macs; the cheapest config it refused: {min(seen):g})" in budget_refusal(searcher)
