@@ -71,9 +71,22 @@ class ProtectingASHA(tune.schedulers.AsyncHyperBandScheduler):
         return decision
 
 
+class FinishingHyperBand(tune.schedulers.HyperBandScheduler):
+    """Ray's synchronous HyperBand, except that a bracket that finishes because a trial *ended* (its
+    function returned after the last epoch: Ray hands that result to ``on_trial_complete``) stops its
+    paused trials. Ray's ``on_trial_remove`` skips a finished bracket, so a trial paused at the
+    bracket's last milestone waited for ever and the run hung (intermittently: it depends on which
+    trial's last result came first; ``tests/search/test_schedulers.py`` replays the order)."""
+
+    def on_trial_remove(self, tune_controller, trial):
+        bracket, _ = self._trial_info[trial]
+        super().on_trial_remove(tune_controller, trial)
+        if bracket.finished():
+            bracket.cleanup_full(tune_controller)  # stops the bracket's paused trials
+
+
 def _hyperband(metric, mode, max_t, reduction_factor=3, **_):
-    return tune.schedulers.HyperBandScheduler(metric=metric, mode=mode, max_t=max_t,
-                                              reduction_factor=reduction_factor)
+    return FinishingHyperBand(metric=metric, mode=mode, max_t=max_t, reduction_factor=reduction_factor)
 
 
 def _median(metric, mode, max_t, grace_period=None, min_samples_required=3, **_):

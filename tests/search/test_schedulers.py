@@ -45,6 +45,38 @@ def test_values_ray_would_refuse_later_are_refused_by_name(name, args, needle):
     assert needle in str(e.value)
 
 
+def test_hyperband_stops_a_trial_paused_at_the_last_milestone_when_the_other_trial_ends_on_its_own():
+    """The order that hung a test run: in a bracket going straight to max_t, trial a reports its last
+    epoch and is paused (b is behind); b's function then returns, and Ray gives b's last result to
+    on_trial_complete. Ray's HyperBand left a paused, with nothing to run: the search never ended."""
+    from ray.tune.experiment import Trial
+
+    class FakeTrial:
+        def __init__(self, i):
+            self.trial_id, self.status, self.is_saving = str(i), Trial.RUNNING, False
+
+    class FakeController:
+        def __init__(self):
+            self.stopped = []
+
+        def stop_trial(self, t):
+            self.stopped.append(t)
+            t.status = Trial.TERMINATED
+
+    sched, ctl = build_scheduler("hyperband", {}, metric="score", mode="max", max_t=3, seed=0, objective=OBJ), FakeController()
+    trials = [FakeTrial(i) for i in range(3)]
+    for t in trials:
+        sched.on_trial_add(ctl, t)
+    a, b = trials[0], trials[1]  # max_t 3, reduction factor 3: the first bracket runs its 2 trials to 3 epochs
+    for epoch in (1, 2):
+        for t in (a, b):
+            assert sched.on_trial_result(ctl, t, {"training_iteration": epoch, "score": 0.5}) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(ctl, a, {"training_iteration": 3, "score": 0.5}) == TrialScheduler.PAUSE
+    a.status, b.status = Trial.PAUSED, Trial.TERMINATED
+    sched.on_trial_complete(ctl, b, {"training_iteration": 3, "score": 0.6})
+    assert ctl.stopped == [a] and a.status == Trial.TERMINATED
+
+
 def test_pbt_needs_training_hyperparameters_to_perturb():
     from nasq_ray.space import SearchSpace
 
