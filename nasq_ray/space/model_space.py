@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from ..errors import ConfigError
 from ..quant import FLOAT_BITS, LayerBits, QuantConfig
 from ..quant.options import QUANT_OPTIONS
-from .parse import DEFAULT_AUTO_SQNR_DB, _Parser, _TRAIN_KEYS, _values
+from .parse import DEFAULT_AUTO_SQNR_DB, _Parser, _TRAIN_KEYS, _is_number, _values
 from .search_space import SearchSpace
 from .specs import AutoBits, DistillSpec, ModelTrialSpec, TrainSpec
 
@@ -113,7 +113,7 @@ class ModelSpace(SearchSpace):
     @staticmethod
     def _fraction(p: _Parser):
         def check(path, v):
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1):
+            if not (_is_number(v) and 0 <= v <= 1):
                 raise p.err(path, f"{v!r} is not allowed; allowed: numbers in [0, 1]")
         return check
 
