@@ -24,7 +24,7 @@ from .checkpoint_gc import CheckpointGC
 from .collect import TrialFields, collect
 from .schedulers import build_scheduler, pbt_param_space, resolve_scheduler
 from .searchers import budget_refusal, build_searcher, effective_objective, resolve_searcher
-from .session import allow_pending_trials, check_storage, init_ray, saved_statuses
+from .session import allow_pending_trials, check_checkpoints_kept, check_storage, init_ray, saved_statuses
 from .trainable import run_in_ray
 
 
@@ -155,6 +155,7 @@ def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
         return run_oneshot(cfg, run_search, resume_search, resuming=True)
     kind, prep = prepare(cfg, effective_objective(cfg))
     check_storage(cfg)
+    check_checkpoints_kept(cfg.experiment_path)
     init_ray(cfg)
     allow_pending_trials(cfg)
     if not tune.Tuner.can_restore(cfg.experiment_path):

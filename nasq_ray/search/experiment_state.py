@@ -51,3 +51,15 @@ def saved_trial_statuses(state_text: str) -> dict[str, str]:
     """Trial id -> Tune status (TERMINATED, ERROR, PENDING, ...) in an experiment state. A trial
     stopped by Ctrl-C is saved as PENDING: ``--resume`` continues it."""
     return {trial["trial_id"]: trial.get("status", "") for trial, _ in _trials(state_text)}
+
+
+def saved_checkpoint_paths(state_text: str) -> dict[str, tuple[str, str]]:
+    """Trial id -> (status, the newest checkpoint's path relative to the experiment folder) for every
+    trial an experiment state names a checkpoint of."""
+    out = {}
+    for trial, meta in _trials(state_text):
+        name = (meta.get("last_result") or {}).get("checkpoint_dir_name")
+        logdir = trial.get("relative_logdir")
+        if name and logdir:
+            out[trial["trial_id"]] = (trial.get("status", ""), f"{logdir}/{name}")
+    return out

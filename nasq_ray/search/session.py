@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
+
 from ..config import ExperimentConfig
 from ..errors import ConfigError
 
@@ -90,6 +92,36 @@ def saved_statuses(experiment_path: str) -> dict[str, str]:
 
     text = read_saved_state(*pyarrow.fs.FileSystem.from_uri(experiment_path))
     return saved_trial_statuses(text) if text else {}
+
+
+def check_checkpoints_kept(experiment_path: str) -> None:
+    """Before ``--resume``: every trial Ray will continue needs the checkpoint its saved state names.
+
+    A trial whose checkpoint is gone (its folder deleted or moved) would fail with Ray's traceback
+    after the restore; refuse instead, before anything changes. A finished trial's folder is only
+    needed for its test accuracy and export: a warning says which are gone."""
+    import pyarrow.fs
+
+    from .experiment_state import read_saved_state, saved_checkpoint_paths
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    text = read_saved_state(fs, root)
+    saved = saved_checkpoint_paths(text) if text else {}
+    gone = {tid: (status, rel) for tid, (status, rel) in saved.items()
+            if fs.get_file_info(f"{root}/{rel}").type == pyarrow.fs.FileType.NotFound}
+    finished = sorted(rel.split("/")[0] for status, rel in gone.values() if status == "TERMINATED")
+    unfinished = sorted(rel for status, rel in gone.values() if status != "TERMINATED")
+    if unfinished:
+        raise ConfigError(f"resume: {len(unfinished)} unfinished trial(s) need checkpoints that are gone from "
+                          f"'{experiment_path}' ({_listed(unfinished)}; deleted or moved?); put them back to "
+                          "continue, or start a new run")
+    if finished:
+        print(f"warning: the folders of {len(finished)} finished trial(s) are gone ({_listed(finished)}): their "
+              "results are kept, their test accuracy and export are not", file=sys.stderr)
+
+
+def _listed(names: list[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def allow_pending_trials(cfg: ExperimentConfig) -> None:

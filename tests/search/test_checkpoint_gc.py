@@ -1,12 +1,17 @@
-"""A checkpoint is deleted only once the experiment state on storage names a newer one."""
+"""A checkpoint is deleted only once the experiment state on storage names a newer one; ``--resume``
+refuses a run whose unfinished trials' checkpoints are gone."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
+import pytest
 from ray.tune import Checkpoint
 
+from nasq_ray.errors import ConfigError
 from nasq_ray.search.checkpoint_gc import CheckpointGC
+from nasq_ray.search.session import check_checkpoints_kept
 from nasq_ray.search.experiment_state import checkpoint_index, saved_checkpoint_indices, saved_trial_statuses
 
 
@@ -68,3 +73,30 @@ def test_statuses_in_the_saved_state():
         [json.dumps({"trial_id": "b", "status": "PENDING"}), json.dumps({})],
     ]})
     assert saved_trial_statuses(state) == {"a": "TERMINATED", "b": "PENDING"}
+
+
+def _saved_run(folder, trials: dict[str, tuple[str, str]], on_disk: set[str]) -> None:
+    """An experiment folder whose state names ``trials`` (id -> status, checkpoint); only ``on_disk`` exist."""
+    data = [[json.dumps({"trial_id": tid, "status": status, "relative_logdir": f"trial_{tid}"}),
+             json.dumps({"last_result": {"checkpoint_dir_name": ckpt}})] for tid, (status, ckpt) in trials.items()]
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": data}))
+    for tid in on_disk:
+        (folder / f"trial_{tid}" / trials[tid][1]).mkdir(parents=True)
+
+
+def test_resume_refuses_unfinished_trials_whose_checkpoints_are_gone(tmp_path, capsys):
+    trials = {"a": ("TERMINATED", "checkpoint_000002"), "b": ("PAUSED", "checkpoint_000001"),
+              "c": ("ERROR", "checkpoint_000000"), "d": ("PENDING", "checkpoint_000004")}
+    _saved_run(tmp_path, trials, on_disk={"a", "b", "c", "d"})
+    check_checkpoints_kept(str(tmp_path))  # all there: nothing said
+    assert capsys.readouterr().err == ""
+
+    shutil.rmtree(tmp_path / "trial_a")  # a finished trial's folder: its results stay, a warning says what is lost
+    check_checkpoints_kept(str(tmp_path))
+    assert "finished trial(s) are gone (trial_a)" in capsys.readouterr().err
+
+    shutil.rmtree(tmp_path / "trial_b" / "checkpoint_000001")  # Ray would fail these after the restore
+    shutil.rmtree(tmp_path / "trial_d")
+    with pytest.raises(ConfigError, match=r"^resume: 2 unfinished trial\(s\) need checkpoints that are gone .*"
+                                          r"trial_b/checkpoint_000001, trial_d/checkpoint_000004; deleted"):
+        check_checkpoints_kept(str(tmp_path))
