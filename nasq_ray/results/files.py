@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
-import numpy as np
+import sys
 from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
 
 from ..errors import ConfigError
 from ..objective import ObjectiveConfig
@@ -55,12 +57,17 @@ def write_results(out_dir: Path, records: list[TrialRecord], space: SearchSpace,
                   test_accuracy: Callable[[list[TrialRecord]], None] | None = None
                   ) -> tuple[list[TrialRecord], TrialRecord | None]:
     """Write trials.csv, pareto.csv and best.json. ``test_accuracy`` (the trial kind's) first gives
-    the front and the best trial their test accuracy."""
+    the front and the best trial their test accuracy; when it fails (a corrupt checkpoint, a user
+    model that fails on the test split) the files are written without it and a warning says why."""
     out_dir.mkdir(parents=True, exist_ok=True)
     front = pareto_records(records, objective)
     best = best_record(records)
     if test_accuracy is not None:
-        test_accuracy(front + ([best] if best is not None and best not in front else []))
+        try:
+            test_accuracy(front + ([best] if best is not None and best not in front else []))
+        except Exception as e:  # noqa: BLE001 - the search's results must never be lost to a test evaluation
+            print(f"warning: test accuracy not measured ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                  "; trials.csv, pareto.csv and best.json are written without it", file=sys.stderr)
     records = sorted(records, key=lambda r: r.trial_id)
     write_csv(out_dir / "trials.csv", records, space, objective)
     write_csv(out_dir / "pareto.csv", front, space, objective)
