@@ -283,6 +283,8 @@ def saved_config(result_dir: str | Path, field: str, overrides: dict | None = No
     ``overrides`` (``address`` or top-level keys); ``field`` names the flag in the error."""
     folder = Path(result_dir).expanduser().resolve()
     saved = folder / "experiment.yaml"
+    if not folder.is_dir():
+        raise ConfigError(f"{field}: '{folder}' does not exist; give the results folder of an earlier run (OUT/NAME)")
     if not saved.is_file():
         raise ConfigError(f"{field}: '{folder}' holds no nasq-ray experiment (no experiment.yaml); give the "
                           "results folder of an earlier run (OUT/NAME)")

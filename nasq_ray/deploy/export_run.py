@@ -47,7 +47,6 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     if kernels not in KERNEL_MODES:
         raise ConfigError(f"kernels: {kernels!r} is not allowed; allowed: {', '.join(KERNEL_MODES)}")
     from ..config import saved_config
-    from ..trials import prepare
     from ..trials.training import accuracy_f1, predict_batches
 
     folder = Path(result_dir).expanduser().resolve()
@@ -55,7 +54,8 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     if not (folder / "trials.csv").is_file():
         raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no trials.csv)")
     rows = read_trials_table(folder / ("pareto.csv" if pareto else "trials.csv"), "export")
-    kind, prep = prepare(cfg)
+    phases = _phases(cfg)
+    kind, prep, _ = phases[None]
     space = prep.space
     if trial is not None:
         rows = [r for r in rows if r["trial_id"] == trial]
@@ -69,17 +69,17 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     out_dir = folder / "export"
     out_dir.mkdir(exist_ok=True)
     summaries = []
-    experiment = cfg.local_experiment_dir or folder
     test = prep.test
     if test is None and fmt == "onnx":
         raise ConfigError("export: the run's data has no test split to check the ONNX model on; give the data "
                           "factory a 'test' Dataset, or use --format packed")
     for row in rows:
+        kind, prep, experiment = phases.get(row.get("phase") or None, phases[None])
         checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
-        if not checkpoints:
+        if not checkpoints and kind.model_in_checkpoint:
             raise ConfigError(f"trial: trial '{row['trial_id']}' has no checkpoint in {experiment}")
-        state = read_checkpoint(checkpoints[-1].parent)
-        model = kind.trained_model(_typed(space, row), state, prep).eval()
+        state = read_checkpoint(checkpoints[-1].parent) if checkpoints else None
+        model = kind.trained_model(_typed(prep.space, row), state, prep).eval()
         data = pack_model(model, space.input_shape)
         path = out_dir / f"{row['trial_id']}.nqw"
         path.write_bytes(data)
@@ -114,6 +114,28 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
                            changed=int((fq_pred != ort_pred).sum()))
         summaries.append(summary)
     return summaries
+
+
+def _phases(cfg) -> dict:
+    """Trial kind, prepared inputs and experiment folder by a row's ``phase`` (None: the run's own).
+    A one-shot run's rows are of phase 2 (``oneshot``: sub-networks with the super-network's
+    weights, in the run's folder) and phase 3 (``finetune``: in its ``finetune/`` folder)."""
+    from ..trials import prepare
+
+    def of(pcfg):
+        kind, prep = prepare(pcfg)
+        return kind, prep, Path(pcfg.local_experiment_dir or pcfg.out_dir)
+
+    if cfg.search.mode != "oneshot":
+        return {None: of(cfg)}
+    from ..search.oneshot import PHASE3, phase_configs
+
+    _, p2, p3 = phase_configs(cfg)
+    phases = {"oneshot": of(p2)}
+    if (p3.out_dir / "trials.csv").is_file():
+        phases[PHASE3] = of(p3)
+    phases[None] = phases.get(PHASE3, phases["oneshot"])  # what best.json and pareto.csv name
+    return phases
 
 
 def acc_gap_pp(r: dict) -> float:

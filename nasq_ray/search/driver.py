@@ -96,7 +96,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     if cfg.search.mode == "oneshot":
         from .oneshot import run_oneshot
 
-        return run_oneshot(cfg, run_search, resume_search)
+        return run_oneshot(cfg, run_search, resume_config)
     t0 = time.time()
     if cfg.name is None:  # the name is fixed once, here, and saved with the experiment
         cfg = replace(cfg, name=cfg.run_name)
@@ -147,12 +147,18 @@ def _trial_name(trial) -> str:
 def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
     """Continue an interrupted experiment from its results folder: finished trials are kept,
     unfinished ones continue from their last checkpoint, the searcher's state is restored."""
-    t0 = time.time()
     cfg = saved_config(result_dir, "resume", overrides)
     if cfg.search.mode == "oneshot":
         from .oneshot import run_oneshot
 
-        return run_oneshot(cfg, run_search, resume_search, resuming=True)
+        return run_oneshot(cfg, run_search, resume_config, resuming=True)
+    return resume_config(cfg)
+
+
+def resume_config(cfg: ExperimentConfig) -> SearchResult:
+    """Continue the interrupted experiment ``cfg`` describes (a one-shot run resumes each phase with
+    its own config: the folder's experiment.yaml is the whole run's)."""
+    t0 = time.time()
     kind, prep = prepare(cfg, effective_objective(cfg))
     check_storage(cfg)
     check_checkpoints_kept(cfg.experiment_path)

@@ -87,9 +87,9 @@ def check_oneshot(cfg: ExperimentConfig) -> None:
                           "trials)")
 
 
-def run_oneshot(cfg: ExperimentConfig, run_search, resume_search, resuming: bool = False) -> SearchResult:
+def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool = False) -> SearchResult:
     """All three phases (or what is left of them when ``resuming``), each an ordinary search run by
-    the driver's ``run_search`` / ``resume_search`` (handed in: the driver is what calls this)."""
+    the driver's ``run_search`` / ``resume_config`` (handed in: the driver is what calls this)."""
     from ..trials.supernet import SUPERNET_FILE
     from ray import tune
 
@@ -116,14 +116,14 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_search, resuming: bool
         if workers > 1:
             _data_parallel_phase1(p1, workers, out / SUPERNET_FILE)
         else:
-            r1 = _run_or_resume(p1, resuming, run_search, resume_search)
+            r1 = _run_or_resume(p1, resuming, run_search, resume_config)
             if r1.interrupted or not r1.records or r1.records[0].status != "complete":
                 return _stopped(r1, cfg, t0, "phase 1 (the super-network)")
             _keep_supernet(r1, out / SUPERNET_FILE)
         _mark(out, PHASE1)
     if state.get("search") != "done":
         _say(cfg, f"phase 2: searching {cfg.search.num_samples} sub-networks with inherited weights")
-        r2 = _run_or_resume(p2, resuming and state.get(PHASE1) == "done", run_search, resume_search)
+        r2 = _run_or_resume(p2, resuming and state.get(PHASE1) == "done", run_search, resume_config)
         (out / "experiment.yaml").write_text(cfg.to_yaml())  # the run is the one-shot run, not phase 2's
         if r2.interrupted:
             return _stopped(r2, cfg, t0, "phase 2 (the search)")
@@ -131,7 +131,7 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_search, resuming: bool
     if cfg.search.finetune_epochs > 0 and state.get(PHASE3) != "done":
         _say(cfg, f"phase 3: fine-tuning the front (at most {cfg.search.finetune_top} models) for "
                   f"{cfg.search.finetune_epochs} epochs")
-        r3 = _run_or_resume(p3, resuming and state.get("search") == "done", run_search, resume_search)
+        r3 = _run_or_resume(p3, resuming and state.get("search") == "done", run_search, resume_config)
         if r3.interrupted:
             return _stopped(r3, cfg, t0, "phase 3 (fine-tuning)")
         _mark(out, PHASE3)
@@ -143,12 +143,12 @@ def _say(cfg: ExperimentConfig, text: str) -> None:
         print(text, file=sys.stdout if cfg.log_format == "text" else sys.stderr, flush=True)
 
 
-def _run_or_resume(pcfg: ExperimentConfig, resuming: bool, run_search, resume_search) -> SearchResult:
+def _run_or_resume(pcfg: ExperimentConfig, resuming: bool, run_search, resume_config) -> SearchResult:
     from ray import tune
 
     if resuming and tune.Tuner.can_restore(pcfg.experiment_path):
-        overrides = {"quiet": True, "address": pcfg.resources.address} if pcfg.resources.address else {"quiet": True}
-        return resume_search(pcfg.out_dir, **overrides)
+        # the phase's own config: phase 2's folder is the run's, whose experiment.yaml is the one-shot run's
+        return resume_config(replace(pcfg, quiet=True))
     return run_search(pcfg)
 
 

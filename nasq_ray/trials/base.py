@@ -69,6 +69,7 @@ class BaseTrialKind:
     """One kind of trial. Subclasses set ``name`` and implement ``prepare`` and ``run``."""
 
     name: str = ""
+    model_in_checkpoint: bool = True  # False: trained_model rebuilds a trial's model without a checkpoint
 
     def prepare(self, cfg: ExperimentConfig, raw_space: dict, space_path: Path,
                 objective: ObjectiveConfig) -> Prepared:
@@ -93,8 +94,9 @@ class BaseTrialKind:
     def test_accuracy(self, records: list[TrialRecord], prepared: Prepared) -> None:
         """Fill ``test_acc`` / ``test_f1`` of ``records`` (the front and the best trial)."""
 
-    def trained_model(self, config: dict, state: dict, prepared: Prepared):
-        """The trained ``torch.nn.Module`` a trial's saved ``state`` holds (what export writes)."""
+    def trained_model(self, config: dict, state: dict | None, prepared: Prepared):
+        """The trained ``torch.nn.Module`` a trial's saved ``state`` holds (what export writes); ``state``
+        is None for a kind whose trials save no checkpoint (``model_in_checkpoint`` False)."""
         raise ConfigError(f"export: trials of kind '{self.name}' train no model; nothing to export")
 
     def cost_model(self, prepared: Prepared) -> CostModel | None:

@@ -375,6 +375,7 @@ class SubnetTrial(TrainedTrial):
     """Phase 2 of ``search.mode: oneshot``: a config scored with the super-network's weights."""
 
     name = "subnet"
+    model_in_checkpoint = False  # the config's sub-network with the super-network's weights
 
     def prepare(self, cfg, raw_space, space_path, objective):
         prep = super().prepare(cfg, raw_space, space_path, objective)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ONESHOT_SPACE
+from nasq_ray.export import main as export_main
 from nasq_ray.run import main
 from nasq_ray.testing import kill_session
 
@@ -51,6 +53,21 @@ def test_a_one_shot_search_runs_its_three_phases_in_one_folder(ray_cluster, tmp_
     front = _rows(folder / "pareto.csv")
     assert front and {r["trial_id"] for r in front} <= {r["trial_id"] for r in tuned}
     assert (folder / "report.html").is_file()
+
+    # export: the best (a fine-tuned trial, in finetune/) and a phase-2 sub-network (no checkpoint of its own)
+    assert export_main([str(folder), "--format", "packed"]) == 0
+    assert export_main([str(folder), "--format", "packed", "--trial", oneshot[0]["trial_id"]]) == 0
+    best = json.loads((folder / "best.json").read_text())["trial_id"]
+    assert {p.name for p in (folder / "export").iterdir()} == {f"{best}.nqw", f"{oneshot[0]['trial_id']}.nqw"}
+
+    # resumed as if stopped at the end of phase 2: phase 2 is restored with its own config (the folder's
+    # experiment.yaml is the one-shot run's; resuming from it had recursed), phase 3 runs again
+    (folder / "oneshot.json").write_text(json.dumps({"supernet": "done"}))
+    shutil.rmtree(folder / "finetune")
+    capsys.readouterr()
+    assert main(["--resume", str(folder), "--quiet"]) == 0, capsys.readouterr().err[-3000:]
+    assert len([r for r in _rows(folder / "trials.csv") if r["phase"] == "oneshot"]) == 12
+    assert json.loads((folder / "oneshot.json").read_text())["finetune"] == "done"
 
 
 def test_phase_1_resumes_after_a_sigkill_of_the_driver(tmp_path):
