@@ -322,8 +322,9 @@ def pareto_png(runs: list[Run], path: Path) -> None:
             tested = [t for t in front if is_finite_number(t.get("test_acc"))]
             ax.scatter([t[r.cost] for t in tested], [t["test_acc"] for t in tested], s=30, facecolors="none",
                        edgecolors=COLORS[1], label="front (test_acc)", zorder=3)
+    drawn = [x for c in ax.collections for x, _ in c.get_offsets()]
     xs = [t[r.cost] for r in runs for t in r.trials if is_finite_number(t.get(r.cost))]
-    if xs and min(xs) > 0:
+    if drawn and xs and min(xs) > 0:  # with nothing drawn (no trial finished yet) a log axis cannot scale
         ax.set_xscale("log")
     ax.set_xlabel(runs[0].cost)
     ax.set_ylabel("accuracy")

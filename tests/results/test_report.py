@@ -132,6 +132,14 @@ def test_an_interrupted_experiment(tmp_path):
     assert run.state == "interrupted" and [t["trial_id"] for t in run.front] == ["a", "b"]
 
 
+def test_an_interrupted_experiment_with_no_finished_trial_yet(tmp_path, capsys):
+    """Trials with metrics but none finished: nothing to draw, and the cost axis must not go log."""
+    folder = _results_folder(tmp_path, trials=TRIALS[:2], unfinished=("a", "b"))
+    assert load_run(folder).front == []
+    assert main([str(folder)]) == 0, capsys.readouterr().err
+    assert (folder / "pareto.png").stat().st_size > 0
+
+
 def test_compare_overlays_fronts(tmp_path, capsys):
     one = _results_folder(tmp_path, "one")
     two = _results_folder(tmp_path, "two", trials=[t[:3] + (t[3] - 0.1,) + t[4:] for t in TRIALS])
