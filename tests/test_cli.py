@@ -62,6 +62,7 @@ def test_bad_space_file(capsys, tmp_path, case):
     (["--target", "0"], "objective.target"),
     (["--data", "imagenet"], "data: unknown name 'imagenet'"),
     (["--data", "mnist"], "data-dir"),
+    (["--data-dir", "/tmp"], "data.dir: '/tmp' is not read: data 'digits' is embedded"),  # --data forgotten
     (["--max-val", "1"], "data.max_val: 1 is not allowed; allowed: integers >= 2"),
     (["--set", "search.num_samples=abc"], "search.num_samples: 'abc' is not allowed"),
     (["--set", "search.numsamples=3"], "did you mean 'num_samples'"),

@@ -75,6 +75,45 @@ def rgb():
     x = torch.randn(40, 3, 8, 8)
     y = torch.arange(40) % 10
     return {"train": TensorDataset(x, y), "val": TensorDataset(x, y)}
+
+
+def _with(split="train", **change):
+    """digits with one thing wrong past the first item (only the first is checked up front)"""
+    d = _digits(100)
+    x, y = d[split].tensors
+    x, y = x.clone(), y.clone()
+    if "label" in change:
+        y[50] = change["label"]
+    if "value" in change:
+        x[50, 0, 0, 0] = change["value"]
+    if "num_classes" in change:
+        d["num_classes"] = change["num_classes"]
+    d[split] = TensorDataset(x, y[:, None] if change.get("column_labels") else y)
+    return d
+
+
+def label_past_the_classes():
+    return _with(label=12)
+
+
+def negative_label_in_val():
+    return _with("val", label=-1)
+
+
+def column_labels():
+    return _with(column_labels=True)
+
+
+def nan_input():
+    return _with(value=float("nan"))
+
+
+def num_classes_text():
+    return _with(num_classes="ten")
+
+
+def takes_no_dir():
+    return _digits(100)
 '''
 
 

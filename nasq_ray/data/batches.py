@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .builtin import Split
 
 AUGMENTS = ("crop_flip", "crop")
@@ -117,11 +117,20 @@ class ArrayBatches:
 
 
 class DatasetBatches:
-    """A split of a user's data factory, read through a ``DataLoader`` with ``workers`` processes."""
+    """A split of a user's data factory, read through a ``DataLoader`` with ``workers`` processes.
+    Each batch's labels are checked as it is read (the factory's items are checked one by one only
+    at the start): integers, one per sample, from 0 to ``num_classes`` - 1 (the data's count, or the
+    user model's outputs where the data does not say)."""
 
-    def __init__(self, data, split: str, workers: int = 0, device: str = "cpu", indices: np.ndarray | None = None):
+    def __init__(self, data, split: str, workers: int = 0, device: str = "cpu", indices: np.ndarray | None = None,
+                 num_classes: int = 0, classes_from: str = ""):
         self.data, self.split, self.workers, self.device = data, split, workers, device
         self.indices = indices  # a subset of the split (``subset``); None: all of it
+        self.num_classes = num_classes or data.num_classes  # 0: not known (labels checked >= 0 only)
+        self.classes_from = classes_from  # where num_classes came from, when not from the data (for messages)
+
+    def with_classes(self, num_classes: int, classes_from: str) -> DatasetBatches:
+        return DatasetBatches(self.data, self.split, self.workers, self.device, self.indices, num_classes, classes_from)
 
     @property
     def dataset(self):
@@ -135,7 +144,7 @@ class DatasetBatches:
             return self
         if self.indices is not None:
             idx = self.indices[idx]
-        return DatasetBatches(self.data, self.split, self.workers, self.device, idx)
+        return DatasetBatches(self.data, self.split, self.workers, self.device, idx, self.num_classes, self.classes_from)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -152,11 +161,32 @@ class DatasetBatches:
             if len(yb) < 2 and seen:
                 continue
             seen += len(yb)
+            self._check(xb, yb)
             yield xb.to(self.device), yb.to(self.device), None
 
     def eval(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for xb, yb in self._loader(batch_size, False):
+            self._check(xb, yb)
             yield xb.to(self.device), yb.to(self.device)
+
+    def _check(self, xb, yb) -> None:
+        where = f"data: {self.data.factory.label}['{self.split}']"
+        if not isinstance(yb, torch.Tensor) or yb.dim() != 1 or yb.dtype in (torch.bool, *_FLOATS) \
+                or yb.is_complex():
+            what = f"a {yb.dtype} tensor of shape {tuple(yb.shape)}" if isinstance(yb, torch.Tensor) else type(yb).__name__
+            raise DataError(f"{where}: a batch's labels are {what}; expected one integer class label per sample")
+        low, high = int(yb.min()), int(yb.max())
+        n = self.num_classes
+        if low < 0 or (n and high >= n):
+            bad = low if low < 0 else high
+            allowed = f"0 to {n - 1} ({n} classes{': ' + self.classes_from if self.classes_from else ''})" if n \
+                else "integers >= 0"
+            raise DataError(f"{where}: a label is {bad}; allowed: {allowed}")
+        if not isinstance(xb, torch.Tensor) or not bool(torch.isfinite(xb).all()):
+            raise DataError(f"{where}: a batch's inputs hold NaN or infinite values; expected finite numbers")
+
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def sample_indices(size: int, n: int | None, seed: int) -> np.ndarray | None:

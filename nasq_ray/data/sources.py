@@ -3,7 +3,7 @@ user's data factory read through DataLoaders; one entry for every trial kind tha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ConfigError
 from ..user_code import is_ref
@@ -25,6 +25,13 @@ class DataBundle:
     num_classes: int
     name: str
     in_memory: bool
+
+    def with_classes(self, num_classes: int, classes_from: str) -> DataBundle:
+        """The same data with its class count told (a user model's outputs, where the factory did not say)."""
+        if self.in_memory:
+            return replace(self, num_classes=num_classes)
+        told = lambda b: None if b is None else b.with_classes(num_classes, classes_from)  # noqa: E731
+        return replace(self, train=told(self.train), val=told(self.val), test=told(self.test), num_classes=num_classes)
 
 
 def is_factory(name) -> bool:
@@ -49,6 +56,9 @@ def load_data(d, device: str = "cpu", num_classes: int | None = None) -> DataBun
     if d.args:
         raise ConfigError(f"data.args: keyword arguments are for a data factory (MODULE:CALLABLE); data '{d.name}' "
                           "is built in and takes none")
+    if d.name == "digits" and d.dir is not None:  # most likely --data-dir given without --data
+        raise ConfigError(f"data.dir: '{d.dir}' is not read: data 'digits' is embedded; name the data in that folder "
+                          "with --data (fashion_mnist, mnist, cifar10, csv or MODULE:CALLABLE), or leave out --data-dir")
     data = load_dataset(d.name, d.dir, label_column=d.label_column, val_fraction=d.val_fraction,
                         test_fraction=d.test_fraction, max_train=d.max_train, max_val=d.max_val,
                         seed=d.seed)

@@ -111,7 +111,10 @@ def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = No
     (0: not looked for; the caller knows it from elsewhere)."""
     kwargs = dict(kwargs or {})
     factory = UserCallable.of(target, kwargs, "data")
-    if data_dir is not None and "data_dir" in _parameters(factory):
+    if data_dir is not None:
+        if not _takes_data_dir(factory):
+            raise DataError(f"data.dir: '{data_dir}' is not read: {factory.label} takes no data_dir argument; give the "
+                            "factory a data_dir parameter, or leave out --data-dir")
         factory = UserCallable(factory.target, {**kwargs, "data_dir": data_dir}, "data", factory.search_path)
     made = _datasets(factory)
     shapes = {}
@@ -124,6 +127,9 @@ def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = No
     if num_classes:
         n = num_classes
     elif given is not None:
+        if isinstance(given, bool) or not isinstance(given, (int, np.integer)) or given < 2:
+            raise DataError(f"data: {factory.label}['num_classes'] is {given!r}; allowed: an integer >= 2 (the "
+                            "number of classes its labels 0 .. num_classes - 1 cover)")
         n = int(given)
     else:
         n = 0 if num_classes == 0 else _count_classes(made["train"], factory.label)
@@ -132,8 +138,11 @@ def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = No
     return UserData(factory, shapes["train"], n, tuple(s for s in SPLITS if made.get(s) is not None))
 
 
-def _parameters(factory: UserCallable) -> dict:
+def _takes_data_dir(factory: UserCallable) -> bool:
+    """Whether the factory takes a ``data_dir`` keyword (by name or ``**kwargs``; yes when its
+    signature cannot be read)."""
     try:
-        return dict(inspect.signature(factory.resolve()).parameters)
+        params = inspect.signature(factory.resolve()).parameters.values()
     except (TypeError, ValueError):
-        return {}
+        return True
+    return any(p.name == "data_dir" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)

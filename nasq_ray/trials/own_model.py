@@ -227,11 +227,13 @@ class OwnModelTrial(BaseTrialKind):
         data = load_data(cfg.data, trial_device(cfg), num_classes=0)
         example = next(iter(data.train.eval(2)))[0].cpu()
         outputs = check_model_on_input(model, example, data.num_classes or None)
+        if not data.num_classes:  # the factory did not say: the model's outputs are the classes its labels must fit
+            data = data.with_classes(outputs, "the model's outputs")
         layers, _ = trace_model(model, example, cfg.model.trace)
         groups = []
         if _prunes(raw_space):
             groups = prune_groups(model, example, {L.name for L in layers if L.last}, [L.name for L in layers])
-        space = ModelSpace(raw_space, layers, groups, data.input_shape, data.num_classes or outputs,
+        space = ModelSpace(raw_space, layers, groups, data.input_shape, data.num_classes,
                            source=str(space_path))
         return factory, model, data, example, space
 

@@ -174,10 +174,19 @@ def test_a_user_data_factory_is_read_through_dataloaders(workdir):
 @pytest.mark.parametrize("data, message", [
     ("mynet:bad_items", "is a tuple of 3 items; expected (input, label)"),
     ("mynet:rgb", "fails on the data's input of shape (2, 3, 8, 8)"),
+    # found as the batches are read (the float model trains on them in the driver)
+    ("mynet:label_past_the_classes", "data: mynet:label_past_the_classes()['train']: a label is 12; allowed: 0 to 9 "
+                                     "(10 classes: the model's outputs)"),
+    ("mynet:negative_label_in_val", "['val']: a label is -1; allowed: 0 to 9"),
+    ("mynet:column_labels", "a batch's labels are a torch.int64 tensor of shape (2, 1); expected one integer"),
+    ("mynet:nan_input", "a batch's inputs hold NaN or infinite values"),
+    ("mynet:num_classes_text", "['num_classes'] is 'ten'; allowed: an integer >= 2"),
+    ("mynet:takes_no_dir", "data.dir: '/tmp' is not read: mynet:takes_no_dir() takes no data_dir argument"),
 ])
 def test_bad_user_data_is_refused_in_one_line(workdir, data, message):
     with pytest.raises(NasqError) as e:
-        prepare(_cfg(workdir, data={"name": data, "max_train": None}, name="bad"))
+        prepare(_cfg(workdir, data={"name": data, "max_train": None, **({"dir": "/tmp"} if "dir" in data else {})},
+                     model={"float_epochs": 1}, name="bad"))
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
