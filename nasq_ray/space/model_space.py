@@ -204,7 +204,8 @@ class ModelSpace(SearchSpace):
         defaults of :meth:`default_config`."""
         cfg = dict(base) if base is not None else self.default_config()
         for g in self.groups:
-            cfg[f"{g.name}.keep"] = max(_values(self._value_domain(f"{g.name}.keep")))
+            if self.param(f"{g.name}.keep") is not None:  # a single keep ratio is a constant, not a parameter
+                cfg[f"{g.name}.keep"] = max(_values(self._value_domain(f"{g.name}.keep")))
         bits = {L: LayerBits(w_bits, a_bits) for L in self.quantized}
         return self.validate({**cfg, **self.bit_entries(bits)})
 

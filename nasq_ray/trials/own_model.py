@@ -383,9 +383,14 @@ class OwnModelTrial(BaseTrialKind):
 
 
 def _prunes(raw_space: dict) -> bool:
-    keep = (raw_space.get("prune") or {}).get("keep", 1.0)
-    values = keep if isinstance(keep, list) else [keep]
-    return any(isinstance(v, (int, float)) and v < 1 for v in values)
+    """Whether the space prunes (a keep ratio below 1: a choice, a range or one value); a malformed
+    ``prune`` section says yes, so that the space parser names what is wrong with it."""
+    prune = raw_space.get("prune") or {}
+    if not isinstance(prune, dict):
+        return True
+    keep = prune.get("keep", 1.0)
+    values = keep if isinstance(keep, list) else list(keep.values()) if isinstance(keep, dict) else [keep]
+    return any(not isinstance(v, (int, float)) or isinstance(v, bool) or v < 1 for v in values)
 
 
 def _distils(space: ModelSpace) -> bool:

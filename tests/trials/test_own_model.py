@@ -15,6 +15,7 @@ from nasq_ray.config import from_dict
 from nasq_ray.errors import ConfigError, NasqError
 from nasq_ray.testing import check_trial_kind
 from nasq_ray.trials import prepare
+from nasq_ray.trials.own_model import OwnModelTrial
 from user_model_code import write_user_module
 
 SPACE = """
@@ -194,6 +195,30 @@ def test_a_data_factory_refuses_the_built_in_caps(workdir):
     with pytest.raises(ConfigError) as e:
         prepare(_cfg(workdir, data={"name": "mynet:data", "max_train": None, "max_val": 50}, name="cap"))
     assert str(e.value).startswith("data.max_val: not available with a data factory") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("prune, params", [
+    ("{keep: {low: 0.25, high: 1.0}}", True),  # a range: searched (it had been read as no pruning at all)
+    ("{keep: 0.5}", False),  # one ratio: a constant; the unpruned reference config had named it as a parameter
+])
+def test_keep_ratios_as_a_range_or_one_value(workdir, prune, params):
+    (workdir / "keep.yaml").write_text(f"quant: {{w_bits: [4, 8], a_bits: [8]}}\nprune: {prune}\n")
+    space = OwnModelTrial().space(_cfg(workdir, space=str(workdir / "keep.yaml")), *_raw(workdir / "keep.yaml"))
+    keeps = [n for n in space.names if n.endswith(".keep")]
+    assert bool(keeps) == params and space.groups
+    space.uniform_config(8, 8)
+
+
+def test_a_prune_section_that_is_not_a_mapping_is_named(workdir):
+    (workdir / "plist.yaml").write_text("prune: [0.5]\n")
+    with pytest.raises(NasqError, match="prune: expected a mapping with keys keep, importance, exclude, got list"):
+        OwnModelTrial().space(_cfg(workdir, space=str(workdir / "plist.yaml")), *_raw(workdir / "plist.yaml"))
+
+
+def _raw(path):
+    from nasq_ray.space.files import read_space_yaml
+
+    return read_space_yaml(path), path
 
 
 def test_the_float_model_cache_key_tells_a_capped_validation_split_apart(workdir):
