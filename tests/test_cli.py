@@ -4,6 +4,7 @@ nothing written."""
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 
@@ -225,6 +226,9 @@ BAD_OWN_MODEL = {
     "bad_argument": (["--model", "mynet:Net", "--model-arg", "depth=3"], "unexpected keyword argument 'depth'"),
     "weights_do_not_fit": (["--model", "mynet:Net", "--weights", "small.pt"],
                            "mismatched shapes: stem.0.weight (4, 1, 3, 3) in the file, (8, 1, 3, 3) in the model"),
+    "weights_a_folder": (["--model", "mynet:Net", "--weights", "wdir"], "model.weights: 'wdir' is a folder"),
+    "weights_pickled_by_hand": (["--model", "mynet:Net", "--weights", "pickled.pt"],  # torch's reason, one line
+                                "refused it: UnpicklingError: Unsupported operand 149); save it with torch.save"),
     "glob_matches_nothing": (["--model", "mynet:Net", "--space", "globs.yaml"],
                              "quant.exclude: 'layer9.*' matches no Conv2d/Linear layer"),
     "items_not_pairs": (["--model", "mynet:Net", "--data", "mynet:bad_items"], "expected (input, label)"),
@@ -253,6 +257,8 @@ def test_bad_own_model_input_exits_2_with_one_line_before_anything_runs(capsys, 
     import mynet
 
     torch.save(mynet.Net(width=4).state_dict(), tmp_path / "small.pt")
+    (tmp_path / "wdir").mkdir()
+    (tmp_path / "pickled.pt").write_bytes(pickle.dumps({"w": [1.0]}, protocol=4))
     argv, needle = BAD_OWN_MODEL[case]
     rc, out, err = _run(capsys, [*argv, "--out", str(tmp_path / "out"), "--name", "bad"])
     _assert_one_line_error(rc, err, needle)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -73,16 +74,23 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
     from pathlib import Path
 
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ConfigError(f"model.weights: '{p}' is a folder; expected a file written by "
+                          "torch.save(model.state_dict(), path)")
     if not p.is_file():
         raise ConfigError(f"model.weights: file '{p}' does not exist")
     try:
-        raw = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before it refuses a file
+            warnings.simplefilter("ignore")
+            raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - UnpicklingError (code in the file), a corrupt file, ...
         text = str(e).strip()
-        why = re.search(r"WeightsUnpickler error: (.*?\.)(?:\s|$)", text)  # torch's reason, after its advice
-        first = why.group(1) if why else (text.splitlines()[0] if text else type(e).__name__)
+        why = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)  # torch's reason, after its advice
+        first = why.group(1).strip() if why else (text.splitlines()[0] if text else "")
+        first = re.split(r"(?<=\.)\s", " ".join(first.split()))[0][:200]  # its first sentence
         raise ConfigError(f"model.weights: '{p}' is not a plain weights file (torch.load(weights_only=True) refused it: "
-                          f"{first[:200]}); save it with torch.save(model.state_dict(), path)") from None
+                          f"{type(e).__name__}{': ' + first if first else ''}); save it with "
+                          "torch.save(model.state_dict(), path)") from None
     if isinstance(raw, dict):
         for key in WEIGHT_KEYS:
             if isinstance(raw.get(key), dict):
