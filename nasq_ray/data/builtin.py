@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import pickle
 import struct
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, la
         x, y, test = _csv(Path(data_dir), label_column)
     y, test_y, num_classes = _encode_labels(y, None if test is None else test[1])
     rng = np.random.default_rng(seed)
+    all_y, own_test, given_val_fraction = y, test is None, val_fraction
     if test is None:
         rest, test_idx = _stratified_split(y, test_fraction, rng)
         test = (x[test_idx], y[test_idx])
@@ -86,6 +88,9 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, la
     else:
         test = (test[0], test_y)
     train_idx, val_idx = _stratified_split(y, val_fraction, rng)
+    if not len(train_idx) or not len(val_idx):
+        raise _too_few(name, data_dir, label_column, all_y, "training" if not len(train_idx) else "validation",
+                       given_val_fraction, test_fraction if own_test else None)
     if max_train is not None and max_train < len(train_idx):
         train_idx = train_idx[_stratified_subset(y[train_idx], max_train, rng)]
     if max_val is not None and max_val < len(val_idx):  # drawn after the training cap, which it leaves alone
@@ -146,7 +151,13 @@ def read_idx(path: Path) -> np.ndarray:
 
 def _idx(folder: Path, name: str):
     what = f"{name} IDX files ({', '.join(_IDX_FILES.values())}, optionally .gz)"
-    arrays = {k: read_idx(_find(folder, [v, v.replace("-idx", ".idx")], what)) for k, v in _IDX_FILES.items()}
+    paths = {k: _find(folder, [v, v.replace("-idx", ".idx")], what) for k, v in _IDX_FILES.items()}
+    arrays = {k: read_idx(p) for k, p in paths.items()}
+    for k, a in arrays.items():  # float IDX types (0x0D, 0x0E) can hold NaN or infinity; integer ones cannot
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            i = int(np.flatnonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0])
+            raise DataError(f"{paths[k]}: {'image' if a.ndim > 1 else 'label'} {i} holds a non-finite value "
+                            "(NaN or infinity); expected finite numbers")
     for split in ("train", "test"):
         xs, ys = arrays[f"{split}_x"], arrays[f"{split}_y"]
         if xs.ndim != 3 or ys.ndim != 1 or len(xs) != len(ys):
@@ -184,9 +195,23 @@ def _cifar10(folder: Path):
     return x, y, _unpickle(test_file)
 
 
-def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features (float32), labels (strings) and the feature columns' names."""
+    try:
+        with open(path, newline="") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a text CSV (not valid {e.encoding}: a binary file?); "
+                        f"expected comma-separated text with a header row holding a '{label_column}' column") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e.strerror or e}); expected a CSV file") from None
+    if "\0" in text:
+        raise DataError(f"{path}: not a text CSV (it holds NUL bytes); expected comma-separated text with a header "
+                        f"row holding a '{label_column}' column")
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV ({e}); expected comma-separated text with a header row") from None
     if not rows:
         raise DataError(f"{path}: empty CSV; expected a header row with a '{label_column}' column")
     header = rows[0]
@@ -194,22 +219,33 @@ def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
     if label_column not in header:
         raise DataError(f"{path}: no label column '{label_column}' in header {header}; set --label-column")
     li = header.index(label_column)
+    if len(header) < 2:
+        raise DataError(f"{path}: no feature columns; the header {header} holds only the label column "
+                        f"'{label_column}'; expected at least one numeric feature column beside it")
     if not body:
         raise DataError(f"{path}: no data rows")
     x = np.empty((len(body), len(header) - 1), dtype=np.float32)
     labels = []
-    for i, (r, row) in enumerate(body):
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {r} has {len(row)} fields, the header has {len(header)}")
-        feats = row[:li] + row[li + 1:]
-        try:
-            x[i] = [float(v) for v in feats]
-        except ValueError:
-            bad = next(v for v in feats if not _is_float(v))
-            col = [h for h in header if h != label_column][feats.index(bad)]
-            raise DataError(f"{path}: line {r}, column '{col}': '{bad}' is not a number") from None
-        labels.append(row[li])
-    return x, np.asarray(labels)
+    with np.errstate(over="ignore"):  # a number beyond float32's range becomes inf: reported below
+        for i, (r, row) in enumerate(body):
+            if len(row) != len(header):
+                raise DataError(f"{path}: line {r} has {len(row)} fields, the header has {len(header)}")
+            feats = row[:li] + row[li + 1:]
+            try:
+                x[i] = [float(v) for v in feats]
+            except ValueError:
+                bad = next(v for v in feats if not _is_float(v))
+                col = [h for h in header if h != label_column][feats.index(bad)]
+                raise DataError(f"{path}: line {r}, column {col!r}: {bad!r} is not a number") from None
+            labels.append(row[li])
+    finite = np.isfinite(x)
+    if not finite.all():  # 'nan', 'inf', or a number beyond float32's range (3.4e38)
+        i, j = (int(k[0]) for k in np.nonzero(~finite))
+        r, row = body[i]
+        col, value = [h for h in header if h != label_column][j], (row[:li] + row[li + 1:])[j].strip()
+        raise DataError(f"{path}: line {r}, column {col!r}: {value!r} is not a finite number; NaN, infinity and "
+                        "values beyond +-3.4e38 (float32) are not allowed")
+    return x, np.asarray(labels), [h for i, h in enumerate(header) if i != li]
 
 
 def _is_float(v: str) -> bool:
@@ -226,15 +262,36 @@ def _csv(path: Path, label_column: str):
         if not train.is_file():
             raise DataError(f"data-dir: '{path}' has no train.csv; give a CSV file or a folder with train.csv "
                             "(and optionally test.csv)")
-        x, y = _read_csv(train, label_column)
-        test = _read_csv(path / "test.csv", label_column) if (path / "test.csv").is_file() else None
-        if test is not None and test[0].shape[1] != x.shape[1]:
-            raise DataError(f"{path / 'test.csv'}: {test[0].shape[1]} features, train.csv has {x.shape[1]}")
-        return x, y, test
+        x, y, cols = _read_csv(train, label_column)
+        if not (path / "test.csv").is_file():
+            return x, y, None
+        test_path = path / "test.csv"
+        tx, ty, test_cols = _read_csv(test_path, label_column)
+        if tx.shape[1] != x.shape[1]:
+            raise DataError(f"{test_path}: {tx.shape[1]} features, train.csv has {x.shape[1]}")
+        if test_cols != cols:
+            differ = [f"{t!r} where train.csv has {c!r}" for t, c in zip(test_cols, cols) if t != c]
+            raise DataError(f"{test_path}: feature columns differ from train.csv's: {', '.join(differ)}; "
+                            "expected the same feature columns in the same order")
+        train_labels, test_labels = _comparable(y, ty)
+        unseen = np.setdiff1d(test_labels, train_labels)
+        if len(unseen):
+            shown = ", ".join(repr(_label_text(v)) for v in unseen[:5])
+            shown += f", ... ({len(unseen)} in all)" if len(unseen) > 5 else ""
+            raise DataError(f"{test_path}: label{'s' if len(unseen) > 1 else ''} {shown} (column '{label_column}') "
+                            "found only in the test file, not in train.csv; every test label must be a class of "
+                            "train.csv")
+        return x, y, (tx, ty)
     if not path.is_file():
         raise DataError(f"data-dir: '{path}' does not exist; expected a CSV file or a folder with train.csv")
-    x, y = _read_csv(path, label_column)
+    x, y, _ = _read_csv(path, label_column)
     return x, y, None
+
+
+def _label_text(v) -> str:
+    """A label as it reads in the file (3.0 as 3)."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
 # ---------------------------------------------------------------------------------------- splits
@@ -242,14 +299,20 @@ def _csv(path: Path, label_column: str):
 
 def _encode_labels(y: np.ndarray, test_y: np.ndarray | None):
     """Map labels (numbers or names) to 0..K-1 in sorted order (numeric order when all are numbers)."""
-    y, test_y = _numeric_if_possible(y), None if test_y is None else _numeric_if_possible(test_y)
-    if test_y is not None and (y.dtype.kind in "fiu") != (test_y.dtype.kind in "fiu"):
-        y, test_y = y.astype(str), test_y.astype(str)
+    y, test_y = _comparable(y, test_y)
     classes = np.unique(y if test_y is None else np.concatenate([y, test_y]))
     if len(classes) < 2:
         raise DataError(f"labels: found {len(classes)} class; need at least 2")
     enc = lambda a: np.searchsorted(classes, a).astype(np.int64)  # noqa: E731
     return enc(y), None if test_y is None else enc(test_y), len(classes)
+
+
+def _comparable(y: np.ndarray, test_y: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels as numbers where both sets are all numbers, else as text: the values classes are made of."""
+    y, test_y = _numeric_if_possible(y), None if test_y is None else _numeric_if_possible(test_y)
+    if test_y is not None and (y.dtype.kind in "fiu") != (test_y.dtype.kind in "fiu"):
+        y, test_y = y.astype(str), test_y.astype(str)
+    return y, test_y
 
 
 def _numeric_if_possible(a: np.ndarray) -> np.ndarray:
@@ -267,11 +330,52 @@ def _stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator) 
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)
-        n = int(round(len(idx) * fraction))
-        n = min(max(n, 1 if len(idx) > 1 else 0), len(idx) - 1 if len(idx) > 1 else len(idx))
+        n = _held_out(len(idx), fraction)
         held.append(idx[:n])
         keep.append(idx[n:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+def _held_out(count: int, fraction: float) -> int:
+    """How many of a class's ``count`` samples :func:`_stratified_split` holds out."""
+    n = int(round(count * fraction))
+    return min(max(n, 1 if count > 1 else 0), count - 1 if count > 1 else count)
+
+
+def _class_minimum(val_fraction: float, test_fraction: float | None) -> int:
+    """The fewest samples a class needs to leave one in training and one in validation after the
+    splits (``test_fraction`` None: the test set is separate, only validation is split off), the
+    fractions as :func:`load_dataset` takes them."""
+    if test_fraction is not None:
+        val_fraction = val_fraction / (1.0 - test_fraction)  # of what the test split leaves, as load_dataset does
+    for count in range(1, 10_000):
+        rest = count if test_fraction is None else count - _held_out(count, test_fraction)
+        val = _held_out(rest, val_fraction)
+        if val >= 1 and rest - val >= 1:
+            return count
+    return 10_000  # not reached: fractions are in (0, 1), so a large class always splits
+
+
+def _too_few(name: str, data_dir, label_column: str, y: np.ndarray, empty: str, val_fraction: float,
+             test_fraction: float | None) -> DataError:
+    """The error for data too small to split: what there is, which split would be empty, what is needed."""
+    if name == "csv":
+        path = Path(data_dir)
+        src, unit = (path / "train.csv" if path.is_dir() else path), "row"
+    else:
+        src = name if data_dir is None else f"data-dir '{data_dir}'"
+        unit = "sample" if name == "digits" else "training image"
+    counts = np.unique(y, return_counts=True)[1]
+    need = _class_minimum(val_fraction, test_fraction)
+    fractions = (f"val_fraction={val_fraction:g}" if test_fraction is None else
+                 f"val_fraction={val_fraction:g} and test_fraction={test_fraction:g}")
+    if counts.max() == 1:
+        what = f"{len(y)} {unit}s, every one its own class"
+        what += f" (label column '{label_column}' holds {len(counts)} distinct values)" if name == "csv" else ""
+    else:
+        what = f"{len(y)} {unit}s in {len(counts)} classes (at most {counts.max()} per class)"
+    return DataError(f"{src}: {what}: too few to split, the {empty} split would be empty; with {fractions} a class "
+                     f"needs at least {need} {unit}s to give both training and validation one; give more {unit}s")
 
 
 def _stratified_subset(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
