@@ -112,6 +112,20 @@ def num_classes_text():
     return _with(num_classes="ten")
 
 
+class Unreadable(Dataset):
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        if i == 30:
+            raise OSError(f"cannot read image {i}")
+        return torch.zeros(1, 8, 8), i % 10
+
+
+def unreadable():
+    return {"train": Unreadable(), "val": Unreadable()}
+
+
 def takes_no_dir():
     return _digits(100)
 '''

@@ -150,9 +150,20 @@ class DatasetBatches:
         return len(self.dataset)
 
     def _loader(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
-        return torch.utils.data.DataLoader(
+        loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=self.workers,
             persistent_workers=False, pin_memory=self.device != "cpu")
+        batches = iter(loader)
+        while True:  # the user's Dataset runs here: its failures (an unreadable file, a wrong __len__) are bad data
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except Exception as e:  # noqa: BLE001 - whatever the Dataset's __getitem__ or the collation raises
+                text = " ".join(str(e).split())
+                raise DataError(f"data: {self.data.factory.label}['{self.split}']: reading a batch failed "
+                                f"({type(e).__name__}: {text[:200]})") from None
+            yield batch
 
     def epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple]:
         order = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
