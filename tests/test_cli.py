@@ -229,6 +229,12 @@ BAD_OWN_MODEL = {
     "weights_a_folder": (["--model", "mynet:Net", "--weights", "wdir"], "model.weights: 'wdir' is a folder"),
     "weights_pickled_by_hand": (["--model", "mynet:Net", "--weights", "pickled.pt"],  # torch's reason, one line
                                 "refused it: UnpicklingError: Unsupported operand 149); save it with torch.save"),
+    "integer_outputs": (["--model", "mynet:IntOut"], "model: gives torch.int64 outputs; expected float logits"),
+    "all_frozen": (["--model", "mynet:Frozen"], "model: none of its parameters requires grad"),
+    "other_outputs_in_eval": (["--model", "mynet:FewerInEval"],
+                              "model: gives (2, 10) in evaluation mode but (2, 5) in training mode"),
+    "other_path_on_zeros": (["--model", "mynet:OnZerosOtherPath", "--space", "prune.yaml"],
+                            "model: fails on an input of zeros of shape (1, 1, 8, 8)"),
     "glob_matches_nothing": (["--model", "mynet:Net", "--space", "globs.yaml"],
                              "quant.exclude: 'layer9.*' matches no Conv2d/Linear layer"),
     "items_not_pairs": (["--model", "mynet:Net", "--data", "mynet:bad_items"], "expected (input, label)"),
@@ -258,6 +264,7 @@ def test_bad_own_model_input_exits_2_with_one_line_before_anything_runs(capsys, 
 
     torch.save(mynet.Net(width=4).state_dict(), tmp_path / "small.pt")
     (tmp_path / "wdir").mkdir()
+    (tmp_path / "prune.yaml").write_text("prune: {keep: [1.0, 0.5]}\n")
     (tmp_path / "pickled.pt").write_bytes(pickle.dumps({"w": [1.0]}, protocol=4))
     argv, needle = BAD_OWN_MODEL[case]
     rc, out, err = _run(capsys, [*argv, "--out", str(tmp_path / "out"), "--name", "bad"])

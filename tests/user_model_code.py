@@ -43,6 +43,51 @@ class Branchy(Net):
         return super().forward(x)
 
 
+class IntOut(Net):
+    def forward(self, x):
+        return super().forward(x).long()
+
+
+class Frozen(Net):
+    def __init__(self):
+        super().__init__()
+        self.requires_grad_(False)
+
+
+class FewerInEval(Net):
+    def forward(self, x):
+        out = super().forward(x)
+        return out[:, :5] if self.training else out
+
+
+class Grouped(nn.Module):
+    """A grouped (not depthwise) conv between two convs: pruning one channel would break its groups."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 8, 3, padding=1)
+        self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.g(F.relu(self.c(x)))).mean((2, 3)))
+
+
+class OnZerosOtherPath(Net):
+    """Takes another path on an input of zeros, where the layers' shapes are measured."""
+
+    def forward(self, x):
+        if x.abs().sum() == 0:
+            return self.fc(x.flatten(1)[:, :3])
+        return super().forward(x)
+
+
+class WithLstm(Net):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 4)
+
+
 def not_a_model():
     return 42
 

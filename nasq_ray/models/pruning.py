@@ -103,7 +103,8 @@ def prune_groups(model: nn.Module, x: torch.Tensor, ignored: Iterable[str] = (),
                  order: list[str] | None = None) -> list[PruneGroup]:
     """The prunable groups of ``model`` (``x``: a data batch), in forward ``order`` of their first
     output layer. Groups touching an ``ignored`` layer's output channels (the classifier, excluded
-    layers) are left out, and so are groups of a single channel."""
+    layers) are left out, and so are groups of a single channel and groups touching a grouped (not
+    depthwise) convolution."""
     from torch_pruning.pruner import function
 
     modules = dict(model.named_modules())
@@ -117,6 +118,8 @@ def prune_groups(model: nn.Module, x: torch.Tensor, ignored: Iterable[str] = (),
         channels = dg.get_out_channels(root)
         if channels is None or channels < 2:
             continue
+        if any(_grouped(d.target.module) for d, _ in group):
+            continue  # removing one channel breaks a grouped conv's channels-per-group: left unpruned
         layers = [(names[d.target.module], dg.is_out_channel_pruning_fn(d.handler)
                    or d.handler is function.prune_depthwise_conv_out_channels)
                   for d, _ in group if isinstance(d.target.module, (nn.Conv2d, nn.Linear))]
@@ -125,6 +128,11 @@ def prune_groups(model: nn.Module, x: torch.Tensor, ignored: Iterable[str] = (),
         first = min(outputs, key=lambda n: rank.get(n, len(rank)))
         out.append(PruneGroup(first, names[root], int(channels), outputs, inputs))
     return sorted(out, key=lambda g: rank.get(g.name, len(rank)))
+
+
+def _grouped(module: nn.Module) -> bool:
+    """A grouped convolution that is not depthwise (``1 < groups < in_channels``)."""
+    return isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
 
 
 def _prune_group(dg, module: nn.Module, idxs: list[int]) -> None:

@@ -11,6 +11,7 @@ alone. :class:`OwnNet` wraps the model with the logit quantizer (the values ente
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import re
 import warnings
@@ -152,9 +153,38 @@ def check_model_on_input(model: nn.Module, x: torch.Tensor, num_classes: int | N
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"model: on the data's input of shape {tuple(x.shape)} it gives {shape}; expected logits of "
                           f"shape ({x.shape[0]}, classes)")
+    if not out.is_floating_point():
+        raise ConfigError(f"model: gives {out.dtype} outputs; expected float logits of shape ({x.shape[0]}, classes)")
     if num_classes is not None and out.shape[1] < num_classes:
         raise ConfigError(f"model: gives {out.shape[1]} outputs per sample; the data has {num_classes} classes")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("model: none of its parameters requires grad, so nothing can train; leave at least the "
+                          "layers to quantize trainable (requires_grad=True)")
+    try:  # trained in training mode, evaluated in evaluation mode: both must give the same logits
+        with torch.no_grad():
+            trained = copy.deepcopy(model).train()(x)
+    except Exception as e:  # noqa: BLE001 - any failure of the user's forward on the data is bad input
+        trained = e
+    if not isinstance(trained, torch.Tensor) or trained.shape != out.shape:
+        what = (f"{type(trained).__name__}: {' '.join(str(trained).split())[:150]}" if isinstance(trained, Exception)
+                else tuple(trained.shape) if isinstance(trained, torch.Tensor) else type(trained).__name__)
+        raise ConfigError(f"model: gives {tuple(out.shape)} in evaluation mode but {what} in training mode; expected "
+                          "the same logits in both (it is trained in one and evaluated in the other)")
     return int(out.shape[1])
+
+
+_FLOAT_OK = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def float_only_layers(model: nn.Module) -> list[str]:
+    """Modules holding weights of their own that nasq-ray neither quantizes, prunes nor counts in the
+    cost (an LSTM, a Conv3d, an Embedding, a bare ``nn.Parameter``): ``"name (Type, n weights)"``."""
+    out = []
+    for name, mod in model.named_modules():
+        own = [p for p in mod.parameters(recurse=False)]
+        if own and not isinstance(mod, _FLOAT_OK):
+            out.append(f"{name or 'the model itself'} ({type(mod).__name__}, {sum(p.numel() for p in own):,} weights)")
+    return out
 
 
 class _LayerTracer(fx.Tracer):

@@ -29,7 +29,7 @@ from ..data import load_data
 from ..errors import ConfigError, NasqError
 from ..models import measure_cost
 from ..models.pruning import PrunePlan, apply_plan_, keep_count, prune_, prune_groups, shape_deltas, taylor_gradients_
-from ..models.user import OwnNet, check_model_on_input, make_model, trace_model
+from ..models.user import OwnNet, check_model_on_input, float_only_layers, make_model, trace_model
 from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost
 from ..quant import LayerBits, quantize_
 from ..quant.auto_bits import bits_from_table, choose_bits
@@ -230,6 +230,12 @@ class OwnModelTrial(BaseTrialKind):
         if not data.num_classes:  # the factory did not say: the model's outputs are the classes its labels must fit
             data = data.with_classes(outputs, "the model's outputs")
         layers, _ = trace_model(model, example, cfg.model.trace)
+        layer_shapes(model, data.input_shape)  # what the cost model measures: refused here, before any training
+        floats = float_only_layers(model)
+        if floats:
+            print(f"warning: model: {len(floats)} layer(s) stay float and outside the cost, as nasq-ray quantizes and "
+                  f"prunes Conv2d and Linear layers only: {', '.join(floats[:4])}"
+                  + (f" and {len(floats) - 4} more" if len(floats) > 4 else ""), file=sys.stderr)
         groups = []
         if _prunes(raw_space):
             groups = prune_groups(model, example, {L.name for L in layers if L.last}, [L.name for L in layers])

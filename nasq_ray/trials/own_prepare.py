@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..cost import LayerShape
+from ..errors import ConfigError
 from ..models.builder import _trace
 from ..models.user import load_weights_, read_weights
 from ..quant import QuantConfig
@@ -102,8 +103,16 @@ def float_net(ctx) -> nn.Module:
 
 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerShape]:
-    """The shape record of every Conv2d / Linear of a (float) user model, named as in the model."""
-    return [LayerShape(**r) for r in _trace(model, input_shape)[0].values()]
+    """The shape record of every Conv2d / Linear of a (float) user model, named as in the model
+    (measured on an input of zeros: a model whose forward fails on it is a ConfigError)."""
+    try:
+        records = _trace(model, input_shape)[0]
+    except Exception as e:  # noqa: BLE001 - the user's forward, on an input it did not see before
+        text = " ".join(str(e).split())[:200]
+        raise ConfigError(f"model: fails on an input of zeros of shape {(1, *input_shape)}, on which nasq-ray measures "
+                          f"its layers' shapes ({type(e).__name__}: {text}); its forward must take the same layers "
+                          "whatever the input's values") from None
+    return [LayerShape(**r) for r in records.values()]
 
 
 def shape_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, dict[str, int]]:

@@ -216,6 +216,17 @@ def test_a_prune_section_that_is_not_a_mapping_is_named(workdir):
         OwnModelTrial().space(_cfg(workdir, space=str(workdir / "plist.yaml")), *_raw(workdir / "plist.yaml"))
 
 
+def test_a_grouped_conv_is_left_unpruned_and_layers_kept_float_are_named(workdir, capsys):
+    (workdir / "prunes.yaml").write_text("prune: {keep: [1.0, 0.5]}\n")
+    raw = _raw(workdir / "prunes.yaml")
+    space = OwnModelTrial().space(_cfg(workdir, model={"factory": "mynet:Grouped"}, space=str(raw[1])), *raw)
+    assert all("g" not in (*g.outputs, *g.inputs) for g in space.groups)  # pruning c by one channel broke g's groups
+    assert capsys.readouterr().err == ""
+    OwnModelTrial().space(_cfg(workdir, model={"factory": "mynet:WithLstm"}, space=str(raw[1])), *raw)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: model: 1 layer(s) stay float and outside the cost") and "rnn (LSTM, 160 weights)" in err
+
+
 def _raw(path):
     from nasq_ray.space.files import read_space_yaml
 
