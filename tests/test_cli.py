@@ -235,6 +235,10 @@ BAD_OWN_MODEL = {
                               "model: gives (2, 10) in evaluation mode but (2, 5) in training mode"),
     "other_path_on_zeros": (["--model", "mynet:OnZerosOtherPath", "--space", "prune.yaml"],
                             "model: fails on an input of zeros of shape (1, 1, 8, 8)"),
+    "nan_outputs": (["--model", "mynet:NaNOut", "--float-epochs", "1"],
+                    "model: the float model's training loss is nan in epoch 1"),
+    "nan_weights": (["--model", "mynet:Net", "--weights", "nan.pt"],
+                    "model.weights: 'nan.pt': tensor 'fc.bias' holds NaN or infinite values"),
     "glob_matches_nothing": (["--model", "mynet:Net", "--space", "globs.yaml"],
                              "quant.exclude: 'layer9.*' matches no Conv2d/Linear layer"),
     "items_not_pairs": (["--model", "mynet:Net", "--data", "mynet:bad_items"], "expected (input, label)"),
@@ -264,6 +268,7 @@ def test_bad_own_model_input_exits_2_with_one_line_before_anything_runs(capsys, 
 
     torch.save(mynet.Net(width=4).state_dict(), tmp_path / "small.pt")
     (tmp_path / "wdir").mkdir()
+    torch.save({**mynet.Net().state_dict(), "fc.bias": torch.full((10,), float("nan"))}, tmp_path / "nan.pt")
     (tmp_path / "prune.yaml").write_text("prune: {keep: [1.0, 0.5]}\n")
     (tmp_path / "pickled.pt").write_bytes(pickle.dumps({"w": [1.0]}, protocol=4))
     argv, needle = BAD_OWN_MODEL[case]

@@ -82,6 +82,11 @@ class OnZerosOtherPath(Net):
         return super().forward(x)
 
 
+class NaNOut(Net):
+    def forward(self, x):
+        return super().forward(x) * float("nan")
+
+
 class WithLstm(Net):
     def __init__(self):
         super().__init__()

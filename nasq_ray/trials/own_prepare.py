@@ -9,6 +9,7 @@ batches)."""
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -58,7 +59,12 @@ def float_weights(cfg, model: nn.Module, train, val, num_classes: int, input_sha
                   quiet: bool = False) -> FloatModel:
     """Load or make the float weights into ``model`` (see the module doc)."""
     if cfg.model.weights:
-        load_weights_(model, read_weights(cfg.model.weights))
+        state = read_weights(cfg.model.weights)
+        bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+        if bad is not None:
+            raise ConfigError(f"model.weights: '{cfg.model.weights}': tensor '{bad}' holds NaN or infinite values; "
+                              "expected finite weights")
+        load_weights_(model, state)
         return FloatModel(model.state_dict(), *_evaluate(model, val, num_classes), source="weights")
     key = _cache_key(cfg, input_shape)
     path = out_dir / FLOAT_FILE
@@ -85,6 +91,10 @@ def train_float_(model: nn.Module, train, val, num_classes: int, epochs: int, se
     acc = f1 = 0.0
     for epoch in range(1, epochs + 1):
         loss = train_batches(model, optimizer, train.epoch(FLOAT_BATCH, gen))
+        if not math.isfinite(loss):  # every trial would diverge the same way: say so before any starts
+            raise ConfigError(f"model: the float model's training loss is {loss} in epoch {epoch}: the model gives "
+                              "non-finite outputs on the data (its forward, its initial weights, or inputs too large); "
+                              "expected finite logits")
         sched.step()
         acc, f1 = _evaluate(model, val, num_classes)
         if not quiet:
