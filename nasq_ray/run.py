@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             result = run_search(config_from_args(args))
         print(summary_json(result) if result.log_format == "json" else summary(result))
         if result.interrupted:
-            print(f"interrupted: {result.finished} of {result.requested} trials finished; resume with:\n"
+            trials = "trial" if result.requested == 1 else "trials"
+            print(f"interrupted: {result.finished} of {result.requested} {trials} finished; resume with:\n"
                   f"  python -m nasq_ray.run --resume {result.out_dir}", file=sys.stderr)
             return 130
         return 0

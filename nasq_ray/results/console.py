@@ -84,12 +84,13 @@ def summary(result: SearchResult) -> str:
                  for s in ("complete", "pruned", "failed", "unfinished")}
     lines = [
         "",
-        f"{n} trials in {result.wall_s:.0f} s ({by_status['complete']} complete, {by_status['pruned']} pruned, "
+        f"{n} trial{'' if n == 1 else 's'} in {result.wall_s:.0f} s ({by_status['complete']} complete, "
+        f"{by_status['pruned']} pruned, "
         f"{by_status['failed']} failed" + (f", {by_status['unfinished']} unfinished" if by_status["unfinished"] else "")
         + f"); results in {result.out_dir}",
         "",
         f"Pareto front ({objective.acc} vs {objective.cost}; test accuracy of front models only):",
-        front_table(result.front, objective),
+        front_table(result.front, objective) if result.front else "(empty: no trial has finished yet)",
     ]
     if result.reference:
         lines += ["", "Reference models (no search; test accuracy on the test split):", reference_table(result.reference,

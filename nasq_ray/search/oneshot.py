@@ -111,7 +111,7 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
     (out / "experiment.yaml").write_text(cfg.to_yaml())
     if state.get(PHASE1) != "done":
         workers = cfg.search.supernet_workers
-        _say(cfg, f"phase 1: training the super-network for {cfg.search.supernet_epochs} epochs"
+        _say(cfg, f"phase 1: training the super-network for {_epochs(cfg.search.supernet_epochs)}"
                   + (f" on {workers} data-parallel workers" if workers > 1 else ""))
         if workers > 1:
             _data_parallel_phase1(p1, workers, out / SUPERNET_FILE)
@@ -130,12 +130,16 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
         _mark(out, "search")
     if cfg.search.finetune_epochs > 0 and state.get(PHASE3) != "done":
         _say(cfg, f"phase 3: fine-tuning the front (at most {cfg.search.finetune_top} models) for "
-                  f"{cfg.search.finetune_epochs} epochs")
+                  f"{_epochs(cfg.search.finetune_epochs)}")
         r3 = _run_or_resume(p3, resuming and state.get("search") == "done", run_search, resume_config)
         if r3.interrupted:
             return _stopped(r3, cfg, t0, "phase 3 (fine-tuning)")
         _mark(out, PHASE3)
     return _combined(cfg, p2, p3, t0)
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'' if n == 1 else 's'}"
 
 
 def _say(cfg: ExperimentConfig, text: str) -> None:

@@ -19,3 +19,14 @@ def test_trials_over_the_budget_enter_neither_the_front_nor_the_best():
     assert best_record(records).trial_id in ("cheap", "edge")
     assert [r.trial_id for r in pareto_records(records, ObjectiveConfig())] == ["cheap", "edge", "dear"]
     assert best_record([records[2]]) is None
+
+
+def test_the_summary_of_a_run_with_no_finished_trial_says_so():
+    from pathlib import Path
+
+    from nasq_ray.results.console import summary
+    from nasq_ray.results.records import SearchResult
+
+    one = TrialRecord("a", "unfinished", {}, {})
+    text = summary(SearchResult(Path("out"), [one], [], None, None, None, 15.0, ObjectiveConfig(), requested=6))
+    assert "1 trial in 15 s (0 complete" in text and "(empty: no trial has finished yet)" in text
