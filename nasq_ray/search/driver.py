@@ -136,7 +136,8 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         ),
         run_config=run_config,
     )
-    (cfg.out_dir / "experiment.yaml").write_text(cfg.to_yaml())
+    # what ran: a searcher that implies a multi-objective run (nsga2) is saved with objective.multi true
+    (cfg.out_dir / "experiment.yaml").write_text(replace(cfg, objective=effective_objective(cfg)).to_yaml())
     return _fit(cfg, kind, prep, tuner, t0, searcher)
 
 

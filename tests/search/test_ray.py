@@ -207,6 +207,8 @@ def test_every_searcher_and_scheduler_runs_on_the_default_space(ray_cluster, tmp
     assert len(rows) == 3 and {r["status"] for r in rows} <= {"complete", "pruned"}, rows
     assert any(r["status"] == "complete" for r in rows)
     assert "Pareto front" in out
+    saved = yaml.safe_load((tmp_path / searcher / "experiment.yaml").read_text())
+    assert saved["objective"]["multi"] is (searcher == "nsga2")  # what ran: nsga2 implies a multi-objective run
 
 
 @pytest.mark.parametrize("searcher, scheduler", NB201_PAIRS)
