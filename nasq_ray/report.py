@@ -24,14 +24,17 @@ from .results.report import write_compare, write_report
 def main(argv: list[str] | None = None) -> int:
     ap = OneLineParser(prog="python -m nasq_ray.report", description=__doc__.split("\n\n")[1])
     ap.add_argument("result_dirs", nargs="+", metavar="RESULT_DIR", help="results folder(s) of runs (OUT/NAME)")
-    ap.add_argument("--out", default=".", help="where compare.html/compare.png go with several folders (.)")
+    ap.add_argument("--out", default=None, help="where compare.html/compare.png go with several folders (.)")
     args = ap.parse_args(argv)
+    if args.out is not None and len(args.result_dirs) == 1:
+        ap.error("--out: one run's report is written into its own folder (report.html, pareto.png); --out places "
+                 "compare.html when several folders are compared")
     try:
         if len(args.result_dirs) == 1:
             path = write_report(args.result_dirs[0])
             print(f"wrote {path} and {path.with_name('pareto.png')}")
         else:
-            path = write_compare(args.result_dirs, args.out)
+            path = write_compare(args.result_dirs, args.out or ".")
             print(f"wrote {path} and {path.with_name('compare.png')}")
         return 0
     except NasqError as e:
