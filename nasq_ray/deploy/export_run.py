@@ -5,6 +5,7 @@ fake-quant on the test split.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 import torch
 from ..errors import ConfigError
@@ -33,6 +34,7 @@ def _typed(space, row: dict) -> dict:
 
 
 BENCHMARK_BATCHES = (1, 64)
+OWN_PREFIX = "net."  # a user model sits in OwnNet.net: its space names the layers without it
 KERNEL_MODES = ("measured", "integer")  # qualifying layers on integer kernels where they measured faster | all
 ONNX_TOLERANCE_PP = 0.5  # onnxruntime's test accuracy may differ from fake-quant's by this much
 
@@ -100,7 +102,10 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
             onnx_path.write_bytes(proto.SerializeToString())
             float_path = out_dir / f"{row['trial_id']}.float.onnx"  # the same network in float, for comparison
             float_path.write_bytes(float_onnx(model, space.input_shape).SerializeToString())
-            summary["kernels"] = layer_kernels(proto, integer_plan(model, floats))
+            kernels = layer_kernels(proto, integer_plan(model, floats))
+            if all(k.layer.startswith(OWN_PREFIX) for k in kernels):  # a user model's layers, named as in its space
+                kernels = [replace(k, layer=k.layer[len(OWN_PREFIX):]) for k in kernels]
+            summary["kernels"] = kernels
             if benchmark:
                 summary["latency_ms"] = {
                     (which, batch): latency_ms(path.read_bytes(), space.input_shape, batch)

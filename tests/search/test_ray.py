@@ -430,5 +430,8 @@ def test_a_user_model_is_pruned_quantized_trained_through_ray_and_exported(ray_c
         assert (folder / f).is_file(), f
     page = (folder / "report.html").read_text()
     assert "Reference models" in page and "Layer sensitivities" in page
+    capsys.readouterr()
     assert export_main([str(folder), "--pareto", "--tolerance-pp", "1.0"]) == 0
     assert list((folder / "export").glob("*.onnx")) and list((folder / "export").glob("*.nqw"))
+    kernel_lines = [x for x in capsys.readouterr().out.splitlines() if "Conv/Gemm on integer kernels" in x]
+    assert kernel_lines and all("net." not in x for x in kernel_lines)  # layers named as the space names them
