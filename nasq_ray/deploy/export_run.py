@@ -54,7 +54,8 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     folder = Path(result_dir).expanduser().resolve()
     cfg = saved_config(folder, "export")
     if not (folder / "trials.csv").is_file():
-        raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no trials.csv)")
+        raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no trials.csv: it is written when a "
+                          "run ends; wait for a running one, or --resume an interrupted one)")
     rows = read_trials_table(folder / ("pareto.csv" if pareto else "trials.csv"), "export")
     phases = _phases(cfg)
     kind, prep, _ = phases[None]

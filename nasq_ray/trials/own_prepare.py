@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..cost import LayerShape
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..models.builder import _trace
 from ..models.user import load_weights_, read_weights
 from ..quant import QuantConfig
@@ -89,12 +89,23 @@ def train_float_(model: nn.Module, train, val, num_classes: int, epochs: int, se
     sched = cosine_lr(optimizer, epochs)
     gen = torch.Generator().manual_seed(seed)
     acc = f1 = 0.0
+    seen: set[int] = set()
+
+    def labels_seen(batches):  # the first epoch reads every training label: one class only is bad data
+        for batch in batches:
+            seen.update(torch.unique(batch[1]).tolist())
+            yield batch
+
     for epoch in range(1, epochs + 1):
-        loss = train_batches(model, optimizer, train.epoch(FLOAT_BATCH, gen))
+        loss = train_batches(model, optimizer, labels_seen(train.epoch(FLOAT_BATCH, gen)) if epoch == 1
+                             else train.epoch(FLOAT_BATCH, gen))
         if not math.isfinite(loss):  # every trial would diverge the same way: say so before any starts
             raise ConfigError(f"model: the float model's training loss is {loss} in epoch {epoch}: the model gives "
                               "non-finite outputs on the data (its forward, its initial weights, or inputs too large); "
                               "expected finite logits")
+        if epoch == 1 and len(seen) < 2:
+            raise DataError(f"data: every training label is {sorted(seen)[0] if seen else 'missing'}; a classifier "
+                            f"needs at least 2 classes in its training split (the model gives {num_classes} outputs)")
         sched.step()
         acc, f1 = _evaluate(model, val, num_classes)
         if not quiet:

@@ -181,6 +181,7 @@ def test_a_user_data_factory_is_read_through_dataloaders(workdir):
     ("mynet:negative_label_in_val", "['val']: a label is -1; allowed: 0 to 9"),
     ("mynet:column_labels", "a batch's labels are a torch.int64 tensor of shape (2, 1); expected one integer"),
     ("mynet:nan_input", "a batch's inputs hold NaN or infinite values"),
+    ("mynet:one_class", "data: every training label is 0; a classifier needs at least 2 classes"),
     ("mynet:unreadable", "['train']: reading a batch failed (OSError: cannot read image 30)"),
     ("mynet:num_classes_text", "['num_classes'] is 'ten'; allowed: an integer >= 2"),
     ("mynet:takes_no_dir", "data.dir: '/tmp' is not read: mynet:takes_no_dir() takes no data_dir argument"),
