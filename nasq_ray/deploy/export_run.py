@@ -9,28 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 import torch
 from ..errors import ConfigError
-from ..results.files import read_trials_table
+from ..results.files import read_trials_table, typed_config
 from ..trials.base import CHECKPOINT_FILE, read_checkpoint
 from .packed import fake_quant_weights, pack_model, restored_weights, unpack
-
-
-def _typed(space, row: dict) -> dict:
-    """A trial's config from a CSV row, each value in its parameter's type."""
-    from ..space.domains import Choice, Float, Int, Ordinal
-
-    config = {}
-    for name in space.names:
-        text = row.get(name, "")
-        if text in ("", None):
-            continue
-        dom = space.param(name).domain
-        if isinstance(dom, (Choice, Ordinal)):
-            config[name] = next((v for v in dom.values if str(v) == text), text)
-        elif isinstance(dom, Int):
-            config[name] = int(float(text))
-        elif isinstance(dom, Float):
-            config[name] = float(text)
-    return config
 
 
 BENCHMARK_BATCHES = (1, 64)
@@ -82,7 +63,7 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         if not checkpoints and kind.model_in_checkpoint:
             raise ConfigError(f"trial: trial '{row['trial_id']}' has no checkpoint in {experiment}")
         state = read_checkpoint(checkpoints[-1].parent) if checkpoints else None
-        model = kind.trained_model(_typed(prep.space, row), state, prep).eval()
+        model = kind.trained_model(typed_config(prep.space, row), state, prep).eval()
         data = pack_model(model, space.input_shape)
         path = out_dir / f"{row['trial_id']}.nqw"
         path.write_bytes(data)

@@ -127,3 +127,22 @@ def read_reference(folder: Path) -> list[dict]:
     with open(path) as f:
         return [{k: (float(v) if k != "name" and k != "bits" and v not in ("", None) else (v or None))
                  for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def typed_config(space, row: dict) -> dict:
+    """A trial's config from a CSV row, each value in its parameter's type."""
+    from ..space.domains import Choice, Float, Int, Ordinal
+
+    config = {}
+    for name in space.names:
+        text = row.get(name, "")
+        if text in ("", None):
+            continue
+        dom = space.param(name).domain
+        if isinstance(dom, (Choice, Ordinal)):
+            config[name] = next((v for v in dom.values if str(v) == text), text)
+        elif isinstance(dom, Int):
+            config[name] = int(float(text))
+        elif isinstance(dom, Float):
+            config[name] = float(text)
+    return config

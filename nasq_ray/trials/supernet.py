@@ -444,11 +444,11 @@ class FinetuneTrial(TrainedTrial):
         """The one-shot front's configs, best one-shot accuracy first (at most ``n``)."""
         import csv
 
-        from ..deploy.export_run import _typed
+        from ..results.files import typed_config
 
         path = Path(prepared.context.front_path)
         if not path.is_file():
             raise ConfigError(f"search.mode: oneshot: phase 3 found no one-shot front at '{path}'")
         with open(path) as f:
             rows = sorted(csv.DictReader(f), key=lambda r: -float(r["val_acc"] or 0))
-        return [prepared.space.validate(_typed(prepared.space, r)) for r in rows[:n]]
+        return [prepared.space.validate(typed_config(prepared.space, r)) for r in rows[:n]]
