@@ -239,6 +239,8 @@ BAD_OWN_MODEL = {
                     "model: the float model's training loss is nan in epoch 1"),
     "nan_weights": (["--model", "mynet:Net", "--weights", "nan.pt"],
                     "model.weights: 'nan.pt': tensor 'fc.bias' holds NaN or infinite values"),
+    "data_dir_nothing_reads": (["--model", "mynet:Net", "--data", "mynet:takes_no_dir", "--data-dir", "/tmp"],
+                               "data.dir: '/tmp' is not read: mynet:takes_no_dir() takes no data_dir argument"),
     "glob_matches_nothing": (["--model", "mynet:Net", "--space", "globs.yaml"],
                              "quant.exclude: 'layer9.*' matches no Conv2d/Linear layer"),
     "items_not_pairs": (["--model", "mynet:Net", "--data", "mynet:bad_items"], "expected (input, label)"),

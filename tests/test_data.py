@@ -732,3 +732,13 @@ def test_a_subset_of_a_split_is_n_samples_drawn_once_per_seed_from_it(tmp_path, 
     labels = torch.cat([yb for _, yb in some.eval(3)])
     assert len(some) == len(labels) == 7 and len(factory.subset(10**6, 0)) == len(factory)
     assert len(some.subset(3, 1)) == 3
+
+
+def test_a_data_dir_nothing_reads_is_refused_for_a_new_run_and_ignored_in_a_saved_one():
+    from nasq_ray.config import DataConfig
+    from nasq_ray.data.sources import load_data, unused_data_dir
+
+    d = DataConfig(dir="/tmp")  # --data-dir without --data
+    assert unused_data_dir(d).startswith("data.dir: '/tmp' is not read: data 'digits' is embedded")
+    assert load_data(d).num_classes == 10  # a run saved so before the refusal still resumes and exports
+    assert unused_data_dir(DataConfig()) is None and unused_data_dir(DataConfig(name="mnist", dir="/tmp")) is None

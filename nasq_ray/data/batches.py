@@ -128,6 +128,7 @@ class DatasetBatches:
         self.indices = indices  # a subset of the split (``subset``); None: all of it
         self.num_classes = num_classes or data.num_classes  # 0: not known (labels checked >= 0 only)
         self.classes_from = classes_from  # where num_classes came from, when not from the data (for messages)
+        self.inputs_checked = False  # inputs are checked for NaN until one whole pass has been (labels: always)
 
     def with_classes(self, num_classes: int, classes_from: str) -> DatasetBatches:
         return DatasetBatches(self.data, self.split, self.workers, self.device, self.indices, num_classes, classes_from)
@@ -174,11 +175,13 @@ class DatasetBatches:
             seen += len(yb)
             self._check(xb, yb)
             yield xb.to(self.device), yb.to(self.device), None
+        self.inputs_checked = True
 
     def eval(self, batch_size: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for xb, yb in self._loader(batch_size, False):
             self._check(xb, yb)
             yield xb.to(self.device), yb.to(self.device)
+        self.inputs_checked = True
 
     def _check(self, xb, yb) -> None:
         where = f"data: {self.data.factory.label}['{self.split}']"
@@ -193,7 +196,7 @@ class DatasetBatches:
             allowed = f"0 to {n - 1} ({n} classes{': ' + self.classes_from if self.classes_from else ''})" if n \
                 else "integers >= 0"
             raise DataError(f"{where}: a label is {bad}; allowed: {allowed}")
-        if not isinstance(xb, torch.Tensor) or not bool(torch.isfinite(xb).all()):
+        if not self.inputs_checked and (not isinstance(xb, torch.Tensor) or not bool(torch.isfinite(xb).all())):
             raise DataError(f"{where}: a batch's inputs hold NaN or infinite values; expected finite numbers")
 
 

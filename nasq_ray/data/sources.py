@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import ConfigError
-from ..user_code import is_ref
+from ..user_code import UserCallable, is_ref
 from .batches import ArrayBatches, DatasetBatches, augment_mode
 from .builtin import load_dataset
-from .user import load_user_data
+from .user import load_user_data, takes_data_dir
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,24 @@ def is_factory(name) -> bool:
     return callable(name) or is_ref(name)
 
 
+def unused_data_dir(d) -> str | None:
+    """Why the data section ``d``'s ``dir`` would not be read (a new run refuses it: most likely
+    ``--data-dir`` without ``--data``); None when it is read or not given. A saved run with one is
+    not refused: its ``dir`` is ignored, as it was when it ran."""
+    if d.dir is None:
+        return None
+    if is_factory(d.name):
+        factory = UserCallable.of(d.name, d.args, "data")
+        if takes_data_dir(factory):
+            return None
+        return (f"data.dir: '{d.dir}' is not read: {factory.label} takes no data_dir argument; give the factory a "
+                "data_dir parameter, or leave out --data-dir")
+    if d.name == "digits":
+        return (f"data.dir: '{d.dir}' is not read: data 'digits' is embedded; name the data in that folder with "
+                "--data (fashion_mnist, mnist, cifar10, csv or MODULE:CALLABLE), or leave out --data-dir")
+    return None
+
+
 def load_data(d, device: str = "cpu", num_classes: int | None = None) -> DataBundle:
     """The batches of the experiment's data section ``d`` (a :class:`nasq_ray.config.DataConfig`).
     ``num_classes``: already known, so a data factory's labels need no scan; 0: left for the caller to
@@ -56,9 +74,6 @@ def load_data(d, device: str = "cpu", num_classes: int | None = None) -> DataBun
     if d.args:
         raise ConfigError(f"data.args: keyword arguments are for a data factory (MODULE:CALLABLE); data '{d.name}' "
                           "is built in and takes none")
-    if d.name == "digits" and d.dir is not None:  # most likely --data-dir given without --data
-        raise ConfigError(f"data.dir: '{d.dir}' is not read: data 'digits' is embedded; name the data in that folder "
-                          "with --data (fashion_mnist, mnist, cifar10, csv or MODULE:CALLABLE), or leave out --data-dir")
     data = load_dataset(d.name, d.dir, label_column=d.label_column, val_fraction=d.val_fraction,
                         test_fraction=d.test_fraction, max_train=d.max_train, max_val=d.max_val,
                         seed=d.seed)

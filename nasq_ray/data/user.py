@@ -111,10 +111,7 @@ def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = No
     (0: not looked for; the caller knows it from elsewhere)."""
     kwargs = dict(kwargs or {})
     factory = UserCallable.of(target, kwargs, "data")
-    if data_dir is not None:
-        if not _takes_data_dir(factory):
-            raise DataError(f"data.dir: '{data_dir}' is not read: {factory.label} takes no data_dir argument; give the "
-                            "factory a data_dir parameter, or leave out --data-dir")
+    if data_dir is not None and takes_data_dir(factory):  # a new run refuses one nothing reads (unused_data_dir)
         factory = UserCallable(factory.target, {**kwargs, "data_dir": data_dir}, "data", factory.search_path)
     made = _datasets(factory)
     shapes = {}
@@ -138,7 +135,7 @@ def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = No
     return UserData(factory, shapes["train"], n, tuple(s for s in SPLITS if made.get(s) is not None))
 
 
-def _takes_data_dir(factory: UserCallable) -> bool:
+def takes_data_dir(factory: UserCallable) -> bool:
     """Whether the factory takes a ``data_dir`` keyword (by name or ``**kwargs``; yes when its
     signature cannot be read)."""
     try:

@@ -85,8 +85,8 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
             float_path = out_dir / f"{row['trial_id']}.float.onnx"  # the same network in float, for comparison
             float_path.write_bytes(float_onnx(model, space.input_shape).SerializeToString())
             kernels = layer_kernels(proto, integer_plan(model, floats))
-            if all(k.layer.startswith(OWN_PREFIX) for k in kernels):  # a user model's layers, named as in its space
-                kernels = [replace(k, layer=k.layer[len(OWN_PREFIX):]) for k in kernels]
+            if kind.name == "own_model":  # a user model's layers, named as in its space
+                kernels = [replace(k, layer=k.layer.removeprefix(OWN_PREFIX)) for k in kernels]
             summary["kernels"] = kernels
             if benchmark:
                 summary["latency_ms"] = {

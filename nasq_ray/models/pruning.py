@@ -131,8 +131,10 @@ def prune_groups(model: nn.Module, x: torch.Tensor, ignored: Iterable[str] = (),
 
 
 def _grouped(module: nn.Module) -> bool:
-    """A grouped convolution that is not depthwise (``1 < groups < in_channels``)."""
-    return isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels
+    """A grouped convolution other than a plain depthwise one (``groups == in == out channels``): a
+    grouped one, or a depthwise one with a channel multiplier."""
+    return isinstance(module, nn.Conv2d) and module.groups > 1 \
+        and not module.groups == module.in_channels == module.out_channels
 
 
 def _prune_group(dg, module: nn.Module, idxs: list[int]) -> None:

@@ -11,7 +11,6 @@ alone. :class:`OwnNet` wraps the model with the logit quantizer (the values ente
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import re
 import warnings
@@ -160,11 +159,15 @@ def check_model_on_input(model: nn.Module, x: torch.Tensor, num_classes: int | N
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("model: none of its parameters requires grad, so nothing can train; leave at least the "
                           "layers to quantize trainable (requires_grad=True)")
+    saved = {k: v.clone() for k, v in model.state_dict().items()}  # training mode moves BatchNorm statistics
     try:  # trained in training mode, evaluated in evaluation mode: both must give the same logits
         with torch.no_grad():
-            trained = copy.deepcopy(model).train()(x)
+            trained = model.train()(x)
     except Exception as e:  # noqa: BLE001 - any failure of the user's forward on the data is bad input
         trained = e
+    finally:
+        model.load_state_dict(saved)
+        model.train(was)
     if not isinstance(trained, torch.Tensor) or trained.shape != out.shape:
         what = (f"{type(trained).__name__}: {' '.join(str(trained).split())[:150]}" if isinstance(trained, Exception)
                 else tuple(trained.shape) if isinstance(trained, torch.Tensor) else type(trained).__name__)

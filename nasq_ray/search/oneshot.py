@@ -100,15 +100,19 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
     out = cfg.out_dir
     p1, p2, p3 = phase_configs(cfg)
     if not resuming:
+        from ..data.sources import unused_data_dir
         from ..trials import run_space  # the space is checked before anything is written
 
         run_space(p1)
+        unused = unused_data_dir(cfg.data)
+        if unused:
+            raise ConfigError(unused)
     state = _phase_state(out) if resuming else {}
     if not resuming and tune.Tuner.can_restore(cfg.experiment_path):
         raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
                           f"or continue it with --resume {out}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.yaml").write_text(cfg.to_yaml())
+    (out / "experiment.yaml").write_text(_saved(cfg))
     if state.get(PHASE1) != "done":
         workers = cfg.search.supernet_workers
         _say(cfg, f"phase 1: training the super-network for {_epochs(cfg.search.supernet_epochs)}"
@@ -124,7 +128,7 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
     if state.get("search") != "done":
         _say(cfg, f"phase 2: searching {cfg.search.num_samples} sub-networks with inherited weights")
         r2 = _run_or_resume(p2, resuming and state.get(PHASE1) == "done", run_search, resume_config)
-        (out / "experiment.yaml").write_text(cfg.to_yaml())  # the run is the one-shot run, not phase 2's
+        (out / "experiment.yaml").write_text(_saved(cfg))  # the run is the one-shot run, not phase 2's
         if r2.interrupted:
             return _stopped(r2, cfg, t0, "phase 2 (the search)")
         _mark(out, "search")
@@ -136,6 +140,13 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
             return _stopped(r3, cfg, t0, "phase 3 (fine-tuning)")
         _mark(out, PHASE3)
     return _combined(cfg, p2, p3, t0)
+
+
+def _saved(cfg: ExperimentConfig) -> str:
+    """The run's experiment.yaml: the objective that ran (nsga2 implies a multi-objective run)."""
+    from .searchers import effective_objective
+
+    return replace(cfg, objective=effective_objective(cfg)).to_yaml()
 
 
 def _epochs(n: int) -> str:

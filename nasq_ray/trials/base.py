@@ -134,6 +134,16 @@ def write_checkpoint(folder: str | Path, state: dict) -> None:
     torch.save(state, Path(folder) / CHECKPOINT_FILE)
 
 
+def failed_report(e: BaseException, cost: str, report: Reporter) -> dict:
+    """Report a trial that could not run (bad data met in a batch, a label beyond the model's
+    outputs) as ``failed`` with the reason in one line: the search goes on, with no traceback."""
+    msg = " ".join(str(e).split()) or type(e).__name__
+    metrics = {"epoch": 1, "val_acc": 0.0, "val_f1": 0.0, "score": float("-inf"), "status": "failed",
+               cost: float("nan"), "fail_reason": f"{type(e).__name__}: {msg[:300]}"}
+    report(metrics, None)
+    return metrics
+
+
 def record_state(record: TrialRecord) -> dict | None:
     """The saved state of a trial's last checkpoint (downloaded first if it is remote)."""
     if record.checkpoint_obj is not None:

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..cost import LayerShape, layer_cost, logit_quant_size_bits, pruned_shapes, summarize, with_bits
 from ..data import load_data
-from ..errors import ConfigError, NasqError
+from ..errors import ConfigError, DataError, NasqError
 from ..models import measure_cost
 from ..models.pruning import PrunePlan, apply_plan_, keep_count, prune_, prune_groups, shape_deltas, taylor_gradients_
 from ..models.user import OwnNet, check_model_on_input, float_only_layers, make_model, trace_model
@@ -36,7 +36,7 @@ from ..quant.auto_bits import bits_from_table, choose_bits
 from ..space.model_space import ModelSpace
 from ..space.specs import ModelTrialSpec
 from ..user_code import UserCallable
-from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, record_state
+from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, failed_report, record_state
 from .own_prepare import (bn_eval_, calibrate_ranges_, float_net, float_weights, layer_shapes, prefixed_quant,
                           shape_fields, teacher_outputs)
 from .own_sensitivity import bit_sensitivity
@@ -276,12 +276,8 @@ class OwnModelTrial(BaseTrialKind):
     def run(self, config: dict, context: OwnContext, report: Reporter, state: dict | None = None) -> dict:
         try:
             return run_own_trial(config, context, report, state)
-        except RuntimeError as e:  # e.g. a label beyond the model's outputs: the trial fails, the search goes on
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            metrics = {"epoch": 1, "val_acc": 0.0, "val_f1": 0.0, "score": float("-inf"), "status": "failed",
-                       context.objective.cost: float("nan"), "fail_reason": f"{type(e).__name__}: {msg[:300]}"}
-            report(metrics, None)
-            return metrics
+        except (RuntimeError, DataError) as e:  # e.g. a label beyond the model's outputs: the search goes on
+            return failed_report(e, context.objective.cost, report)
 
     def cost_model(self, prepared: Prepared) -> OwnModelCost:
         ctx = prepared.context

@@ -129,11 +129,21 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> list[LayerSh
     try:
         records = _trace(model, input_shape)[0]
     except Exception as e:  # noqa: BLE001 - the user's forward, on an input it did not see before
+        if _raised_in_nasq_ray(e):
+            raise  # a bug of ours (the shape hooks), not the user's model: it keeps its traceback
         text = " ".join(str(e).split())[:200]
         raise ConfigError(f"model: fails on an input of zeros of shape {(1, *input_shape)}, on which nasq-ray measures "
                           f"its layers' shapes ({type(e).__name__}: {text}); its forward must take the same layers "
                           "whatever the input's values") from None
     return [LayerShape(**r) for r in records.values()]
+
+
+def _raised_in_nasq_ray(e: BaseException) -> bool:
+    """Whether the innermost frame of ``e``'s traceback is nasq-ray's own code."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(Path(__file__).resolve().parents[1])
 
 
 def shape_fields(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, dict[str, int]]:

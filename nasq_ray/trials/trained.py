@@ -30,14 +30,14 @@ from torch import nn
 from ..data import ArrayBatches, DatasetBatches, Split, load_data
 from ..data.batches import first_batches
 from ..deploy.latency import model_latency_ms, structure_key
-from ..errors import ConfigError, NasqError
+from ..errors import ConfigError, DataError, NasqError
 from ..models import build_model, measure_cost
 from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost
 from ..quant import LayerBits
 from ..quant.auto_bits import bits_from_table, bits_table, choose_bits
 from ..space.search_space import SearchSpace
 from ..space.specs import AutoBits, TrialSpec
-from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, record_state
+from .base import BITS_METRIC, BaseTrialKind, Prepared, Reporter, failed_report, record_state
 from .training import Fitting, accuracy_f1, fit, predict_batches
 
 AUTO_BITS_KEY = "auto_bits"  # model-state entry: the bits policy ``auto`` chose, (layers, 2) ints
@@ -252,7 +252,10 @@ class TrainedTrial(BaseTrialKind):
         return Prepared(self.name, space, objective, ctx, test=data.test)
 
     def run(self, config: dict, context: TrialContext, report: Reporter, state: dict | None = None) -> dict:
-        return run_trial(config, context, report, state)
+        try:
+            return run_trial(config, context, report, state)
+        except DataError as e:  # a bad label or input in a user data factory's batch: reason in trials.csv
+            return failed_report(e, context.objective.cost, report)
 
     def cost_model(self, prepared: Prepared) -> TrainedCost:
         return TrainedCost(prepared.space, prepared.objective.cost, prepared.objective.latency)

@@ -66,6 +66,14 @@ def test_tiny_search_end_to_end(ray_cluster, tmp_path, tiny_space_file):
     pts = [(float(r["val_acc"]), float(r["size_kb"])) for r in front]
     for a in pts:
         assert not any(b[0] >= a[0] and b[1] <= a[1] and b != a for b in pts)
+    # Ray's real experiment state names each trial's newest checkpoint where --resume's check looks for it
+    import pyarrow.fs
+
+    from nasq_ray.search.experiment_state import read_saved_state, saved_checkpoint_paths
+
+    saved = saved_checkpoint_paths(read_saved_state(pyarrow.fs.LocalFileSystem(), str(out)))
+    assert saved and set(saved) <= {r["trial_id"] for r in rows}
+    assert all(status == "TERMINATED" and (out / rel / "state.pt").is_file() for status, rel in saved.values())
 
 
 def test_diverging_trials_are_recorded_and_the_search_goes_on(ray_cluster, tmp_path):

@@ -184,12 +184,10 @@ def test_a_user_data_factory_is_read_through_dataloaders(workdir):
     ("mynet:one_class", "data: every training label is 0; a classifier needs at least 2 classes"),
     ("mynet:unreadable", "['train']: reading a batch failed (OSError: cannot read image 30)"),
     ("mynet:num_classes_text", "['num_classes'] is 'ten'; allowed: an integer >= 2"),
-    ("mynet:takes_no_dir", "data.dir: '/tmp' is not read: mynet:takes_no_dir() takes no data_dir argument"),
 ])
 def test_bad_user_data_is_refused_in_one_line(workdir, data, message):
     with pytest.raises(NasqError) as e:
-        prepare(_cfg(workdir, data={"name": data, "max_train": None, **({"dir": "/tmp"} if "dir" in data else {})},
-                     model={"float_epochs": 1}, name="bad"))
+        prepare(_cfg(workdir, data={"name": data, "max_train": None}, model={"float_epochs": 1}, name="bad"))
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -248,3 +246,14 @@ def test_run_search_takes_the_model_callable_itself(workdir):
     kind, prep = prepare(_cfg(workdir, model={"factory": mynet.Net}, name="callable"))
     assert prep.context.factory.target == "mynet:Net"  # an importable class travels by name to Ray's workers
     assert _cfg(workdir, model={"factory": mynet.Net}).to_dict()["model"]["factory"] == "mynet:Net"
+
+
+def test_a_bad_label_met_inside_a_trial_fails_it_with_the_reason_in_one_line(workdir):
+    # a generated space on a data factory whose validation split holds a -1 past the first item: only
+    # the trial reads that batch; it is recorded failed with the reason (Ray had printed a traceback)
+    kind, prep = prepare(_cfg(workdir, model={"factory": None}, space="digits_small", name="gen",
+                              data={"name": "mynet:negative_label_in_val", "max_train": None}))
+    reports = []
+    metrics = kind.run(prep.space.sample(0), prep.context, lambda m, p: reports.append(m))
+    assert metrics["status"] == "failed" and reports == [metrics]
+    assert metrics["fail_reason"].startswith("DataError: data: mynet:negative_label_in_val()['val']: a label is -1")
