@@ -81,6 +81,9 @@ def float_weights(cfg, model: nn.Module, train, val, num_classes: int, input_sha
     return made
 
 
+PROGRESS_EVERY_S = 30.0  # a float epoch on real data takes minutes: a line at least this often
+
+
 def train_float_(model: nn.Module, train, val, num_classes: int, epochs: int, seed: int,
                  quiet: bool = False) -> FloatModel:
     """Train ``model`` in float (Adam, cosine schedule, batches of 128), printing each epoch."""
@@ -90,15 +93,23 @@ def train_float_(model: nn.Module, train, val, num_classes: int, epochs: int, se
     gen = torch.Generator().manual_seed(seed)
     acc = f1 = 0.0
     seen: set[int] = set()
+    n_batches = max(1, math.ceil(len(train) / FLOAT_BATCH))
 
-    def labels_seen(batches):  # the first epoch reads every training label: one class only is bad data
-        for batch in batches:
-            seen.update(torch.unique(batch[1]).tolist())
+    def watched(batches, epoch: int):
+        """The epoch's batches; the first epoch's labels are collected (one class only is bad data),
+        and a long epoch says how far it is every PROGRESS_EVERY_S seconds."""
+        last = time.perf_counter()
+        for i, batch in enumerate(batches, 1):
+            if epoch == 1:
+                seen.update(torch.unique(batch[1]).tolist())
             yield batch
+            if not quiet and time.perf_counter() - last >= PROGRESS_EVERY_S:
+                last = time.perf_counter()
+                print(f"float model: epoch {epoch}/{epochs}  batch {i}/{n_batches}  "
+                      f"({last - t0:.0f} s)", file=sys.stderr, flush=True)
 
     for epoch in range(1, epochs + 1):
-        loss = train_batches(model, optimizer, labels_seen(train.epoch(FLOAT_BATCH, gen)) if epoch == 1
-                             else train.epoch(FLOAT_BATCH, gen))
+        loss = train_batches(model, optimizer, watched(train.epoch(FLOAT_BATCH, gen), epoch))
         if not math.isfinite(loss):  # every trial would diverge the same way: say so before any starts
             raise ConfigError(f"model: the float model's training loss is {loss} in epoch {epoch}: the model gives "
                               "non-finite outputs on the data (its forward, its initial weights, or inputs too large); "

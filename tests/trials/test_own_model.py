@@ -257,3 +257,17 @@ def test_a_bad_label_met_inside_a_trial_fails_it_with_the_reason_in_one_line(wor
     metrics = kind.run(prep.space.sample(0), prep.context, lambda m, p: reports.append(m))
     assert metrics["status"] == "failed" and reports == [metrics]
     assert metrics["fail_reason"].startswith("DataError: data: mynet:negative_label_in_val()['val']: a label is -1")
+
+
+def test_a_long_float_epoch_says_how_far_it_is(own, capsys, monkeypatch):
+    import mynet
+
+    from nasq_ray.trials import own_prepare
+
+    monkeypatch.setattr(own_prepare, "PROGRESS_EVERY_S", 0.0)  # a line after every batch
+    _, prep = own
+    own_prepare.train_float_(mynet.Net(), prep.context.train, prep.context.val, 10, 1, 0)
+    lines = capsys.readouterr().err.splitlines()
+    n = -(-len(prep.context.train) // own_prepare.FLOAT_BATCH)
+    assert [x.split("  ")[1] for x in lines[:-1]] == [f"batch {i}/{n}" for i in range(1, n + 1)]
+    assert lines[-1].startswith("float model: epoch 1/1  train_loss")
