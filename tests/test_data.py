@@ -736,9 +736,12 @@ def test_a_subset_of_a_split_is_n_samples_drawn_once_per_seed_from_it(tmp_path, 
 
 def test_a_data_dir_nothing_reads_is_refused_for_a_new_run_and_ignored_in_a_saved_one():
     from nasq_ray.config import DataConfig
-    from nasq_ray.data.sources import load_data, unused_data_dir
+    from nasq_ray.data.sources import check_data_dir_read, load_data
+    from nasq_ray.errors import ConfigError
 
     d = DataConfig(dir="/tmp")  # --data-dir without --data
-    assert unused_data_dir(d).startswith("data.dir: '/tmp' is not read: data 'digits' is embedded")
+    with pytest.raises(ConfigError, match=r"^data.dir: '/tmp' is not read: data 'digits' is embedded"):
+        check_data_dir_read(d)
     assert load_data(d).num_classes == 10  # a run saved so before the refusal still resumes and exports
-    assert unused_data_dir(DataConfig()) is None and unused_data_dir(DataConfig(name="mnist", dir="/tmp")) is None
+    check_data_dir_read(DataConfig())
+    check_data_dir_read(DataConfig(name="mnist", dir="/tmp"))

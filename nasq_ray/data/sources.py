@@ -39,22 +39,20 @@ def is_factory(name) -> bool:
     return callable(name) or is_ref(name)
 
 
-def unused_data_dir(d) -> str | None:
-    """Why the data section ``d``'s ``dir`` would not be read (a new run refuses it: most likely
-    ``--data-dir`` without ``--data``); None when it is read or not given. A saved run with one is
-    not refused: its ``dir`` is ignored, as it was when it ran."""
+def check_data_dir_read(d) -> None:
+    """A new run refuses a data section ``d`` whose ``dir`` nothing would read (most likely
+    ``--data-dir`` without ``--data``). A saved run with one is not refused: its ``dir`` is ignored,
+    as it was when it ran."""
     if d.dir is None:
-        return None
+        return
     if is_factory(d.name):
         factory = UserCallable.of(d.name, d.args, "data")
-        if takes_data_dir(factory):
-            return None
-        return (f"data.dir: '{d.dir}' is not read: {factory.label} takes no data_dir argument; give the factory a "
-                "data_dir parameter, or leave out --data-dir")
-    if d.name == "digits":
-        return (f"data.dir: '{d.dir}' is not read: data 'digits' is embedded; name the data in that folder with "
-                "--data (fashion_mnist, mnist, cifar10, csv or MODULE:CALLABLE), or leave out --data-dir")
-    return None
+        if not takes_data_dir(factory):
+            raise ConfigError(f"data.dir: '{d.dir}' is not read: {factory.label} takes no data_dir argument; give the "
+                              "factory a data_dir parameter, or leave out --data-dir")
+    elif d.name == "digits":
+        raise ConfigError(f"data.dir: '{d.dir}' is not read: data 'digits' is embedded; name the data in that folder "
+                          "with --data (fashion_mnist, mnist, cifar10, csv or MODULE:CALLABLE), or leave out --data-dir")
 
 
 def load_data(d, device: str = "cpu", num_classes: int | None = None) -> DataBundle:

@@ -111,7 +111,7 @@ def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = No
     (0: not looked for; the caller knows it from elsewhere)."""
     kwargs = dict(kwargs or {})
     factory = UserCallable.of(target, kwargs, "data")
-    if data_dir is not None and takes_data_dir(factory):  # a new run refuses one nothing reads (unused_data_dir)
+    if data_dir is not None and takes_data_dir(factory):  # a new run refuses one nothing reads (check_data_dir_read)
         factory = UserCallable(factory.target, {**kwargs, "data_dir": data_dir}, "data", factory.search_path)
     made = _datasets(factory)
     shapes = {}

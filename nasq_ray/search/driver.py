@@ -14,7 +14,7 @@ from pathlib import Path
 from ray import tune
 
 from ..config import ExperimentConfig, saved_config
-from ..data.sources import unused_data_dir
+from ..data.sources import check_data_dir_read
 from ..errors import ConfigError, NasqError
 from ..results.files import write_reference, write_results
 from ..results.optuna_store import default_url, open_study
@@ -101,9 +101,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     t0 = time.time()
     if cfg.name is None:  # the name is fixed once, here, and saved with the experiment
         cfg = replace(cfg, name=cfg.run_name)
-    unused = unused_data_dir(cfg.data)
-    if unused:
-        raise ConfigError(unused)
+    check_data_dir_read(cfg.data)
     kind, prep = prepare(cfg, effective_objective(cfg))
     space, objective = prep.space, prep.objective
     pbt = cfg.search.scheduler == "pbt"

@@ -100,13 +100,11 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
     out = cfg.out_dir
     p1, p2, p3 = phase_configs(cfg)
     if not resuming:
-        from ..data.sources import unused_data_dir
+        from ..data.sources import check_data_dir_read
         from ..trials import run_space  # the space is checked before anything is written
 
         run_space(p1)
-        unused = unused_data_dir(cfg.data)
-        if unused:
-            raise ConfigError(unused)
+        check_data_dir_read(cfg.data)
     state = _phase_state(out) if resuming else {}
     if not resuming and tune.Tuner.can_restore(cfg.experiment_path):
         raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
