@@ -185,7 +185,7 @@ class DatasetBatches:
 
     def _check(self, xb, yb) -> None:
         where = f"data: {self.data.factory.label}['{self.split}']"
-        if not isinstance(yb, torch.Tensor) or yb.dim() != 1 or yb.dtype in (torch.bool, *_FLOATS) \
+        if not isinstance(yb, torch.Tensor) or yb.dim() != 1 or yb.dtype == torch.bool or yb.is_floating_point() \
                 or yb.is_complex():
             what = f"a {yb.dtype} tensor of shape {tuple(yb.shape)}" if isinstance(yb, torch.Tensor) else type(yb).__name__
             raise DataError(f"{where}: a batch's labels are {what}; expected one integer class label per sample")
@@ -198,9 +198,6 @@ class DatasetBatches:
             raise DataError(f"{where}: a label is {bad}; allowed: {allowed}")
         if not self.inputs_checked and (not isinstance(xb, torch.Tensor) or not bool(torch.isfinite(xb).all())):
             raise DataError(f"{where}: a batch's inputs hold NaN or infinite values; expected finite numbers")
-
-
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def sample_indices(size: int, n: int | None, seed: int) -> np.ndarray | None:
