@@ -38,8 +38,8 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         raise ConfigError(f"export: '{folder}' holds no finished nasq-ray run (no trials.csv: it is written when a "
                           "run ends; wait for a running one, or --resume an interrupted one)")
     rows = read_trials_table(folder / ("pareto.csv" if pareto else "trials.csv"), "export")
-    phases = _phases(cfg)
-    kind, prep, _ = phases[None]
+    phase = _phases(cfg)
+    kind, prep, _ = phase(None)
     space = prep.space
     if trial is not None:
         rows = [r for r in rows if r["trial_id"] == trial]
@@ -58,7 +58,7 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         raise ConfigError("export: the run's data has no test split to check the ONNX model on; give the data "
                           "factory a 'test' Dataset, or use --format packed")
     for row in rows:
-        kind, prep, experiment = phases.get(row.get("phase") or None, phases[None])
+        kind, prep, experiment = phase(row.get("phase") or None)
         checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
         if not checkpoints and kind.model_in_checkpoint:
             raise ConfigError(f"trial: trial '{row['trial_id']}' has no checkpoint in {experiment}")
@@ -103,26 +103,33 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     return summaries
 
 
-def _phases(cfg) -> dict:
-    """Trial kind, prepared inputs and experiment folder by a row's ``phase`` (None: the run's own).
-    A one-shot run's rows are of phase 2 (``oneshot``: sub-networks with the super-network's
-    weights, in the run's folder) and phase 3 (``finetune``: in its ``finetune/`` folder)."""
+def _phases(cfg):
+    """``phase(name)``: trial kind, prepared inputs and experiment folder of the trials of a row's
+    ``phase`` (None, or a phase the run does not have: the run's own), each phase prepared once,
+    when a row first needs it. A one-shot run's rows are of phase 2 (``oneshot``: sub-networks with
+    the super-network's weights, in the run's folder) and phase 3 (``finetune``: in its ``finetune/``
+    folder); best.json and pareto.csv name phase 3's where it ran."""
     from ..trials import prepare
 
-    def of(pcfg):
-        kind, prep = prepare(pcfg)
-        return kind, prep, Path(pcfg.local_experiment_dir or pcfg.out_dir)
+    configs, default = {None: cfg}, None
+    if cfg.search.mode == "oneshot":
+        from ..search.oneshot import PHASE3, phase_configs
 
-    if cfg.search.mode != "oneshot":
-        return {None: of(cfg)}
-    from ..search.oneshot import PHASE3, phase_configs
+        _, p2, p3 = phase_configs(cfg)
+        configs, default = {"oneshot": p2}, "oneshot"
+        if (p3.out_dir / "trials.csv").is_file():
+            configs[PHASE3], default = p3, PHASE3
+    prepared: dict = {}
 
-    _, p2, p3 = phase_configs(cfg)
-    phases = {"oneshot": of(p2)}
-    if (p3.out_dir / "trials.csv").is_file():
-        phases[PHASE3] = of(p3)
-    phases[None] = phases.get(PHASE3, phases["oneshot"])  # what best.json and pareto.csv name
-    return phases
+    def phase(name):
+        key = name if name in configs else default
+        if key not in prepared:
+            pcfg = configs[key]
+            kind, prep = prepare(pcfg)
+            prepared[key] = kind, prep, Path(pcfg.local_experiment_dir or pcfg.out_dir)
+        return prepared[key]
+
+    return phase
 
 
 def acc_gap_pp(r: dict) -> float:
