@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             print(show_space(run_space(config_from_args(args))))
             return 0
         from .search.driver import resume_search, run_search
-        from .results.console import summary, summary_json
+        from .results.console import counted, summary, summary_json
 
         if args.resume:
             result = resume_search(args.resume, **_resume_overrides(args))
@@ -202,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_search(config_from_args(args))
         print(summary_json(result) if result.log_format == "json" else summary(result))
         if result.interrupted:
-            trials = "trial" if result.requested == 1 else "trials"
-            print(f"interrupted: {result.finished} of {result.requested} {trials} finished; resume with:\n"
+            print(f"interrupted: {result.finished} of {counted(result.requested, 'trial')} finished; resume with:\n"
                   f"  python -m nasq_ray.run --resume {result.out_dir}", file=sys.stderr)
             return 130
         return 0

@@ -8,6 +8,11 @@ from ..objective import ObjectiveConfig
 from .records import BITS_METRIC, SearchResult, TrialRecord
 
 
+def counted(n: int, noun: str) -> str:
+    """``"1 trial"``, ``"3 trials"``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def front_table(front: list[TrialRecord], objective: ObjectiveConfig) -> str:
     """The Pareto front as a text table (cost columns that the trials report)."""
     extra = [c for c in ("size_kb", "bitops", "avg_w_bits") if c != objective.cost and front and c in front[0].metrics]
@@ -84,7 +89,7 @@ def summary(result: SearchResult) -> str:
                  for s in ("complete", "pruned", "failed", "unfinished")}
     lines = [
         "",
-        f"{n} trial{'' if n == 1 else 's'} in {result.wall_s:.0f} s ({by_status['complete']} complete, "
+        f"{counted(n, 'trial')} in {result.wall_s:.0f} s ({by_status['complete']} complete, "
         f"{by_status['pruned']} pruned, "
         f"{by_status['failed']} failed" + (f", {by_status['unfinished']} unfinished" if by_status["unfinished"] else "")
         + f"); results in {result.out_dir}",

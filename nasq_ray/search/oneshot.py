@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..config import ExperimentConfig
 from ..errors import ConfigError
+from ..results.console import counted
 from ..results.records import SearchResult
 
 PHASE1, PHASE3 = "supernet", "finetune"
@@ -113,7 +114,7 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
     (out / "experiment.yaml").write_text(_saved(cfg))
     if state.get(PHASE1) != "done":
         workers = cfg.search.supernet_workers
-        _say(cfg, f"phase 1: training the super-network for {_epochs(cfg.search.supernet_epochs)}"
+        _say(cfg, f"phase 1: training the super-network for {counted(cfg.search.supernet_epochs, 'epoch')}"
                   + (f" on {workers} data-parallel workers" if workers > 1 else ""))
         if workers > 1:
             _data_parallel_phase1(p1, workers, out / SUPERNET_FILE)
@@ -132,7 +133,7 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
         _mark(out, "search")
     if cfg.search.finetune_epochs > 0 and state.get(PHASE3) != "done":
         _say(cfg, f"phase 3: fine-tuning the front (at most {cfg.search.finetune_top} models) for "
-                  f"{_epochs(cfg.search.finetune_epochs)}")
+                  f"{counted(cfg.search.finetune_epochs, 'epoch')}")
         r3 = _run_or_resume(p3, resuming and state.get("search") == "done", run_search, resume_config)
         if r3.interrupted:
             return _stopped(r3, cfg, t0, "phase 3 (fine-tuning)")
@@ -145,10 +146,6 @@ def _saved(cfg: ExperimentConfig) -> str:
     from .searchers import effective_objective
 
     return replace(cfg, objective=effective_objective(cfg)).to_yaml()
-
-
-def _epochs(n: int) -> str:
-    return f"{n} epoch{'' if n == 1 else 's'}"
 
 
 def _say(cfg: ExperimentConfig, text: str) -> None:

@@ -33,6 +33,7 @@ from ..models.user import OwnNet, check_model_on_input, float_only_layers, make_
 from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost
 from ..quant import LayerBits, quantize_
 from ..quant.auto_bits import bits_from_table, choose_bits
+from ..results.console import counted
 from ..space.model_space import ModelSpace
 from ..space.specs import ModelTrialSpec
 from ..user_code import UserCallable
@@ -252,7 +253,7 @@ class OwnModelTrial(BaseTrialKind):
         made = float_weights(cfg, model, data.train, data.val, space.num_classes, data.input_shape, cfg.out_dir,
                              cfg.quiet)
         if not cfg.quiet and made.source != "cached":
-            how = "read from --weights" if made.source == "weights" else f"trained {made.epochs} epoch{'' if made.epochs == 1 else 's'} in {made.train_s:.0f} s"
+            how = "read from --weights" if made.source == "weights" else f"trained {counted(made.epochs, 'epoch')} in {made.train_s:.0f} s"
             print(f"float model {factory.label}: {how}; val_acc {made.val_acc:.4f}", flush=True,
                   file=sys.stdout if cfg.log_format == "text" else sys.stderr)
         deltas = shape_deltas(model, example, space.groups, lambda m: shape_fields(m, data.input_shape))
