@@ -24,7 +24,7 @@ from .callbacks import OptunaStoreCallback, ProgressCallback
 from .checkpoint_gc import CheckpointGC
 from .collect import TrialFields, collect
 from .schedulers import build_scheduler, pbt_param_space, resolve_scheduler
-from .searchers import budget_refusal, build_searcher, effective_objective, resolve_searcher
+from .searchers import budget_refusal, build_searcher, effective_objective, experiment_yaml, resolve_searcher
 from .session import allow_pending_trials, check_checkpoints_kept, check_storage, init_ray, saved_statuses
 from .trainable import run_in_ray
 
@@ -138,8 +138,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         ),
         run_config=run_config,
     )
-    # what ran: a searcher that implies a multi-objective run (nsga2) is saved with objective.multi true
-    (cfg.out_dir / "experiment.yaml").write_text(replace(cfg, objective=effective_objective(cfg)).to_yaml())
+    (cfg.out_dir / "experiment.yaml").write_text(experiment_yaml(cfg))
     return _fit(cfg, kind, prep, tuner, t0, searcher)
 
 

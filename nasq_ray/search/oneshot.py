@@ -111,7 +111,9 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
         raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
                           f"or continue it with --resume {out}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "experiment.yaml").write_text(_saved(cfg))
+    from .searchers import experiment_yaml
+
+    (out / "experiment.yaml").write_text(experiment_yaml(cfg))
     if state.get(PHASE1) != "done":
         workers = cfg.search.supernet_workers
         _say(cfg, f"phase 1: training the super-network for {counted(cfg.search.supernet_epochs, 'epoch')}"
@@ -127,7 +129,7 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
     if state.get("search") != "done":
         _say(cfg, f"phase 2: searching {cfg.search.num_samples} sub-networks with inherited weights")
         r2 = _run_or_resume(p2, resuming and state.get(PHASE1) == "done", run_search, resume_config)
-        (out / "experiment.yaml").write_text(_saved(cfg))  # the run is the one-shot run, not phase 2's
+        (out / "experiment.yaml").write_text(experiment_yaml(cfg))  # the run is the one-shot run, not phase 2's
         if r2.interrupted:
             return _stopped(r2, cfg, t0, "phase 2 (the search)")
         _mark(out, "search")
@@ -139,13 +141,6 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
             return _stopped(r3, cfg, t0, "phase 3 (fine-tuning)")
         _mark(out, PHASE3)
     return _combined(cfg, p2, p3, t0)
-
-
-def _saved(cfg: ExperimentConfig) -> str:
-    """The run's experiment.yaml: the objective that ran (nsga2 implies a multi-objective run)."""
-    from .searchers import effective_objective
-
-    return replace(cfg, objective=effective_objective(cfg)).to_yaml()
 
 
 def _say(cfg: ExperimentConfig, text: str) -> None:

@@ -227,3 +227,9 @@ def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
     if resolve_searcher(cfg) in MULTI_OBJECTIVE_ONLY and not obj.multi:
         obj = replace(obj, multi=True)
     return obj
+
+
+def experiment_yaml(cfg: ExperimentConfig) -> str:
+    """A run's experiment.yaml: the experiment with the objective that ran (a searcher that implies a
+    multi-objective run, nsga2, saved with objective.multi true)."""
+    return replace(cfg, objective=effective_objective(cfg)).to_yaml()
