@@ -70,7 +70,7 @@ def make_model(factory: UserCallable, seed: int | None = None) -> nn.Module:
 def read_weights(path: str) -> dict[str, torch.Tensor]:
     """The state dict in a weights file: a ``torch.save``d state dict, or a dict holding one under
     ``state_dict`` or ``model``. Read with ``weights_only=True``; a ``module.`` prefix (DataParallel)
-    is dropped."""
+    is dropped. Weights that are not finite are refused."""
     from pathlib import Path
 
     p = Path(path).expanduser()
@@ -101,6 +101,9 @@ def read_weights(path: str) -> dict[str, torch.Tensor]:
                           f"{' or '.join(repr(k) for k in WEIGHT_KEYS)})")
     if all(k.startswith("module.") for k in raw):
         raw = {k[len("module."):]: v for k, v in raw.items()}
+    bad = next((k for k, v in raw.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ConfigError(f"model.weights: '{path}': tensor '{bad}' holds NaN or infinite values; expected finite weights")
     return raw
 
 

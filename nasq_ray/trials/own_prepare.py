@@ -59,12 +59,7 @@ def float_weights(cfg, model: nn.Module, train, val, num_classes: int, input_sha
                   quiet: bool = False) -> FloatModel:
     """Load or make the float weights into ``model`` (see the module doc)."""
     if cfg.model.weights:
-        state = read_weights(cfg.model.weights)
-        bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
-        if bad is not None:
-            raise ConfigError(f"model.weights: '{cfg.model.weights}': tensor '{bad}' holds NaN or infinite values; "
-                              "expected finite weights")
-        load_weights_(model, state)
+        load_weights_(model, read_weights(cfg.model.weights))
         return FloatModel(model.state_dict(), *_evaluate(model, val, num_classes), source="weights")
     key = _cache_key(cfg, input_shape)
     path = out_dir / FLOAT_FILE
