@@ -22,7 +22,12 @@ class ConfigError(NasqError):
 
 class OneLineParser(argparse.ArgumentParser):
     """The commands' argument parser: a bad flag is one line and exit code 2 (argparse's own code),
-    not argparse's usage block above it."""
+    not argparse's usage block above it. Flags are taken whole, never by a prefix (``--num-samp``):
+    an abbreviation that works today would change meaning when a flag sharing its prefix is added."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")

@@ -195,7 +195,8 @@ def test_without_an_address_a_private_ray_is_started(monkeypatch):
 def test_real_process_exit_code_and_argparse_errors(tmp_path):
     for argv, needle in ((["--searcher", "nope"], "searcher: unknown name"),
                          (["--num-samples", "abc"], "--num-samples: invalid int value"),
-                         (["--no-such-flag"], "unrecognized arguments")):
+                         (["--no-such-flag"], "unrecognized arguments"),
+                         (["--num-samp", "2"], "unrecognized arguments: --num-samp 2")):  # whole flags only
         p = subprocess.run([sys.executable, "-m", "nasq_ray.run", *argv, "--out", str(tmp_path)],
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 2, p.stderr
