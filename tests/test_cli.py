@@ -143,6 +143,12 @@ def test_unusable_storage(capsys, tmp_path):
     if os.path.isdir("/proc/self"):  # a folder where os.access says yes to root and nothing can be made
         rc, _, err = _run(capsys, ["--storage", "/proc/nasq_store", "--out", str(tmp_path / "o")])
         _assert_one_line_error(rc, err, "storage: cannot use '/proc/nasq_store'")
+        rc, _, err = _run(capsys, ["--storage", "file:///proc/nasq_store", "--out", str(tmp_path / "o")])
+        _assert_one_line_error(rc, err, "storage: cannot use 'file:///proc/nasq_store'")
+    (tmp_path / "f").write_text("")
+    rc, _, err = _run(capsys, ["--storage", f"file://{tmp_path}/f/x", "--out", str(tmp_path / "o")])
+    _assert_one_line_error(rc, err, f"'{tmp_path}/f' is a file")
+    assert not (tmp_path / "o").exists()
 
 
 def test_resume_of_a_folder_without_an_experiment(capsys, tmp_path):

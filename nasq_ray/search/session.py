@@ -30,14 +30,32 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
         raise ConfigError(f"address: cannot reach a Ray cluster at '{address}' ({e.strerror or e})") from None
 
 
+def _check_uri_writable(root: str) -> None:
+    """Open ``root`` with pyarrow and make and remove a folder in its nearest existing folder, as Ray
+    would write there (``file:///proc/x`` opens, and fails only inside Ray's Tuner)."""
+    import uuid
+
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(root)
+    path = path.rstrip("/") or "/"
+    while (info := fs.get_file_info(path)).type == pyarrow.fs.FileType.NotFound and "/" in path.strip("/"):
+        path = path.rsplit("/", 1)[0] or "/"
+    if info.type == pyarrow.fs.FileType.File:
+        raise NotADirectoryError(f"'{info.path}' is a file")
+    if info.type == pyarrow.fs.FileType.NotFound:
+        return  # a bucket's root: nothing to probe without creating the bucket; Ray says if it cannot write
+    probe = f"{path.rstrip('/')}/.nasq_storage_probe_{uuid.uuid4().hex}"
+    fs.create_dir(probe)
+    fs.delete_dir(probe)
+
+
 def check_storage(cfg: ExperimentConfig) -> None:
     """Fail before Ray starts when ``--storage`` cannot be opened or written."""
     root = cfg.storage_root
     try:
         if "://" in root:
-            import pyarrow.fs
-
-            pyarrow.fs.FileSystem.from_uri(root)
+            _check_uri_writable(root)
         else:  # nothing is created yet: the nearest existing folder must be writable
             existing = next(p for p in (Path(root), *Path(root).parents) if p.exists())
             if not existing.is_dir() or not os.access(existing, os.W_OK):
