@@ -25,7 +25,8 @@ from .checkpoint_gc import CheckpointGC
 from .collect import TrialFields, collect
 from .schedulers import build_scheduler, pbt_param_space, resolve_scheduler
 from .searchers import budget_refusal, build_searcher, effective_objective, experiment_yaml, resolve_searcher
-from .session import allow_pending_trials, check_checkpoints_kept, check_storage, init_ray, saved_statuses
+from .session import (allow_pending_trials, check_checkpoints_kept, check_storage, check_trials_fit, init_ray,
+                      saved_statuses)
 from .trainable import run_in_ray
 
 
@@ -119,7 +120,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
                                 metric="score", mode="max", max_t=cfg.search.max_epochs, seed=cfg.search.seed,
                                 objective=objective, space=space, protected=points or ())
     check_storage(cfg)
-    init_ray(cfg)
+    check_trials_fit(cfg, private=init_ray(cfg))
     allow_pending_trials(cfg)
     if tune.Tuner.can_restore(cfg.experiment_path):
         raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
@@ -164,7 +165,7 @@ def resume_config(cfg: ExperimentConfig) -> SearchResult:
     kind, prep = prepare(cfg, effective_objective(cfg))
     check_storage(cfg)
     check_checkpoints_kept(cfg.experiment_path)
-    init_ray(cfg)
+    check_trials_fit(cfg, private=init_ray(cfg))
     allow_pending_trials(cfg)
     if not tune.Tuner.can_restore(cfg.experiment_path):
         raise ConfigError(f"resume: no Ray Tune experiment state at '{cfg.experiment_path}' (the run stopped before "

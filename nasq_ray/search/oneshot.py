@@ -162,12 +162,12 @@ def _data_parallel_phase1(p1: ExperimentConfig, workers: int, path: Path) -> Non
     import torch
 
     from ..trials import prepare
-    from .session import check_storage, init_ray
+    from .session import check_storage, check_trials_fit, init_ray
     from .supernet_ddp import train_data_parallel
 
     _, prep = prepare(p1)
     check_storage(p1)
-    init_ray(p1)
+    check_trials_fit(p1, private=init_ray(p1), workers=workers)
     state = train_data_parallel(prep.context, workers, p1.resources.gpus_per_trial, p1.storage_root, p1.run_name)
     torch.save(state["supernet"], path)
 

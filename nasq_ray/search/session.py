@@ -77,13 +77,14 @@ def _sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
-def init_ray(cfg: ExperimentConfig) -> None:
+def init_ray(cfg: ExperimentConfig) -> bool:
+    """Start or join Ray; True where this call started a private local Ray (a machine that cannot grow)."""
     import ray
 
     if cfg.resources.address not in (None, "local"):
         check_reachable(cfg.resources.address)  # a cluster the run names must be there, even if Ray already runs
     if ray.is_initialized():
-        return
+        return False
     address = cfg.resources.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=False, log_to_driver=cfg.verbose,
                   logging_level=logging.INFO if cfg.verbose else logging.ERROR)
@@ -100,6 +101,41 @@ def init_ray(cfg: ExperimentConfig) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", **kwargs)
     _sigterm_as_interrupt()
+    return not (address and address != "local")
+
+
+def check_trials_fit(cfg: ExperimentConfig, private: bool, workers: int = 0) -> None:
+    """A trial asks one node for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (phase 1 on Ray Train:
+    ``workers`` such bundles); Ray waits for ever where no node can give them. On the private Ray of
+    this run that is refused; on a cluster, which an autoscaler may grow, it is a warning."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    largest = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in ("CPU", "GPU")}
+    total_cpus = sum(n.get("CPU", 0.0) for n in nodes)
+    need = {"CPU": cfg.resources.cpus_per_trial, "GPU": cfg.resources.gpus_per_trial}
+    if workers:
+        need = {"CPU": max(1, int(need["CPU"])), "GPU": 1.0 if need["GPU"] > 0 else 0.0}  # as Ray Train asks
+    where = "this machine has" if private else "the cluster's largest node has"
+    problems = [(f"resources.{key.lower()}s_per_trial", need[key], _of(largest[key], key), largest[key])
+                for key in ("CPU", "GPU") if need[key] > largest[key]]
+    if workers and not problems and workers * need["CPU"] > total_cpus:
+        problems.append(("search.supernet_workers", workers, f"{_of(total_cpus, 'CPU')} for {workers} workers of "
+                         f"{_of(need['CPU'], 'CPU')}", int(total_cpus // need["CPU"])))
+    for field, value, has, allowed in problems:
+        if private:
+            raise ConfigError(f"{field}: {_count(value)} is more than {where} ({has}); allowed: up to "
+                              f"{_count(allowed)}, or --address of a cluster that has more")
+        print(f"warning: {field}: {_count(value)} is more than {where} ({has}); trials wait until a node "
+              "that can run one joins", file=sys.stderr)
+
+
+def _count(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _of(x: float, noun: str) -> str:
+    return f"{_count(x)} {noun}{'' if x == 1 else 's'}"
 
 
 def saved_statuses(experiment_path: str) -> dict[str, str]:

@@ -271,3 +271,56 @@ def test_a_fixed_seed_with_one_trial_at_a_time_reproduces_configs_and_metrics(tm
         runs.append(sorted(tuple(r[k] for k in keep) for r in rows))
     assert runs[0] == runs[1]
     assert len(set(runs[0])) == 3  # three different trials, each reproduced exactly
+
+
+# ------------------------------------------------------------------------------ trials that no node can run
+
+@pytest.mark.parametrize("private, cpus, gpus, workers, needle", [
+    (True, 3, 0, 0, "resources.cpus_per_trial: 3 is more than this machine has (2 CPUs); allowed: up to 2,"),
+    (True, 1, 0.5, 0, "resources.gpus_per_trial: 0.5 is more than this machine has (0 GPUs); allowed: up to 0,"),
+    (True, 1, 0, 3, "search.supernet_workers: 3 is more than this machine has (2 CPUs for 3 workers of 1 CPU); "
+                    "allowed: up to 2,"),
+    (True, 2.5, 0, 2, "search.supernet_workers: 2 is more than this machine has (2 CPUs for 2 workers of 2 CPUs)"),
+])
+def test_a_trial_no_node_can_run_is_refused_on_the_runs_own_ray(monkeypatch, private, cpus, gpus, workers, needle):
+    import ray
+
+    from nasq_ray.config import from_dict
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.search.session import check_trials_fit
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
+    cfg = from_dict({"resources": {"cpus_per_trial": cpus, "gpus_per_trial": gpus}})
+    with pytest.raises(ConfigError) as e:
+        check_trials_fit(cfg, private=private, workers=workers)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_on_a_cluster_the_largest_node_counts_and_too_large_a_trial_is_a_warning(monkeypatch, capsys):
+    import ray
+
+    from nasq_ray.config import from_dict
+    from nasq_ray.search.session import check_trials_fit
+
+    nodes = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]  # a dead node gives nothing
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    check_trials_fit(from_dict({"resources": {"cpus_per_trial": 8, "gpus_per_trial": 1}}), private=True)
+    check_trials_fit(from_dict({"resources": {"cpus_per_trial": 2}}), private=True, workers=5)  # 10 CPUs of 10
+    assert capsys.readouterr().err == ""
+    check_trials_fit(from_dict({"resources": {"gpus_per_trial": 2}}), private=False)
+    assert capsys.readouterr().err.startswith("warning: resources.gpus_per_trial: 2 is more than the cluster's "
+                                              "largest node has (1 GPU); trials wait")
+
+
+def test_a_gpu_trial_on_a_machine_without_one_exits_2_before_any_trial(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    p = subprocess.run([sys.executable, "-m", "nasq_ray.run", "--gpus-per-trial", "1", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=180, env=ENV)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert p.stderr.strip().endswith("or --address of a cluster that has more"), p.stderr[-2000:]
+    assert "resources.gpus_per_trial: 1 is more than this machine has (0 GPUs)" in p.stderr
+    assert not list(tmp_path.rglob("trials.csv"))
