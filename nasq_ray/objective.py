@@ -40,7 +40,7 @@ class ObjectiveConfig:
     form: str = "mnas"
     acc: str = "val_acc"
     cost: str = "size_kb"
-    target: float = 2.0
+    target: float | None = None  # in the cost's unit; None: 2.0 for size_kb, needed for others where it ranks
     alpha: float = -0.07
     beta: float = -0.07
     penalty: float = 0.05
@@ -61,11 +61,28 @@ class ObjectiveConfig:
         if self.latency != "model" and self.cost != LATENCY_METRIC:  # it would be silently ignored
             raise ConfigError(f"objective.latency: '{self.latency}' says how {LATENCY_METRIC} is found, and the cost "
                               f"here is {self.cost}; allowed: model, or objective.cost {LATENCY_METRIC} (--cost {LATENCY_METRIC})")
-        if not self.target > 0:
+        if self.target is None:
+            object.__setattr__(self, "target", self._default_target())
+        if not _finite_number(self.target) or not self.target > 0:
             raise ConfigError(f"objective.target: {self.target!r} is not allowed; allowed: numbers > 0")
+        for name in ("alpha", "beta", "penalty"):  # a NaN here made every trial's score NaN
+            if not _finite_number(getattr(self, name)):
+                raise ConfigError(f"objective.{name}: {getattr(self, name)!r} is not allowed; allowed: a finite number")
         if self.max_cost is not None and not (isinstance(self.max_cost, (int, float)) and 0 < self.max_cost < math.inf):
             raise ConfigError(f"objective.max_cost: {self.max_cost!r} is not allowed; allowed: a number > 0 in the "
                               f"unit of objective.cost ({self.cost}), or none")
+
+    def _default_target(self) -> float:
+        """2.0 (kB) for size_kb. For another cost the target is in its unit (2 bitops or 2 ms mean nothing),
+        so it must be given where it changes the ranking: the linear form, or mnas with alpha != beta.
+        Elsewhere (mnas with one exponent, acc) it only scales the score, and 2.0 keeps that scale."""
+        ranks = self.form == "linear" or (self.form == "mnas" and self.alpha != self.beta)
+        if self.cost != "size_kb" and ranks:
+            what = "the linear form's penalty" if self.form == "linear" else "where mnas switches from alpha to beta"
+            raise ConfigError(f"objective.target: needed with objective.cost {self.cost} (it sets {what}; the "
+                              f"default 2.0 is for size_kb); allowed: a number > 0 in {self.cost}, e.g. the cost "
+                              "of a network you would accept (--target)")
+        return 2.0
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -75,6 +92,10 @@ class ObjectiveConfig:
     @property
     def modes(self) -> tuple[str, ...]:
         return ("max", "min") if self.multi else ("max",)
+
+
+def _finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_training_cost(cfg: ObjectiveConfig) -> None:

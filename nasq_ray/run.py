@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "on this machine per network structure, cached)")
     a("--latency", help="how latency_ms is found: model (the whole exported network timed, default) or table (the sum of "
                         "its parts, each timed once per machine and cached: the latency table)")
-    a("--target", type=float, help="cost target of the score (default: 2.0, in the cost metric's unit)")
+    a("--target", type=float, help="cost target of the score, in the cost metric's unit (default: 2.0 for size_kb; needed for another cost where it ranks: linear, or mnas with alpha != beta)")
     a("--max-cost", type=float, metavar="COST", help="hard budget on the cost metric (its unit): no config over it is "
                                                     "proposed where its cost is known before training; none enters the front")
     a("--seed", type=int, help="seed of the searcher, model init and data order (default: 0)")

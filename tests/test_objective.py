@@ -111,11 +111,34 @@ def test_latency_without_onnxruntime_is_refused_with_the_metrics_that_remain(mon
         check_training_cost(ObjectiveConfig(cost="latency_ms"))
 
 
-@pytest.mark.parametrize("target", [0, 0.0, -1.0, float("nan")])
+@pytest.mark.parametrize("target", [0, 0.0, -1.0, float("nan"), float("inf"), True])
 def test_bad_target(target):
     with pytest.raises(ConfigError) as e:
         ObjectiveConfig(target=target)
     assert "objective.target" in str(e.value)
+
+
+@pytest.mark.parametrize("field", ["alpha", "beta", "penalty"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "x"])
+def test_score_parameters_must_be_finite_numbers(field, value):
+    with pytest.raises(ConfigError, match=rf"objective\.{field}: .* allowed: a finite number"):
+        ObjectiveConfig(**{field: value})
+
+
+def test_the_default_target_is_2_kb_and_another_cost_needs_one_where_it_ranks():
+    assert ObjectiveConfig().target == 2.0
+    assert ObjectiveConfig(cost="bitops").target == 2.0  # mnas with one exponent: the target only scales
+    assert ObjectiveConfig(cost="bitops", form="acc").target == 2.0
+    assert ObjectiveConfig(cost="bitops", form="linear", target=1e6).target == 1e6
+    with pytest.raises(ConfigError, match=r"objective\.target: needed with objective\.cost bitops \(it sets the "
+                                          r"linear form's penalty.*allowed: a number > 0 in bitops"):
+        ObjectiveConfig(cost="bitops", form="linear")
+    with pytest.raises(ConfigError, match="where mnas switches from alpha to beta"):
+        ObjectiveConfig(cost="macs", alpha=0.0, beta=-1.0)
+    # ranking by the score under mnas with one exponent does not depend on the target
+    one, other = ObjectiveConfig(cost="macs"), ObjectiveConfig(cost="macs", target=3e5)
+    trials = [(0.9, 4e5), (0.8, 1e5), (0.95, 9e5)]
+    assert (sorted(trials, key=lambda t: score(*t, one)) == sorted(trials, key=lambda t: score(*t, other)))
 
 
 @pytest.mark.parametrize("max_cost", [0, -1.0, float("nan"), float("inf"), "5"])
