@@ -7,6 +7,7 @@ Every error names the field, the value received and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import time
 from dataclasses import dataclass, field, fields
@@ -326,7 +327,29 @@ def parse_kv(items: list[str] | None, flag: str) -> dict:
     return out
 
 
+def _coerce_fields(obj, prefix: str) -> None:
+    """Give ``obj``'s fields the types ``from_dict`` gives them, for a config built from the dataclasses
+    in Python (``SearchConfig(num_samples=1.5)``), which skips ``from_dict``."""
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        if prefix == "" and f.name in _SECTIONS:
+            section = getattr(obj, f.name)
+            if section is None or isinstance(section, dict):
+                setattr(obj, f.name, _build(_SECTIONS[f.name], section, f.name))
+            elif not isinstance(section, _SECTIONS[f.name]):
+                raise ConfigError(f"{f.name}: expected a mapping or a {_SECTIONS[f.name].__name__}, got "
+                                  f"{type(section).__name__}")
+            else:
+                _coerce_fields(section, f.name)
+            continue
+        value = getattr(obj, f.name)
+        coerced = _coerce(f"{prefix}.{f.name}" if prefix else f.name, value, hints[f.name])
+        if coerced is not value:
+            object.__setattr__(obj, f.name, coerced)  # also on the frozen ObjectiveConfig
+
+
 def validate(cfg: ExperimentConfig) -> None:
+    _coerce_fields(cfg, "")
     s, r, d, m = cfg.search, cfg.resources, cfg.data, cfg.model
     checks = [
         (d.workers >= 0, "data.workers", d.workers, "integers >= 0"),
@@ -354,6 +377,11 @@ def validate(cfg: ExperimentConfig) -> None:
         (d.max_val is None or d.max_val >= 2, "data.max_val", d.max_val, "integers >= 2"),
         (0 < d.val_fraction < 1, "data.val_fraction", d.val_fraction, "numbers in (0, 1)"),
         (0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "numbers in (0, 1)"),
+        (0 <= s.seed < 2**32, "search.seed", s.seed, "integers from 0 to 2**32 - 1"),
+        (0 <= d.seed < 2**32, "data.seed", d.seed, "integers from 0 to 2**32 - 1"),
+        (s.searcher != "given" or s.warm_start >= 1, "search.searcher", s.searcher,
+         "given only with search.warm_start >= 1 (its trials are the warm-start configs; with none it runs none)"),
+        (bool(cfg.out), "out", cfg.out, "a folder path"),
     ]
     for ok, name, value, allowed in checks:
         if not ok:
@@ -374,5 +402,5 @@ def validate(cfg: ExperimentConfig) -> None:
         except Exception:  # noqa: BLE001 - ArgumentError, ValueError
             raise ConfigError(f"storage_db: {cfg.storage_db!r} is not allowed; allowed: an SQLAlchemy URL such as "
                               "sqlite:///path/optuna.db") from None
-    if cfg.name is not None and (not cfg.name or "/" in cfg.name):
-        raise ConfigError(f"name: {cfg.name!r} is not allowed; allowed: a non-empty name without '/'")
+    if cfg.name is not None and (cfg.name in ("", ".", "..") or "/" in cfg.name or os.sep in cfg.name):
+        raise ConfigError(f"name: {cfg.name!r} is not allowed; allowed: a folder name (not '.' or '..') without '/'")

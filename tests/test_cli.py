@@ -79,6 +79,11 @@ def test_bad_space_file(capsys, tmp_path, case):
     (["--max-epochs", "4", "--scheduler-arg", "grace_period=5"], "allowed: integers from 1 to max_epochs (4)"),
     (["--scheduler", "hyperband", "--scheduler-arg", "reduction_factor=-2"], "scheduler_args.reduction_factor: -2"),
     (["--name", "a/b"], "name:"),
+    (["--name", ".."], "name: '..' is not allowed"),  # results would land beside --out, not in it
+    (["--seed", "-1"], "search.seed: -1 is not allowed; allowed: integers from 0 to 2**32 - 1"),
+    (["--set", "data.seed=-1"], "data.seed: -1 is not allowed"),
+    (["--searcher", "given"], "search.searcher: 'given' is not allowed; allowed: given only with search.warm_start >= 1"),
+    (["--label-column", "y"], "data.label_column: 'y' is not read"),
 ])
 def test_bad_flag(capsys, tmp_path, argv, needle):
     rc, _, err = _run(capsys, [*argv, "--out", str(tmp_path / "out")])

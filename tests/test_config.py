@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 
 from nasq_ray.config import from_dict
@@ -17,3 +18,19 @@ def test_a_run_without_a_name_is_named_once(monkeypatch):
     assert cfg.run_name == first and cfg.out_dir.name == first and cfg.experiment_path.endswith("/" + first)
     assert cfg.name is None  # the experiment (run_search) fixes it and saves it in experiment.yaml
     assert from_dict({"space": "digits_small"}).run_name != first  # another run, another name
+
+
+def test_a_config_built_from_the_dataclasses_gets_the_types_from_dict_gives():
+    import pytest
+
+    from nasq_ray.config import ExperimentConfig, SearchConfig
+    from nasq_ray.errors import ConfigError
+
+    assert ExperimentConfig(search={"num_samples": 3}).search.num_samples == 3  # a section as a dict
+    assert ExperimentConfig(search=SearchConfig(num_samples="8")).search.num_samples == 8  # as YAML's "8"
+    for kwargs, needle in ((dict(search=SearchConfig(num_samples=1.5)), "search.num_samples: 1.5 is not allowed"),
+                           (dict(search=5), "search: expected a mapping or a SearchConfig, got int"),
+                           (dict(search={"num_sample": 3}), "search.num_sample: unknown key"),
+                           (dict(verbose="maybe"), "verbose: 'maybe' is not allowed")):
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            ExperimentConfig(**kwargs)

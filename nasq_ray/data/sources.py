@@ -40,9 +40,13 @@ def is_factory(name) -> bool:
 
 
 def check_data_dir_read(d) -> None:
-    """A new run refuses a data section ``d`` whose ``dir`` nothing would read (most likely
-    ``--data-dir`` without ``--data``). A saved run with one is not refused: its ``dir`` is ignored,
+    """A new run refuses a data section ``d`` whose ``dir`` or ``label_column`` nothing would read (most
+    likely ``--data-dir`` without ``--data``). A saved run with one is not refused: its ``dir`` is ignored,
     as it was when it ran."""
+    if d.label_column != "label" and d.name != "csv":
+        raise ConfigError(f"data.label_column: '{d.label_column}' is not read: it names a CSV's label column, and the "
+                          f"data here is '{d.name if isinstance(d.name, str) else 'a data factory'}'; give --data csv, "
+                          "or leave out --label-column")
     if d.dir is None:
         return
     if is_factory(d.name):
