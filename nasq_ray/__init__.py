@@ -12,6 +12,8 @@ The public Python API, kept small:
 
 from __future__ import annotations
 
+import os
+
 from .config import ExperimentConfig, from_dict
 from .data import load_dataset
 from .errors import ConfigError, DataError, NasqError, SearchSpaceError, UnknownNameError
@@ -24,14 +26,22 @@ from .space.search_space import load_space
 __version__ = "0.1.0"
 
 
-def run_search(config: ExperimentConfig | dict | None = None):
-    """Run a search (see :class:`ExperimentConfig`); returns a ``SearchResult`` and writes the results folder."""
+def run_search(config: ExperimentConfig | dict | str | os.PathLike | None = None):
+    """Run a search (see :class:`ExperimentConfig`): a config, its nested dict, or the path of an
+    experiment YAML file (what ``--config`` reads). Returns a ``SearchResult`` and writes the results
+    folder."""
+    from .config import load_yaml
     from .search.driver import run_search as _run
 
     if config is None:
         config = ExperimentConfig()
+    elif isinstance(config, (str, os.PathLike)):
+        config = from_dict(load_yaml(config))
     elif isinstance(config, dict):
         config = from_dict(config)
+    elif not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"config: a {type(config).__name__} is not allowed; allowed: an ExperimentConfig, a dict of "
+                          "its sections, or the path of an experiment YAML file")
     return _run(config)
 
 

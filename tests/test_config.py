@@ -34,3 +34,24 @@ def test_a_config_built_from_the_dataclasses_gets_the_types_from_dict_gives():
                            (dict(verbose="maybe"), "verbose: 'maybe' is not allowed")):
         with pytest.raises(ConfigError, match=re.escape(needle)):
             ExperimentConfig(**kwargs)
+
+
+def test_run_search_takes_the_path_of_an_experiment_file_and_refuses_other_things(tmp_path, monkeypatch):
+    import pytest
+
+    import nasq_ray
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.search import driver
+
+    seen = []
+    monkeypatch.setattr(driver, "run_search", seen.append)
+    path = tmp_path / "exp.yaml"
+    path.write_text("search:\n  num_samples: 3\nspace: mlp\n")
+    nasq_ray.run_search(path)
+    nasq_ray.run_search(str(path))
+    assert [(c.search.num_samples, c.space) for c in seen] == [(3, "mlp")] * 2
+    path.write_text("search:\n  num_sample: 3\n")
+    with pytest.raises(ConfigError, match="search.num_sample: unknown key"):
+        nasq_ray.run_search(path)
+    with pytest.raises(ConfigError, match="config: a list is not allowed; allowed: an ExperimentConfig, a dict"):
+        nasq_ray.run_search([1, 2])
