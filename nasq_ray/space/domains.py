@@ -9,6 +9,17 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def _member(v, values: tuple) -> bool:
+    """``v in values`` without Python's ``24.0 == 24`` and ``True == 1``: an integer choice takes an
+    integer (a float would reach torch as a channel count), a bool only a bool."""
+    for x in values:
+        if x == v and isinstance(v, bool) == isinstance(x, bool):
+            if isinstance(x, (int, np.integer)) and not isinstance(x, bool) and not isinstance(v, (int, np.integer)):
+                continue
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class Choice:
     """Unordered categorical choice (op names, connections, optimizers)."""
@@ -19,7 +30,7 @@ class Choice:
         return self.values[int(rng.integers(len(self.values)))]
 
     def contains(self, v) -> bool:
-        return v in self.values
+        return _member(v, self.values)
 
     def neighbors(self, v) -> list:
         return [x for x in self.values if x != v]
@@ -38,7 +49,7 @@ class Ordinal:
         return self.values[int(rng.integers(len(self.values)))]
 
     def contains(self, v) -> bool:
-        return not isinstance(v, bool) and v in self.values
+        return _member(v, self.values)
 
     def index(self, v) -> int:
         return self.values.index(v)

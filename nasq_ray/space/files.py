@@ -5,6 +5,7 @@ name or path.
 from __future__ import annotations
 
 import importlib.resources
+import os
 from pathlib import Path
 from ..config import load_yaml
 from ..errors import SearchSpaceError, unknown_name
@@ -31,6 +32,9 @@ def shipped_spaces() -> list[str]:
 
 
 def resolve_space_path(name_or_path: str | Path) -> Path:
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise SearchSpaceError(f"space: expected a shipped space's name ({', '.join(shipped_spaces())}) or the path of "
+                               f"a space YAML file, got {type(name_or_path).__name__}")
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():

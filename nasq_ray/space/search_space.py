@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 import numpy as np
-from ..errors import SearchSpaceError, did_you_mean
+from ..errors import ConfigError, SearchSpaceError, did_you_mean
 from ..models.blocks import block_layer_names
 from ..quant import FLOAT_BITS, LayerBits, QuantConfig
 from ..quant.options import QUANT_OPTIONS
@@ -38,6 +38,36 @@ from .files import read_space_yaml, resolve_space_path
 
 
 MAX_REJECTIONS = 500
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _sizes(p: _Parser, field: str, shape) -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints; (1, 8.7, 8), "188" and (0, 8, 8) are refused, not rounded."""
+    items = None if isinstance(shape, (str, bytes, Mapping)) else _items(shape)
+    if not items or not all(_is_int(s) and s >= 1 for s in items):
+        raise p.err(field, f"{shape!r} is not allowed; allowed: a tuple of positive integers, such as (1, 8, 8) "
+                           "for images (C, H, W) or (64,) for flat data")
+    return tuple(int(s) for s in items)
+
+
+def _items(x) -> list | None:
+    try:
+        return list(x)
+    except TypeError:
+        return None
+
+
+def rng_of(seed, field: str = "seed") -> np.random.Generator:
+    """A NumPy generator from a seed (an integer >= 0), a generator, or None; anything else is refused
+    with one line, not NumPy's SeedSequence error."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return np.random.default_rng(seed)
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"{field}: {seed!r} is not allowed; allowed: an integer >= 0, a numpy Generator, or None")
+    return np.random.default_rng(seed)
 
 
 class SearchSpace(SpaceParser):
@@ -75,10 +105,11 @@ class SearchSpace(SpaceParser):
         shape = input_shape if input_shape is not None else raw.get("input_shape")
         if shape is None:
             raise p.err("input_shape", "not given: the space file or the dataset must say the input shape")
-        self.input_shape = tuple(int(s) for s in shape)
-        self.num_classes = int(num_classes if num_classes is not None else raw.get("num_classes", 0))
-        if self.num_classes < 2:
-            raise p.err("num_classes", f"{self.num_classes} is not allowed; allowed: integers >= 2")
+        self.input_shape = _sizes(p, "input_shape", shape)
+        self.num_classes = num_classes if num_classes is not None else raw.get("num_classes", 0)
+        if not _is_int(self.num_classes) or self.num_classes < 2:
+            raise p.err("num_classes", f"{self.num_classes!r} is not allowed; allowed: integers >= 2")
+        self.num_classes = int(self.num_classes)
 
         stages = raw.get("stages") or []
         if self.input_kind == "flat" and stages:
@@ -225,7 +256,7 @@ class SearchSpace(SpaceParser):
 
     def sample(self, rng: np.random.Generator | int | None = None) -> dict:
         """A random valid configuration (uniform per parameter, invalid ones rejected)."""
-        rng = np.random.default_rng(rng)
+        rng = rng_of(rng, "rng")
         reason = ""
         for _ in range(MAX_REJECTIONS):
             cfg = self.walk(lambda prm, view: prm.domain.sample(rng))
@@ -236,7 +267,7 @@ class SearchSpace(SpaceParser):
 
     def complete(self, cfg: Mapping, rng: np.random.Generator | int | None = None) -> dict:
         """Keep the values of ``cfg`` that are still active, sample those that became active."""
-        rng = np.random.default_rng(rng)
+        rng = rng_of(rng, "rng")
         return self.walk(lambda prm, view: cfg[prm.name] if prm.name in cfg and prm.domain.contains(cfg[prm.name])
                          else prm.domain.sample(rng))
 
@@ -269,7 +300,7 @@ class SearchSpace(SpaceParser):
     def neighbors(self, cfg: Mapping, rng: np.random.Generator | int | None = None) -> list[dict]:
         """Every valid config one move away: one active parameter set to one of its domain's
         neighbouring values (adjacent for ordered domains, any other value for categorical ones)."""
-        rng = np.random.default_rng(rng)
+        rng = rng_of(rng, "rng")
         out = []
         for prm in self.params:
             if prm.name in cfg:
@@ -283,7 +314,7 @@ class SearchSpace(SpaceParser):
         """A random one-move change of ``cfg``: first a kind of decision (op, width, depth,
         connection, bits, train) uniformly among those present, then one such parameter, then a
         neighbouring value. Conditional parameters follow: a new block gets sampled values."""
-        rng = np.random.default_rng(rng)
+        rng = rng_of(rng, "rng")
         by_kind: dict[str, list[Param]] = {}
         for prm in self.params:
             if prm.name in cfg and prm.domain.neighbors(cfg[prm.name]):
@@ -303,6 +334,9 @@ class SearchSpace(SpaceParser):
     def validate(self, cfg: Mapping) -> dict:
         """Check a user-given config: every active parameter present and allowed, nothing extra,
         and the network feasible. Returns the config with only active parameters."""
+        if not isinstance(cfg, Mapping):
+            raise SearchSpaceError("config: expected a mapping of parameter names to values (such as space.sample(0)), "
+                                   f"got {type(cfg).__name__}")
         def ask(prm: Param, view):
             if prm.name not in cfg:
                 raise SearchSpaceError(f"config: missing parameter '{prm.name}' ({prm.domain.describe()})")

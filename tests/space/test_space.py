@@ -835,3 +835,43 @@ def test_shipped_policies_example():
 def test_a_user_model_space_without_a_model_says_to_give_one():
     with pytest.raises(SearchSpaceError, match="describes a user's own model.*--model"):
         load_space("own_model")
+
+
+# ------------------------------------------------------------------------------ the Python API's arguments
+
+@pytest.mark.parametrize("name, shape, classes, needle", [
+    (42, (1, 8, 8), 10, "space: expected a shipped space's name"),
+    ("digits_small", ("a", "b", "c"), 10, "input_shape: ('a', 'b', 'c') is not allowed; allowed: a tuple of positive"),
+    ("digits_small", "188", 10, "input_shape: '188' is not allowed"),  # int() read it as (1, 8, 8)
+    ("digits_small", (1, 8.7, 8), 10, "input_shape: (1, 8.7, 8) is not allowed"),  # was rounded down
+    ("digits_small", (0, 8, 8), 10, "input_shape: (0, 8, 8) is not allowed"),  # failed inside torch
+    ("mlp", (-5,), 10, "input_shape: (-5,) is not allowed"),
+    ("mlp", (), 10, "input_shape: () is not allowed"),
+    ("digits_small", (1, 8, 8), 2.7, "num_classes: 2.7 is not allowed; allowed: integers >= 2"),  # was 2
+    ("digits_small", (1, 8, 8), "ten", "num_classes: 'ten' is not allowed"),
+])
+def test_load_space_refuses_shapes_and_class_counts_it_would_round_or_fail_on_later(name, shape, classes, needle):
+    with pytest.raises(SearchSpaceError) as e:
+        load_space(name, input_shape=shape, num_classes=classes)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_numpy_shapes_seeds_and_the_configs_of_the_api_are_taken_and_bad_ones_named():
+    from nasq_ray.errors import ConfigError
+
+    space = load_space("digits_small", input_shape=np.array([1, 8, 8]), num_classes=np.int64(10))
+    assert space.input_shape == (1, 8, 8) and space.num_classes == 10
+    assert space.sample(np.int64(3)) == space.sample(3)
+    for seed in ("0", -1, 1.5):
+        with pytest.raises(ConfigError, match=re.escape(f"rng: {seed!r} is not allowed; allowed: an integer >= 0")):
+            space.sample(seed)
+    for bad in (None, [1, 2]):
+        with pytest.raises(SearchSpaceError, match="config: expected a mapping of parameter names to values"):
+            space.validate(bad)
+    cfg = space.sample(0)
+    # 24.0 == 24 in Python; a float channel count passed validation and failed inside torch
+    with pytest.raises(SearchSpaceError, match=r"'s0.channels' = 24.0 is not allowed|'s0.channels' = \d+\.0 is not"):
+        space.validate({**cfg, "s0.channels": float(cfg["s0.channels"])})
+    assert Ordinal((2, 4, 8)).contains(np.int64(4)) and not Ordinal((2, 4, 8)).contains(4.0)
+    assert Choice((0, 1)).contains(1) and not Choice((0, 1)).contains(True) and Choice((True, False)).contains(True)
+    assert Ordinal((0.5, 1.0)).contains(1)  # an int for a float choice is the same number
