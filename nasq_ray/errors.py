@@ -57,3 +57,18 @@ def unknown_name(field: str, name: object, valid: Iterable[str]) -> UnknownNameE
     return UnknownNameError(
         f"{field}: unknown name '{name}'{did_you_mean(str(name), valid)}; allowed: {', '.join(valid)}"
     )
+
+
+def as_sizes(shape) -> tuple[int, ...] | None:
+    """``shape`` as a non-empty tuple of positive ints, or None where it is not one: ``(1, 8.7, 8)``,
+    ``"188"`` and ``(0, 8, 8)`` are not, rather than rounded or read digit by digit."""
+    import numbers
+
+    if isinstance(shape, (str, bytes, dict)):
+        return None
+    try:
+        items = list(shape)
+    except TypeError:
+        return None
+    ok = items and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in items)
+    return tuple(int(s) for s in items) if ok else None

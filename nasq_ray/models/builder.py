@@ -10,9 +10,11 @@ import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError, as_sizes
 from ..cost import CostSummary, LayerCost, LayerShape, layer_cost, logit_quant_size_bits, summarize
 from ..quant import QuantConfig, quantize_
 from .blocks import Block
@@ -71,8 +73,18 @@ def build_model(arch: ArchSpec, quant: QuantConfig | None = None, seed: int = 0)
 
     The global torch RNG is left as it was.
     """
+    from ..space.specs import ArchSpec, TrialSpec
+
+    if not isinstance(arch, ArchSpec):
+        hint = " (pass spec.arch and spec.quant of a TrialSpec)" if isinstance(arch, TrialSpec) else \
+            " (space.decode(config).arch)"
+        raise ConfigError(f"arch: expected an ArchSpec{hint}, got {type(arch).__name__}")
+    if quant is not None and not isinstance(quant, QuantConfig):
+        raise ConfigError(f"quant: expected a QuantConfig or None (space.decode(config).quant), got {type(quant).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed: {seed!r} is not allowed; allowed: an integer")
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(int(seed))
         model = Net(arch)
     if quant is not None:
         quantize_(model, quant)
@@ -146,7 +158,20 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, di
 
 def measure_cost(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[CostSummary, list[LayerCost]]:
     """Totals and the per-layer table of ``model``'s cost (see :mod:`nasq_ray.cost`)."""
-    layers = [layer_cost(s) for s in trace_layers(model, input_shape)]
+    if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
+        what = type(model).__name__ if not isinstance(model, nn.Module) else f"a {type(model).__name__} without parameters"
+        raise ConfigError(f"model: expected a torch.nn.Module with parameters, got {what}")
+    shape = as_sizes(input_shape)
+    if shape is None:
+        raise ConfigError(f"input_shape: {input_shape!r} is not allowed; allowed: a tuple of positive integers without "
+                          "the batch dimension, such as (1, 8, 8) or (64,)")
+    try:
+        shapes = trace_layers(model, shape)
+    except (RuntimeError, ValueError, IndexError, TypeError) as e:  # torch's shape errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"input_shape: {shape} does not fit the model ({first}); allowed: the shape of one "
+                          "sample as the model takes it, without the batch dimension") from None
+    layers = [layer_cost(s) for s in shapes]
     logit = getattr(model, "logit_quant", None)
     logit_bits = 32 if getattr(logit, "dynamic", False) else getattr(logit, "bits", 32)
     return summarize(layers, extra_size_bits=logit_quant_size_bits(logit_bits)), layers

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from torch import nn
-from ..errors import SearchSpaceError
+from ..errors import ConfigError, SearchSpaceError
 from .fake_quant import is_float
 from .modules import ActFakeQuant, QuantConv2d, QuantLinear
 from .options import QuantConfig
@@ -21,10 +21,15 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
     is replaced by an activation quantizer at ``config.logit_bits``; its ``nn.Identity`` placeholders
     named in ``MERGE_QUANTS`` by quantizers at ``config.merge_bits`` (unless 32). Returns ``model``.
     """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, QuantConfig):
+        raise ConfigError(f"config: expected a QuantConfig, got {type(config).__name__}")
     modules = dict(model.named_modules())
     for path in config.layers:  # check every path before changing anything
-        if type(modules.get(path)) not in _QUANT_CLS:
-            raise SearchSpaceError(f"quant layer '{path}': the model has no Conv2d or Linear layer by that name")
+        mod = modules.get(path)
+        if type(mod) not in _QUANT_CLS:
+            raise SearchSpaceError(f"quant layer '{path}': {_not_quantizable(mod)}")
     for path, bits in config.layers.items():
         if is_float(bits.w_bits) and is_float(bits.a_bits):
             continue
@@ -41,6 +46,18 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
                 _replace(model, path, ActFakeQuant(config.merge_bits, scheme=config.a_scheme,
                                                    dynamic=config.a_mode == "dynamic").train(model.training))
     return model
+
+
+def _not_quantizable(mod) -> str:
+    if mod is None:
+        return "the model has no layer by that name"
+    if isinstance(mod, (QuantConv2d, QuantLinear)):
+        return f"already a fake-quant layer ({type(mod).__name__})"
+    base = next((c.__name__ for c in _QUANT_CLS if isinstance(mod, c)), None)
+    if base:  # its own forward would be replaced by the fake-quant layer's
+        return (f"a {type(mod).__name__}, a subclass of {base} whose forward may differ; allowed: plain nn.Conv2d "
+                "and nn.Linear layers")
+    return f"a {type(mod).__name__}; allowed: nn.Conv2d and nn.Linear layers"
 
 
 def dequantize_(model: nn.Module) -> nn.Module:

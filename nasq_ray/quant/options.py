@@ -75,6 +75,9 @@ class QuantConfig:
             if getattr(self, name) not in allowed:
                 raise SearchSpaceError(f"quant.{name}: unknown name '{getattr(self, name)}'; allowed: "
                                        f"{', '.join(allowed)}")
+        if not isinstance(self.layers, Mapping):
+            raise SearchSpaceError(f"layers: expected a mapping of layer paths to LayerBits, such as "
+                                   f"{{'head.out': LayerBits(4, 8)}}, got {type(self.layers).__name__}")
         for path, bits in self.layers.items():
             if not isinstance(bits, LayerBits):
                 raise SearchSpaceError(f"layers[{path}]: expected LayerBits, got {type(bits).__name__}")

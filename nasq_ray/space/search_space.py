@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 import numpy as np
-from ..errors import ConfigError, SearchSpaceError, did_you_mean
+from ..errors import ConfigError, SearchSpaceError, as_sizes, did_you_mean
 from ..models.blocks import block_layer_names
 from ..quant import FLOAT_BITS, LayerBits, QuantConfig
 from ..quant.options import QUANT_OPTIONS
@@ -45,19 +45,11 @@ def _is_int(x) -> bool:
 
 
 def _sizes(p: _Parser, field: str, shape) -> tuple[int, ...]:
-    """``shape`` as a tuple of positive ints; (1, 8.7, 8), "188" and (0, 8, 8) are refused, not rounded."""
-    items = None if isinstance(shape, (str, bytes, Mapping)) else _items(shape)
-    if not items or not all(_is_int(s) and s >= 1 for s in items):
+    sizes = as_sizes(shape)
+    if sizes is None:
         raise p.err(field, f"{shape!r} is not allowed; allowed: a tuple of positive integers, such as (1, 8, 8) "
                            "for images (C, H, W) or (64,) for flat data")
-    return tuple(int(s) for s in items)
-
-
-def _items(x) -> list | None:
-    try:
-        return list(x)
-    except TypeError:
-        return None
+    return sizes
 
 
 def rng_of(seed, field: str = "seed") -> np.random.Generator:

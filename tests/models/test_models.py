@@ -258,3 +258,36 @@ def test_get_op_unknown_name_lists_valid_ops():
         get_op("conv3x4")
     for name in OPS:
         assert get_op(name) is OPS[name]
+
+
+# ------------------------------------------------------------------------------ the Python API's arguments
+
+def test_build_model_and_measure_cost_name_a_wrong_argument():
+    from torch import nn
+
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.models import build_model, measure_cost
+    from nasq_ray.space import load_space
+
+    space = load_space("digits_small", input_shape=(1, 8, 8), num_classes=10)
+    spec = space.decode(space.sample(0))
+    model = build_model(spec.arch, spec.quant)
+    cases = [
+        (lambda: build_model(spec), "arch: expected an ArchSpec (pass spec.arch and spec.quant of a TrialSpec), got "
+                                    "TrialSpec"),
+        (lambda: build_model(spec.quant, spec.arch), "arch: expected an ArchSpec (space.decode(config).arch), got "
+                                                     "QuantConfig"),
+        (lambda: build_model(spec.arch, {"layers": {}}), "quant: expected a QuantConfig or None"),
+        (lambda: build_model(spec.arch, spec.quant, seed=1.5), "seed: 1.5 is not allowed"),  # torch truncated it
+        (lambda: measure_cost(model, (3, 8, 8)), "input_shape: (3, 8, 8) does not fit the model (Given groups=1"),
+        (lambda: measure_cost(model, (1, 0, 8)), "input_shape: (1, 0, 8) is not allowed; allowed: a tuple of positive"),
+        (lambda: measure_cost(model, 64), "input_shape: 64 is not allowed"),
+        (lambda: measure_cost(nn.ReLU(), (1, 8, 8)), "model: expected a torch.nn.Module with parameters, got a ReLU "
+                                                     "without parameters"),  # was a bare StopIteration
+        (lambda: measure_cost(nn.Linear(10, 2), (5,)), "input_shape: (5,) does not fit the model (mat1 and mat2"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert str(e.value).startswith(needle) and "\n" not in str(e.value), str(e.value)
+    assert measure_cost(nn.Linear(10, 2), (10,))[0].macs == 20

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -510,3 +512,25 @@ def test_act_quant_survives_non_finite_input_without_poisoning_its_range():
     assert (float(aq.running_min), float(aq.running_max)) == (lo, hi)
     fresh = ActFakeQuant(4).eval()
     assert torch.isnan(fresh(torch.tensor([float("nan"), 1.0]))[0])
+
+
+def test_quantize_names_what_it_cannot_quantize():
+    from nasq_ray.errors import ConfigError, SearchSpaceError
+    from nasq_ray.quant import LayerBits, QuantConfig, quantize_
+
+    class MyConv(nn.Conv2d):  # its own forward would be lost
+        pass
+
+    four = QuantConfig(layers={"0": LayerBits(4, 4)})
+    for model, needle in ((nn.Sequential(MyConv(1, 2, 3)), "'0': a MyConv, a subclass of Conv2d whose forward may "
+                                                            "differ; allowed: plain nn.Conv2d and nn.Linear layers"),
+                          (quantize_(nn.Sequential(nn.Conv2d(1, 2, 3)), four), "'0': already a fake-quant layer"),
+                          (nn.Sequential(nn.ReLU()), "'0': a ReLU; allowed: nn.Conv2d and nn.Linear layers")):
+        with pytest.raises(SearchSpaceError, match=re.escape(needle)):
+            quantize_(model, four)
+    with pytest.raises(ConfigError, match="model: expected a torch.nn.Module, got str"):
+        quantize_("model", four)
+    with pytest.raises(ConfigError, match="config: expected a QuantConfig, got dict"):
+        quantize_(nn.Linear(2, 2), {})
+    with pytest.raises(SearchSpaceError, match="layers: expected a mapping of layer paths to LayerBits"):
+        QuantConfig(layers=["head.out"])
