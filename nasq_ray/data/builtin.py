@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import numbers
+import os
 import pickle
 import struct
 from dataclasses import dataclass
@@ -62,8 +64,9 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, la
                  max_val: int | None = None, seed: int = 0) -> Dataset:
     """Load ``name`` and split it (stratified, fixed ``seed``). ``max_train`` and ``max_val`` cap the
     training and validation splits (stratified subsets; the test split is never capped)."""
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise unknown_name("data", name, DATASETS)
+    _check_arguments(data_dir, val_fraction, test_fraction, max_train, max_val, seed)
     if name != "digits" and data_dir is None:
         raise DataError(f"data-dir: dataset '{name}' is read from a local folder; give --data-dir")
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
@@ -97,6 +100,22 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, la
         val_idx = val_idx[_stratified_subset(y[val_idx], max_val, rng)]
     xtr, xval, xte = _standardize(x[train_idx], x[val_idx], test[0])
     return Dataset(name, Split(xtr, y[train_idx]), Split(xval, y[val_idx]), Split(xte, test[1]), num_classes)
+
+
+def _check_arguments(data_dir, val_fraction, test_fraction, max_train, max_val, seed) -> None:
+    """The Python caller's arguments, as the experiment config checks them for a run."""
+    is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # noqa: E731
+    is_number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
+    checks = [(data_dir is None or isinstance(data_dir, (str, os.PathLike)), "data_dir", data_dir, "a path, or None"),
+              (is_number(val_fraction), "val_fraction", val_fraction, "a number in (0, 1)"),
+              (is_number(test_fraction), "test_fraction", test_fraction, "a number in (0, 1)"),
+              (max_train is None or (is_int(max_train) and max_train >= 2), "max_train", max_train,
+               "integers >= 2, or None"),
+              (max_val is None or (is_int(max_val) and max_val >= 2), "max_val", max_val, "integers >= 2, or None"),
+              (is_int(seed) and 0 <= seed < 2**32, "seed", seed, "integers from 0 to 2**32 - 1")]
+    for ok, field, value, allowed in checks:
+        if not ok:
+            raise DataError(f"{field}: {value!r} is not allowed; allowed: {allowed}")
 
 
 # --------------------------------------------------------------------------------------- readers
@@ -237,6 +256,8 @@ def _read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray, li
                 bad = next(v for v in feats if not _is_float(v))
                 col = [h for h in header if h != label_column][feats.index(bad)]
                 raise DataError(f"{path}: line {r}, column {col!r}: {bad!r} is not a number") from None
+            if not row[li].strip():  # would become a class of its own, named ''
+                raise DataError(f"{path}: line {r}, column {label_column!r}: the label is empty; every row needs one")
             labels.append(row[li])
     finite = np.isfinite(x)
     if not finite.all():  # 'nan', 'inf', or a number beyond float32's range (3.4e38)

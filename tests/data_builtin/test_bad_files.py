@@ -159,3 +159,22 @@ def test_a_non_finite_value_with_a_line_break_in_its_quotes_stays_one_line(tmp_p
     p = tmp_path / "d.csv"
     p.write_text("f1,label\n" + "".join(f"{i},{i % 2}\n" for i in range(10)) + '"nan\n",1\n')
     assert error_of("csv", p).startswith(f"{p}: line 12, column 'f1': 'nan' is not a finite number")
+
+
+def test_an_empty_label_cell_is_named_not_made_a_class(tmp_path):
+    rows = labelled([4, 4])
+    rows[5][2] = ""
+    msg = error_of("csv", write_csv(tmp_path / "t.csv", ["f1", "f2", "label"], rows))
+    assert msg.endswith("t.csv: line 7, column 'label': the label is empty; every row needs one")
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(max_train=0), "max_train: 0 is not allowed; allowed: integers >= 2, or None"),  # was an empty split
+    (dict(max_train=-5), "max_train: -5 is not allowed"),  # was 543 rows
+    (dict(max_val=2.5), "max_val: 2.5 is not allowed"),
+    (dict(val_fraction="0.2"), "val_fraction: '0.2' is not allowed; allowed: a number in (0, 1)"),
+    (dict(seed=-1), "seed: -1 is not allowed; allowed: integers from 0 to 2**32 - 1"),
+    (dict(data_dir=5), "data_dir: 5 is not allowed; allowed: a path, or None"),
+])
+def test_load_datasets_arguments_are_checked_as_a_runs_config_is(kwargs, needle):
+    assert error_of("digits", **kwargs).startswith(needle)
