@@ -31,7 +31,12 @@ class BaseOp(nn.Module):
 def register_op(name: str):
     """Class decorator: register a :class:`BaseOp` under ``name``. Registering a name twice is an error."""
 
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_op: the op's name must be a non-empty string, got {name!r}")
+
     def deco(cls: type[BaseOp]) -> type[BaseOp]:
+        if not (isinstance(cls, type) and issubclass(cls, BaseOp)):
+            raise TypeError(f"register_op('{name}'): expected a subclass of nasq_ray.models.BaseOp, got {cls!r}")
         if name in OPS:
             raise ValueError(f"op '{name}' is already registered by {OPS[name].__qualname__}")
         cls.name = name

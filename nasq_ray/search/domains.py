@@ -25,6 +25,10 @@ def tune_domain(d: Domain):
 
 def to_param_space(space: SearchSpace) -> dict:
     """A plain Ray Tune ``param_space`` for a flat space (no conditional parameters)."""
+    from ..space import SearchSpace
+
+    if not isinstance(space, SearchSpace):
+        raise ConfigError(f"space: expected a SearchSpace (nasq_ray.load_space(...)), got {type(space).__name__}")
     if not space.is_flat:
         cond = next(p for p in space.params if p.when is not None)
         raise ConfigError(f"space '{space.name}' is conditional ('{cond.name}' exists only when "

@@ -291,3 +291,11 @@ def test_build_model_and_measure_cost_name_a_wrong_argument():
             call()
         assert str(e.value).startswith(needle) and "\n" not in str(e.value), str(e.value)
     assert measure_cost(nn.Linear(10, 2), (10,))[0].macs == 20
+
+
+def test_register_op_wants_a_name_and_an_op_class():
+    with pytest.raises(TypeError, match="the op's name must be a non-empty string, got 5"):
+        register_op(5)
+    with pytest.raises(TypeError, match=r"register_op\('not_an_op'\): expected a subclass of nasq_ray.models.BaseOp"):
+        register_op("not_an_op")(42)
+    assert "not_an_op" not in OPS

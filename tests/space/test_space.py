@@ -875,3 +875,12 @@ def test_numpy_shapes_seeds_and_the_configs_of_the_api_are_taken_and_bad_ones_na
     assert Ordinal((2, 4, 8)).contains(np.int64(4)) and not Ordinal((2, 4, 8)).contains(4.0)
     assert Choice((0, 1)).contains(1) and not Choice((0, 1)).contains(True) and Choice((True, False)).contains(True)
     assert Ordinal((0.5, 1.0)).contains(1)  # an int for a float choice is the same number
+
+
+def test_the_tune_and_optuna_adapters_want_a_space_not_its_name():
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.search.domains import to_param_space
+
+    for adapter in (to_param_space, define_by_run):
+        with pytest.raises(ConfigError, match=r"space: expected a SearchSpace \(nasq_ray.load_space\(...\)\), got str"):
+            adapter("digits_small")

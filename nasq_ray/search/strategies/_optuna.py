@@ -64,6 +64,10 @@ class define_by_run:  # noqa: N801 - used like a function: define_by_run(space)
     """
 
     def __init__(self, space):
+        from ...space import SearchSpace
+
+        if not isinstance(space, SearchSpace):
+            raise ConfigError(f"space: expected a SearchSpace (nasq_ray.load_space(...)), got {type(space).__name__}")
         self.space = space
 
     def __call__(self, trial):
