@@ -264,6 +264,8 @@ YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[
 def load_yaml(path: str | Path, field: str = "config", error: type[NasqError] = ConfigError) -> dict:
     """The mapping in a YAML file (empty file: ``{}``); errors name ``field``, the file and the line."""
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{field}: '{path}' is a folder; expected a YAML file")
     if not path.is_file():
         raise error(f"{field}: file '{path}' does not exist")
     try:
@@ -382,6 +384,8 @@ def validate(cfg: ExperimentConfig) -> None:
         (s.searcher != "given" or s.warm_start >= 1, "search.searcher", s.searcher,
          "given only with search.warm_start >= 1 (its trials are the warm-start configs; with none it runs none)"),
         (bool(cfg.out), "out", cfg.out, "a folder path"),
+        *[(getattr(cfg.table, f) is None or bool(getattr(cfg.table, f).strip()), f"table.{f}", getattr(cfg.table, f),
+           "a non-empty " + ("path" if f == "path" else "column name")) for f in ("path", "acc", "cost", "test")],
     ]
     for ok, name, value, allowed in checks:
         if not ok:
@@ -392,6 +396,9 @@ def validate(cfg: ExperimentConfig) -> None:
     if m.factory is not None and m.weights is None and m.float_epochs == 0:
         raise ConfigError("model.float_epochs: 0 is not allowed without model.weights (the float model would stay "
                           "untrained); give --weights or float_epochs >= 1")
+    if cfg.verbose and cfg.quiet:
+        raise ConfigError("quiet: true with verbose true; allowed: one of them (--verbose: Ray's logs as well, --quiet: "
+                          "only the final summary)")
     if cfg.log_format not in ("text", "json"):
         raise ConfigError(f"log_format: {cfg.log_format!r} is not allowed; allowed: text, json")
     if cfg.storage_db is not None:

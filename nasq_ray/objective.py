@@ -30,6 +30,7 @@ ACC_METRICS = ("val_acc", "val_f1")
 LATENCY_METRIC = "latency_ms"  # onnxruntime latency of the exported network (nasq_ray.deploy.latency)
 COMPUTED_COST_METRICS = ("size_kb", "size_bits", "bitops", "macs")  # exact functions of shapes and bits
 COST_METRICS = (*COMPUTED_COST_METRICS, LATENCY_METRIC)
+DEFAULT_TARGET = 2.0  # kB: the score's target where none is given (size_kb, or a cost where it only scales)
 LATENCY_SOURCES = ("model", "table")  # latency_ms: the whole exported network timed, or the latency table's sum
 
 
@@ -40,7 +41,7 @@ class ObjectiveConfig:
     form: str = "mnas"
     acc: str = "val_acc"
     cost: str = "size_kb"
-    target: float | None = None  # in the cost's unit; None: 2.0 for size_kb, needed for others where it ranks
+    target: float | None = None  # in the cost's unit; None: DEFAULT_TARGET, and needed for other costs where it ranks
     alpha: float = -0.07
     beta: float = -0.07
     penalty: float = 0.05
@@ -62,8 +63,8 @@ class ObjectiveConfig:
             raise ConfigError(f"objective.latency: '{self.latency}' says how {LATENCY_METRIC} is found, and the cost "
                               f"here is {self.cost}; allowed: model, or objective.cost {LATENCY_METRIC} (--cost {LATENCY_METRIC})")
         if self.target is None:
-            object.__setattr__(self, "target", self._default_target())
-        if not _finite_number(self.target) or not self.target > 0:
+            self._check_target_not_needed()
+        elif not _finite_number(self.target) or not self.target > 0:
             raise ConfigError(f"objective.target: {self.target!r} is not allowed; allowed: numbers > 0")
         for name in ("alpha", "beta", "penalty"):  # a NaN here made every trial's score NaN
             if not _finite_number(getattr(self, name)):
@@ -72,17 +73,22 @@ class ObjectiveConfig:
             raise ConfigError(f"objective.max_cost: {self.max_cost!r} is not allowed; allowed: a number > 0 in the "
                               f"unit of objective.cost ({self.cost}), or none")
 
-    def _default_target(self) -> float:
-        """2.0 (kB) for size_kb. For another cost the target is in its unit (2 bitops or 2 ms mean nothing),
-        so it must be given where it changes the ranking: the linear form, or mnas with alpha != beta.
-        Elsewhere (mnas with one exponent, acc) it only scales the score, and 2.0 keeps that scale."""
+    def _check_target_not_needed(self) -> None:
+        """Without a target the score uses 2.0 (``DEFAULT_TARGET``, kB). For another cost the target is in
+        its unit (2 bitops or 2 ms mean nothing), so it must be given where it changes the ranking: the
+        linear form, or mnas with alpha != beta. Elsewhere (mnas with one exponent, acc) it only scales
+        the score. Checked again when a table run puts its cost column in (``replace``)."""
         ranks = self.form == "linear" or (self.form == "mnas" and self.alpha != self.beta)
         if self.cost != "size_kb" and ranks:
             what = "the linear form's penalty" if self.form == "linear" else "where mnas switches from alpha to beta"
             raise ConfigError(f"objective.target: needed with objective.cost {self.cost} (it sets {what}; the "
-                              f"default 2.0 is for size_kb); allowed: a number > 0 in {self.cost}, e.g. the cost "
-                              "of a network you would accept (--target)")
-        return 2.0
+                              f"default {DEFAULT_TARGET} is for size_kb); allowed: a number > 0 in {self.cost}, e.g. "
+                              "the cost of a network you would accept (--target)")
+
+    @property
+    def target_value(self) -> float:
+        """The target the score uses."""
+        return DEFAULT_TARGET if self.target is None else float(self.target)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -126,10 +132,11 @@ def score(acc: float, cost: float, cfg: ObjectiveConfig) -> float:
         return -math.inf
     if cfg.form == "acc":
         return float(acc)
-    ratio = cost / cfg.target
+    target = cfg.target_value
+    ratio = cost / target
     if cfg.form == "linear":
         return float(acc - cfg.penalty * ratio)
-    w = cfg.alpha if cost <= cfg.target else cfg.beta
+    w = cfg.alpha if cost <= target else cfg.beta
     return float(acc * ratio**w) if ratio > 0 else float(acc)
 
 

@@ -84,6 +84,14 @@ def test_bad_space_file(capsys, tmp_path, case):
     (["--set", "data.seed=-1"], "data.seed: -1 is not allowed"),
     (["--searcher", "given"], "search.searcher: 'given' is not allowed; allowed: given only with search.warm_start >= 1"),
     (["--label-column", "y"], "data.label_column: 'y' is not read"),
+    # ignored before: a table's flags on a run without one, a metric a table trial never reports, a cost not its own
+    (["--table-acc", "foo"], "table.acc: names a column of a table, and this run has none (trial kind 'trained')"),
+    (["--space", "nb201", "--set", "objective.acc=val_f1"], "objective.acc: 'val_f1' is not reported by a table trial"),
+    (["--space", "nb201", "--cost", "bitops"], "objective.cost: 'bitops' is not the table's cost column"),
+    (["--space", "nb201", "--trial", "trained"], "trial: 'trained' trains networks, and space 'nb201' is abstract"),
+    (["--space", "nb201", "--objective", "linear"], "objective.target: needed with objective.cost macs"),
+    (["--table", ""], "table.path: '' is not allowed"),
+    (["--verbose", "--quiet"], "quiet: true with verbose true"),
 ])
 def test_bad_flag(capsys, tmp_path, argv, needle):
     rc, _, err = _run(capsys, [*argv, "--out", str(tmp_path / "out")])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import math
 
@@ -126,10 +128,12 @@ def test_score_parameters_must_be_finite_numbers(field, value):
 
 
 def test_the_default_target_is_2_kb_and_another_cost_needs_one_where_it_ranks():
-    assert ObjectiveConfig().target == 2.0
-    assert ObjectiveConfig(cost="bitops").target == 2.0  # mnas with one exponent: the target only scales
-    assert ObjectiveConfig(cost="bitops", form="acc").target == 2.0
-    assert ObjectiveConfig(cost="bitops", form="linear", target=1e6).target == 1e6
+    assert ObjectiveConfig().target_value == 2.0 and ObjectiveConfig().target is None
+    assert ObjectiveConfig(cost="bitops").target_value == 2.0  # mnas with one exponent: the target only scales
+    assert ObjectiveConfig(cost="bitops", form="acc").target_value == 2.0
+    assert ObjectiveConfig(cost="bitops", form="linear", target=1e6).target_value == 1e6
+    with pytest.raises(ConfigError, match="objective.target: needed with objective.cost macs"):  # a table's column
+        dataclasses.replace(ObjectiveConfig(form="linear"), cost="macs")
     with pytest.raises(ConfigError, match=r"objective\.target: needed with objective\.cost bitops \(it sets the "
                                           r"linear form's penalty.*allowed: a number > 0 in bitops"):
         ObjectiveConfig(cost="bitops", form="linear")

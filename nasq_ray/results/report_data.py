@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from ..config import saved_config
+from ..config import load_yaml, saved_config
 from ..errors import ConfigError, NasqError
 from ..objective import hypervolume
 from ..trials.base import trial_status
@@ -51,8 +51,8 @@ def is_finite_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _value(text: str):
-    if text == "":
+def _value(text: str | None):
+    if text is None or text == "":  # None: a row cut short (a crash while it was written)
         return None
     for cast in (int, float):
         try:
@@ -73,14 +73,14 @@ def _experiment_folder(folder: Path) -> Path:
 def load_run(folder: str | Path, records: list[TrialRecord] | None = None) -> Run:
     """What a results folder says about a search. ``records`` (a search that just ended hands them
     over) stand for trials.csv."""
-    import yaml
-
     folder = Path(folder).expanduser().resolve()
     saved_file = folder / "experiment.yaml"
+    if not folder.exists():
+        raise ConfigError(f"report: '{folder}' does not exist; give the results folder of a run (OUT/NAME)")
     if not folder.is_dir() or not (saved_file.is_file() or (folder / "trials.csv").is_file()):
         raise ConfigError(f"report: '{folder}' holds no nasq-ray results (no experiment.yaml or trials.csv); "
                           "give the results folder of a run (OUT/NAME)")
-    saved = yaml.safe_load(saved_file.read_text()) if saved_file.is_file() else {}
+    saved = load_yaml(saved_file, "report") if saved_file.is_file() else {}
     saved = saved if isinstance(saved, dict) else {}
     objective = saved.get("objective") or {}
     search = saved.get("search") or {}

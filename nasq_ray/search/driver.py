@@ -139,7 +139,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         ),
         run_config=run_config,
     )
-    (cfg.out_dir / "experiment.yaml").write_text(experiment_yaml(cfg))
+    (cfg.out_dir / "experiment.yaml").write_text(experiment_yaml(cfg, prep.objective))
     return _fit(cfg, kind, prep, tuner, t0, searcher)
 
 

@@ -229,7 +229,8 @@ def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
     return obj
 
 
-def experiment_yaml(cfg: ExperimentConfig) -> str:
-    """A run's experiment.yaml: the experiment with the objective that ran (a searcher that implies a
-    multi-objective run, nsga2, saved with objective.multi true)."""
-    return replace(cfg, objective=effective_objective(cfg)).to_yaml()
+def experiment_yaml(cfg: ExperimentConfig, objective: ObjectiveConfig | None = None) -> str:
+    """A run's experiment.yaml: the experiment with the objective that ran, ``objective`` where the
+    trial kind set it (a table run's cost column), else ``effective_objective`` (a searcher that implies
+    a multi-objective run, nsga2, saved with objective.multi true)."""
+    return replace(cfg, objective=objective or effective_objective(cfg)).to_yaml()

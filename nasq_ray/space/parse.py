@@ -52,6 +52,9 @@ class _Parser:
                 return Ordinal(tuple(sorted(set(raw))))
             if all(isinstance(v, str) for v in raw):
                 return Choice(tuple(dict.fromkeys(raw)))
+            if any(isinstance(v, bool) for v in raw):
+                raise self.err(path, f"{raw} holds true/false, which YAML makes of unquoted yes, no, on, off, true "
+                                     "and false; quote them ('yes') for names")
             raise self.err(path, f"mix of numbers and names in {raw}; use one kind")
         if isinstance(raw, dict):
             self.keys(path, raw, ("low", "high", "log"))
@@ -189,7 +192,12 @@ class SpaceParser:
         self.input_shape = ()
         self.num_classes = 0
         self.n_stages = 0
+        from ..results.files import RECORD_COLUMNS  # trials.csv's own columns: a parameter there would overwrite one
+
         for name, value in params.items():
+            if str(name) in RECORD_COLUMNS:
+                raise p.err(f"params.{name}", f"'{name}' is a column of trials.csv; allowed: a parameter name other "
+                                              f"than {', '.join(RECORD_COLUMNS)}")
             self._slot(str(name), p.domain(f"params.{name}", value, lambda path, v: None), "arch")
 
     @staticmethod
@@ -200,6 +208,12 @@ class SpaceParser:
         raw = p.keys("table", raw, ("path", "acc", "cost"))
         if "path" not in raw:
             raise p.err("table.path", "missing; give the table file")
+        if not isinstance(raw["path"], str) or not raw["path"].strip():
+            raise p.err("table.path", f"{raw['path']!r} is not allowed; allowed: the path of a CSV file (relative to "
+                                      "the space file)")
+        for key in ("acc", "cost"):
+            if raw.get(key) is not None and not (isinstance(raw[key], str) and raw[key]):
+                raise p.err(f"table.{key}", f"{raw[key]!r} is not allowed; allowed: a column name of the table")
         path = Path(raw["path"])
         if not path.is_absolute() and p.source not in ("<space>",):
             path = Path(p.source).resolve().parent / path

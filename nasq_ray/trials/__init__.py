@@ -63,6 +63,9 @@ def get_trial_kind(name: str) -> BaseTrialKind:
     return made
 
 
+NETWORK_KINDS = ("trained", "dnas", "own_model", "supernet", "subnet", "finetune")  # the built-ins that train
+
+
 def prepare(cfg, objective=None) -> tuple[BaseTrialKind, Prepared]:
     """The run's trial kind and its validated inputs (before Ray starts). ``objective``: the run's
     (default ``cfg.objective``; the search driver passes the one its searcher implies)."""
@@ -70,7 +73,12 @@ def prepare(cfg, objective=None) -> tuple[BaseTrialKind, Prepared]:
 
     path = resolve_space_path(cfg.space_ref)
     raw = read_space_yaml(path)
-    kind = get_trial_kind(kind_name_for(cfg, raw))
+    name = kind_name_for(cfg, raw)
+    table_fields = [f for f in ("acc", "cost", "test") if getattr(cfg.table, f) is not None]
+    if table_fields and name in NETWORK_KINDS:  # it would be ignored: these kinds train networks
+        raise ConfigError(f"table.{table_fields[0]}: names a column of a table, and this run has none (trial kind "
+                          f"'{name}'); give --table, or leave out --table-{table_fields[0]}")
+    kind = get_trial_kind(name)
     prepared = kind.prepare(cfg, raw, path, objective if objective is not None else cfg.objective)
     kind.check(cfg, prepared)
     return kind, prepared
@@ -94,7 +102,8 @@ def kind_name_for(cfg, raw_space: dict) -> str:
         return cfg.trial
     if cfg.model.factory is not None:
         return "own_model"
-    if cfg.table.path or (raw_space.get("table") or {}).get("path"):
+    table = raw_space.get("table")
+    if cfg.table.path or table is not None:  # a table section that is not a mapping is refused by the space
         return "table"
     return "dnas" if cfg.search.searcher == "dnas" else "trained"
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import ConfigError, DataError, did_you_mean
+from ..errors import ConfigError, DataError, SearchSpaceError, did_you_mean
 from ..objective import LATENCY_METRIC, ObjectiveConfig, score
 from ..space.search_space import SearchSpace
 from .base import BaseTrialKind, Prepared, Reporter
@@ -36,39 +37,94 @@ class Table:
     def __init__(self, path: str | Path, space: SearchSpace, acc: str, cost: str, test: str | None = None):
         self.path = Path(path)
         self.names = space.names
-        if not self.path.is_file():
-            raise DataError(f"table: file '{self.path}' does not exist")
-        opener = gzip.open if self.path.suffix == ".gz" else open
-        try:
-            with opener(self.path, "rt", newline="") as f:
-                reader = csv.DictReader(f)
-                header = list(reader.fieldnames or [])
-                raw_rows = list(reader)
-        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
-            raise DataError(f"table: cannot read '{self.path}' as CSV: {e}") from None
+        header, body = _read_table(self.path)
+        where = f"'{self.path}'"
+        doubled = sorted({h for h in header if header.count(h) > 1})
+        if doubled:
+            raise DataError(f"table: {where} has the column '{doubled[0]}' twice; expected one column per name")
         missing = [n for n in self.names if n not in header]
         if missing:
-            raise DataError(f"table: '{self.path}' has no column '{missing[0]}' for parameter '{missing[0]}' of "
+            raise DataError(f"table: {where} has no column '{missing[0]}' for parameter '{missing[0]}' of "
                             f"space '{space.name}'; columns: {', '.join(header)}")
-        self.numeric = [c for c in header if c not in self.names and raw_rows and all(_is_number(r[c]) for r in raw_rows)]
-        for field, col in (("table.acc", acc), ("table.cost", cost)):
-            if col not in self.numeric:
-                raise ConfigError(f"{field}: '{col}' is not a numeric column of '{self.path.name}'"
-                                  f"{did_you_mean(str(col), self.numeric)}; allowed: {', '.join(self.numeric)}")
-        if test is not None and test not in self.numeric:
-            raise ConfigError(f"table.test: '{test}' is not a numeric column of '{self.path.name}'; "
-                              f"allowed: {', '.join(self.numeric)}")
+        col = {h: i for i, h in enumerate(header)}
+        metrics = [h for h in header if h not in self.names]
+        self.numeric = [c for c in metrics if all(_is_number(r[col[c]]) for _, r in body)]
+        for field, column in (("table.acc", acc), ("table.cost", cost), ("table.test", test)):
+            if column is None or column in self.numeric:
+                continue
+            if column in col and column not in self.names:  # a metric column with a cell that is not a number
+                line, row = next((n, r) for n, r in body if not _is_number(r[col[column]]))
+                raise DataError(f"{field}: column '{column}' of {where}, line {line}: {row[col[column]]!r} is not a "
+                                "finite number; every row needs one")
+            raise ConfigError(f"{field}: '{column}' is not a numeric column of '{self.path.name}'"
+                              f"{did_you_mean(str(column), self.numeric)}; allowed: {', '.join(self.numeric)}")
+        if acc == cost:
+            raise ConfigError(f"table.cost: '{cost}' is the accuracy column too; allowed: another numeric column "
+                              f"({', '.join(c for c in self.numeric if c != acc)})")
+        line, row = next(((n, r) for n, r in body if float(r[col[cost]]) < 0), (None, None))
+        if line is not None:
+            raise DataError(f"table.cost: column '{cost}' of {where}, line {line}: {row[col[cost]]} is negative; "
+                            "a cost is a number >= 0")
         self.acc, self.cost, self.test = acc, cost, test
         self.rows: dict[tuple, dict[str, float]] = {}
-        for r in raw_rows:
-            key = tuple(_key_value(r[n]) for n in self.names)
-            self.rows.setdefault(key, {c: float(r[c]) for c in self.numeric})
+        first_line: dict[tuple, int] = {}
+        for n, r in body:
+            key = tuple(_key_value(r[col[name]]) for name in self.names)
+            values = {c: float(r[col[c]]) for c in self.numeric}
+            if key in self.rows and self.rows[key] != values:
+                raise DataError(f"table: {where}, lines {first_line[key]} and {n}: the same config "
+                                f"({', '.join(f'{name}={r[col[name]]}' for name in self.names)}) with different "
+                                "metrics; expected one row per config")
+            self.rows.setdefault(key, values)
+            first_line.setdefault(key, n)
+        _check_choices_in_table(space, self.names, [r for _, r in body], col, where)
 
     def lookup(self, config: dict) -> dict[str, float] | None:
         return self.rows.get(tuple(_key_value(config.get(n)) for n in self.names))
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header (names stripped; a UTF-8 byte-order mark, as spreadsheets write, dropped) and the
+    rows with their line numbers."""
+    if path.is_dir():
+        raise DataError(f"table: '{path}' is a folder; expected a CSV file (optionally .csv.gz)")
+    if not path.is_file():
+        raise DataError(f"table: file '{path}' does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as e:
+        raise DataError(f"table: cannot read '{path}' as CSV: {e}") from None
+    if not rows or not any(rows[0]):
+        raise DataError(f"table: '{path}' is empty; expected a header row and one row per config")
+    header = [h.strip() for h in rows[0]]
+    body = [(n, [v.strip() for v in r]) for n, r in enumerate(rows[1:], start=2) if r]
+    if not body:
+        raise DataError(f"table: '{path}' has a header and no rows; expected one row per config")
+    short = next(((n, r) for n, r in body if len(r) != len(header)), None)
+    if short:
+        raise DataError(f"table: '{path}', line {short[0]} has {len(short[1])} fields, the header has {len(header)}")
+    return header, body
+
+
+def _check_choices_in_table(space: SearchSpace, names, rows, col, where) -> None:
+    """Each parameter is a list of choices, and each choice is in the table: a value no row holds
+    (``X`` where the table says ``x``) would fail every trial that draws it."""
+    for prm in space.params:
+        values = getattr(prm.domain, "values", None)
+        if values is None:
+            raise SearchSpaceError(f"{space.source}: params.{prm.name}: a range; a table run needs a list of the "
+                                   "values the table holds")
+        held = {_key_value(r[col[prm.name]]) for r in rows}
+        absent = [v for v in values if _key_value(v) not in held]
+        if absent:
+            shown = sorted({r[col[prm.name]] for r in rows})
+            raise DataError(f"table: {where} has no row with {prm.name}={absent[0]!r}; its values there: "
+                            f"{', '.join(shown[:10])}{' ...' if len(shown) > 10 else ''}")
 
 
 def _is_number(v: str) -> bool:
@@ -136,9 +192,15 @@ class TableTrial(BaseTrialKind):
         for field, value in (("table.acc", acc), ("table.cost", cost)):
             if not value:
                 raise ConfigError(f"{field}: name the table's {field.split('.')[1]} column (--table-{field.split('.')[1]})")
+        if objective.acc != "val_acc":  # the table's accuracy column is reported as val_acc, and nothing else
+            raise ConfigError(f"objective.acc: '{objective.acc}' is not reported by a table trial; allowed: val_acc (the "
+                              f"table's accuracy column, --table-acc; here '{acc}')")
         if objective.cost == LATENCY_METRIC:
             raise ConfigError(f"objective.cost: {LATENCY_METRIC} is measured on a network nasq-ray builds and a table "
                               f"trial builds none; allowed: the table's cost columns (--table-cost; here '{cost}')")
+        if objective.cost not in ("size_kb", cost):  # size_kb: the default, which the table's column replaces
+            raise ConfigError(f"objective.cost: '{objective.cost}' is not the table's cost column; a table run's cost is "
+                              f"--table-cost (here '{cost}'); leave out --cost")
         objective = replace(objective, cost=cost)
         table = Table(table_path, space, acc, cost, cfg.table.test)
         if cfg.table.test is None:

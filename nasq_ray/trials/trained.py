@@ -245,6 +245,9 @@ class TrainedTrial(BaseTrialKind):
         data = load_data(cfg.data, device)
         space = SearchSpace(raw_space, data.input_shape, data.num_classes, source=str(space_path))
         if space.is_abstract:
+            if space.table or cfg.table.path:
+                raise ConfigError(f"trial: '{cfg.trial}' trains networks, and space '{space.name}' is abstract (a "
+                                  "'params' space looked up in its table); allowed: table, or leave out --trial")
             raise ConfigError(f"space: '{space.name}' is abstract (a 'params' space) and has no table; give --table")
         ctx = TrialContext(space=space, train=data.train, val=data.val, max_epochs=cfg.search.max_epochs,
                            objective=objective, seed=cfg.search.seed,

@@ -190,3 +190,16 @@ def test_page_renders_in_headless_chromium_without_console_errors(tmp_path):
     dom = p.stdout
     assert 'data-ready="' in dom and 'data-ready="0"' not in dom  # the page's script ran, saw its plots
     assert dom.count("<svg") >= 4 and dom.count("<circle") > len(TRIALS)
+
+
+def test_a_damaged_folder_is_reported_or_named_in_one_line(tmp_path, capsys):
+    folder = _results_folder(tmp_path)
+    text = (folder / "trials.csv").read_text()
+    (folder / "trials.csv").write_text(text[: text.rindex("\n", 0, len(text) - 1) + 12])  # the last row cut short
+    assert main([str(folder)]) == 0  # was a TypeError on the missing cells
+    (folder / "experiment.yaml").write_text("search: [oops\n")
+    assert main([str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "malformed YAML" in err[0], err
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "nope' does not exist; give the results folder" in capsys.readouterr().err
