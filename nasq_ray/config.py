@@ -165,6 +165,28 @@ class ExperimentConfig:
         """experiment.yaml's text."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
+    def with_absolute_paths(self) -> ExperimentConfig:
+        """The same experiment with the files and folders it names relative to this process's working
+        folder made absolute (space file, data folder, table, weights, storage, an SQLite study), so that
+        ``--resume`` works from any folder. Names (a shipped space, ``module:callable``) stay as they are."""
+        def absolute(path: str | None, must_exist: bool = True) -> str | None:
+            if path is None or "://" in path or Path(path).expanduser().is_absolute():
+                return path
+            if must_exist and not Path(path).exists():
+                return path  # a name, or a path the run refuses with its own message
+            return str(Path(path).resolve())
+
+        space = absolute(self.space) if self.space and Path(self.space).suffix in (".yaml", ".yml") else self.space
+        db = self.storage_db
+        if db and db.startswith("sqlite:///") and not db.startswith("sqlite:////") and db != "sqlite:///:memory:":
+            db = "sqlite:///" + str(Path(db[len("sqlite:///"):]).resolve())
+        data_dir = absolute(self.data.dir)
+        return dataclasses.replace(
+            self, space=space, storage=absolute(self.storage, must_exist=False), storage_db=db,
+            data=dataclasses.replace(self.data, dir=data_dir),
+            table=dataclasses.replace(self.table, path=absolute(self.table.path)),
+            model=dataclasses.replace(self.model, weights=absolute(self.model.weights)))
+
 
 _SECTIONS = {"data": DataConfig, "search": SearchConfig, "objective": ObjectiveConfig, "resources": ResourcesConfig,
              "table": TableConfig, "model": ModelConfig}

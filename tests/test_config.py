@@ -6,6 +6,8 @@ import itertools
 import re
 import time
 
+import yaml
+
 from nasq_ray.config import from_dict
 
 
@@ -53,5 +55,22 @@ def test_run_search_takes_the_path_of_an_experiment_file_and_refuses_other_thing
     path.write_text("search:\n  num_sample: 3\n")
     with pytest.raises(ConfigError, match="search.num_sample: unknown key"):
         nasq_ray.run_search(path)
-    with pytest.raises(ConfigError, match="config: a list is not allowed; allowed: an ExperimentConfig, a dict"):
+    with pytest.raises(ConfigError, match="config: expected an ExperimentConfig, a dict of its sections, or the path of an experiment YAML file, got list"):
         nasq_ray.run_search([1, 2])
+
+
+def test_experiment_yaml_holds_absolute_paths_so_resume_works_from_any_folder(tmp_path, monkeypatch):
+    from nasq_ray.search.searchers import experiment_yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text("")
+    (tmp_path / "t.csv").write_text("")
+    (tmp_path / "data").mkdir()
+    cfg = from_dict({"space": "s.yaml", "table": {"path": "t.csv"}, "data": {"name": "mnist", "dir": "data"},
+                     "storage": "ray_store", "storage_db": "sqlite:///study.db"})
+    saved = yaml.safe_load(experiment_yaml(cfg))
+    assert saved["space"] == str(tmp_path / "s.yaml") and saved["table"]["path"] == str(tmp_path / "t.csv")
+    assert saved["data"]["dir"] == str(tmp_path / "data") and saved["storage"] == str(tmp_path / "ray_store")
+    assert saved["storage_db"] == f"sqlite:///{tmp_path}/study.db"
+    names = yaml.safe_load(experiment_yaml(from_dict({"space": "mlp", "storage": "s3://b/x", "data": {"name": "m:f"}})))
+    assert (names["space"], names["storage"], names["data"]["name"]) == ("mlp", "s3://b/x", "m:f")  # names stay

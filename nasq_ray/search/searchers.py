@@ -232,5 +232,6 @@ def effective_objective(cfg: ExperimentConfig) -> ObjectiveConfig:
 def experiment_yaml(cfg: ExperimentConfig, objective: ObjectiveConfig | None = None) -> str:
     """A run's experiment.yaml: the experiment with the objective that ran, ``objective`` where the
     trial kind set it (a table run's cost column), else ``effective_objective`` (a searcher that implies
-    a multi-objective run, nsga2, saved with objective.multi true)."""
-    return replace(cfg, objective=objective or effective_objective(cfg)).to_yaml()
+    a multi-objective run, nsga2, saved with objective.multi true), its paths absolute (``--resume`` from
+    any folder)."""
+    return replace(cfg.with_absolute_paths(), objective=objective or effective_objective(cfg)).to_yaml()
