@@ -41,6 +41,9 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     phase = _phases(cfg)
     kind, prep, _ = phase(None)
     space = prep.space
+    if space.is_abstract:
+        raise ConfigError(f"export: '{folder}' is a run of trial kind '{kind.name}' on an abstract space: its trials "
+                          "looked their metrics up and trained no network, so there is no model to export")
     if trial is not None:
         rows = [r for r in rows if r["trial_id"] == trial]
         if not rows:

@@ -258,3 +258,18 @@ def test_faster_float_layers_keeps_a_layer_float_only_where_the_whole_model_gets
     monkeypatch.setattr(onnx_mod, "to_onnx", lambda m, shape, float_layers=frozenset(): Exported(float_layers))
     monkeypatch.setattr(runtime, "latency_ms", fake_latency)
     assert latency.faster_float_layers(model, space.input_shape) == {stem}
+
+
+def test_exporting_a_table_run_says_it_trained_no_network(tmp_path, capsys):
+    from nasq_ray.config import ExperimentConfig
+    from nasq_ray.export import main
+
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "experiment.yaml").write_text(ExperimentConfig(space="nb201", name="r").to_yaml())
+    (folder / "trials.csv").write_text("trial_id,status,val_acc,macs\nabc,complete,0.9,1.0\n")
+    (folder / "pareto.csv").write_text("trial_id,status,val_acc,macs\nabc,complete,0.9,1.0\n")
+    assert main([str(folder), "--pareto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained no network, so there is no model to export" in err[0], err
+    assert not (folder / "export").exists()
