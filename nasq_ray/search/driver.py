@@ -51,16 +51,19 @@ def _tuner_parts(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared):
 
 
 def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: float, searcher=None) -> SearchResult:
-    tune_logger = logging.getLogger("ray.tune")
-    level = tune_logger.level
+    # Ray Tune's, and tensorboardX's (its event files get a failed trial's -inf score: "NaN or Inf found")
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "tensorboardX.x2num")]
+    levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         if not cfg.verbose:
             warnings.simplefilter("ignore")
-            tune_logger.setLevel(logging.ERROR)  # also when Ray was started by the caller, not by init_ray
+            for lg in loggers:
+                lg.setLevel(logging.ERROR)  # also when Ray was started by the caller, not by init_ray
         try:
             grid = tuner.fit()
         finally:
-            tune_logger.setLevel(level)
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
     records = collect(grid, TrialFields(kind, cfg.search.max_epochs), saved_statuses(cfg.experiment_path))
     out_dir = cfg.out_dir
     front, best = write_results(out_dir, records, prep.space, prep.objective,
