@@ -40,8 +40,8 @@ def run_search(config: ExperimentConfig | dict | str | os.PathLike | None = None
     elif isinstance(config, dict):
         config = from_dict(config)
     elif not isinstance(config, ExperimentConfig):
-        raise ConfigError(f"config: a {type(config).__name__} is not allowed; allowed: an ExperimentConfig, a dict of "
-                          "its sections, or the path of an experiment YAML file")
+        raise ConfigError("config: expected an ExperimentConfig, a dict of its sections, or the path of an experiment "
+                          f"YAML file, got {type(config).__name__}")
     return _run(config)
 
 

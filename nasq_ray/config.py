@@ -224,6 +224,8 @@ def _coerce(fieldname: str, value: Any, typ: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return value
+        if isinstance(value, os.PathLike):  # a pathlib.Path given in Python
+            return os.fspath(value)
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ValueError
         return str(value)
@@ -418,9 +420,6 @@ def validate(cfg: ExperimentConfig) -> None:
     if m.factory is not None and m.weights is None and m.float_epochs == 0:
         raise ConfigError("model.float_epochs: 0 is not allowed without model.weights (the float model would stay "
                           "untrained); give --weights or float_epochs >= 1")
-    if cfg.verbose and cfg.quiet:
-        raise ConfigError("quiet: true with verbose true; allowed: one of them (--verbose: Ray's logs as well, --quiet: "
-                          "only the final summary)")
     if cfg.log_format not in ("text", "json"):
         raise ConfigError(f"log_format: {cfg.log_format!r} is not allowed; allowed: text, json")
     if cfg.storage_db is not None:

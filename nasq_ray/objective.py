@@ -17,6 +17,7 @@ The scalar feeds ASHA and single-objective searchers; ``(acc, cost)`` feeds mult
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,7 +102,7 @@ class ObjectiveConfig:
 
 
 def _finite_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)  # NumPy scalars too
 
 
 def check_training_cost(cfg: ObjectiveConfig) -> None:

@@ -140,10 +140,11 @@ def config_from_args(args: argparse.Namespace):
         set_dotted(raw, "search.scheduler_args", parse_kv(args.scheduler_arg, "--scheduler-arg"))
     for k, v in parse_kv(args.set, "--set").items():
         set_dotted(raw, k, v)
-    if args.verbose:
-        raw["verbose"] = True
-    if args.quiet:
-        raw["quiet"] = True
+    if args.verbose or args.quiet:  # a flag wins over the file's setting
+        raw["verbose"], raw["quiet"] = bool(args.verbose), bool(args.quiet)
+    if raw.get("verbose") is True and raw.get("quiet") is True:  # (one-shot phases run so, inside)
+        raise ConfigError("quiet: true with verbose true; allowed: one of them (--verbose: Ray's logs as well, --quiet: "
+                          "only the final summary)")
     return from_dict(raw)
 
 

@@ -160,7 +160,7 @@ def test_unusable_storage(capsys, tmp_path):
         _assert_one_line_error(rc, err, "storage: cannot use 'file:///proc/nasq_store'")
     (tmp_path / "f").write_text("")
     rc, _, err = _run(capsys, ["--storage", f"file://{tmp_path}/f/x", "--out", str(tmp_path / "o")])
-    _assert_one_line_error(rc, err, f"'{tmp_path}/f' is a file")
+    _assert_one_line_error(rc, err, f"storage: cannot use 'file://{tmp_path}/f/x' (")
     assert not (tmp_path / "o").exists()
 
 

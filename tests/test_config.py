@@ -74,3 +74,30 @@ def test_experiment_yaml_holds_absolute_paths_so_resume_works_from_any_folder(tm
     assert saved["storage_db"] == f"sqlite:///{tmp_path}/study.db"
     names = yaml.safe_load(experiment_yaml(from_dict({"space": "mlp", "storage": "s3://b/x", "data": {"name": "m:f"}})))
     assert (names["space"], names["storage"], names["data"]["name"]) == ("mlp", "s3://b/x", "m:f")  # names stay
+
+
+def test_a_flag_wins_over_the_files_quiet_or_verbose_and_both_together_are_refused(tmp_path):
+    import pytest
+
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.run import build_parser, config_from_args
+
+    path = tmp_path / "q.yaml"
+    path.write_text("quiet: true\n")
+    cfg = config_from_args(build_parser().parse_args(["--config", str(path), "--verbose"]))
+    assert cfg.verbose and not cfg.quiet
+    path.write_text("quiet: true\nverbose: true\n")
+    with pytest.raises(ConfigError, match="quiet: true with verbose true"):
+        config_from_args(build_parser().parse_args(["--config", str(path)]))
+
+
+def test_a_ray_this_process_started_stays_private_for_the_next_run(monkeypatch):
+    import ray
+
+    from nasq_ray.search import session
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(session, "_STARTED_LOCAL", True)
+    assert session.init_ray(from_dict({})) is True  # a notebook's second run: still refused, not left waiting
+    monkeypatch.setattr(session, "_STARTED_LOCAL", False)
+    assert session.init_ray(from_dict({})) is False  # a Ray the caller started: maybe a cluster

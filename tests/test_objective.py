@@ -129,6 +129,9 @@ def test_score_parameters_must_be_finite_numbers(field, value):
 
 def test_the_default_target_is_2_kb_and_another_cost_needs_one_where_it_ranks():
     assert ObjectiveConfig().target_value == 2.0 and ObjectiveConfig().target is None
+    import numpy as np
+
+    assert ObjectiveConfig(target=np.float32(4), alpha=np.float32(-0.1), beta=np.float64(-0.1)).target_value == 4.0
     assert ObjectiveConfig(cost="bitops").target_value == 2.0  # mnas with one exponent: the target only scales
     assert ObjectiveConfig(cost="bitops", form="acc").target_value == 2.0
     assert ObjectiveConfig(cost="bitops", form="linear", target=1e6).target_value == 1e6

@@ -73,10 +73,8 @@ def build_model(arch: ArchSpec, quant: QuantConfig | None = None, seed: int = 0)
 
     The global torch RNG is left as it was.
     """
-    from ..space.specs import ArchSpec, TrialSpec
-
-    if not isinstance(arch, ArchSpec):
-        hint = " (pass spec.arch and spec.quant of a TrialSpec)" if isinstance(arch, TrialSpec) else \
+    if not all(hasattr(arch, f) for f in ("input_shape", "num_classes", "stages", "head_widths")):  # an ArchSpec
+        hint = " (pass spec.arch and spec.quant of a TrialSpec)" if hasattr(arch, "arch") else \
             " (space.decode(config).arch)"
         raise ConfigError(f"arch: expected an ArchSpec{hint}, got {type(arch).__name__}")
     if quant is not None and not isinstance(quant, QuantConfig):
@@ -156,8 +154,22 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, di
     return records, batchnorms
 
 
+def cost_of(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[CostSummary, list[LayerCost]]:
+    """:func:`measure_cost` without its argument checks: for networks nasq-ray built or already traced,
+    whose forward errors are the trial's to report, not a wrong ``input_shape``."""
+    layers = [layer_cost(s) for s in trace_layers(model, input_shape)]
+    return _summary(model, layers)
+
+
+def _summary(model: nn.Module, layers: list[LayerCost]) -> tuple[CostSummary, list[LayerCost]]:
+    logit = getattr(model, "logit_quant", None)
+    logit_bits = 32 if getattr(logit, "dynamic", False) else getattr(logit, "bits", 32)
+    return summarize(layers, extra_size_bits=logit_quant_size_bits(logit_bits)), layers
+
+
 def measure_cost(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[CostSummary, list[LayerCost]]:
-    """Totals and the per-layer table of ``model``'s cost (see :mod:`nasq_ray.cost`)."""
+    """Totals and the per-layer table of ``model``'s cost (see :mod:`nasq_ray.cost`); a model or shape
+    that does not fit is one ConfigError."""
     if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
         what = type(model).__name__ if not isinstance(model, nn.Module) else f"a {type(model).__name__} without parameters"
         raise ConfigError(f"model: expected a torch.nn.Module with parameters, got {what}")
@@ -171,7 +183,4 @@ def measure_cost(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[CostSu
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"input_shape: {shape} does not fit the model ({first}); allowed: the shape of one "
                           "sample as the model takes it, without the batch dimension") from None
-    layers = [layer_cost(s) for s in shapes]
-    logit = getattr(model, "logit_quant", None)
-    logit_bits = 32 if getattr(logit, "dynamic", False) else getattr(logit, "bits", 32)
-    return summarize(layers, extra_size_bits=logit_quant_size_bits(logit_bits)), layers
+    return _summary(model, [layer_cost(s) for s in shapes])

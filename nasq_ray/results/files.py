@@ -23,6 +23,14 @@ RECORD_COLUMNS = ("trial_id", "status", "epochs", *METRIC_COLUMNS, "test_acc", "
                   "error")
 
 
+def check_param_names(space: SearchSpace) -> None:
+    """A parameter named like one of trials.csv's own columns would overwrite it in every row."""
+    clash = next((n for n in space.names if n in RECORD_COLUMNS), None)
+    if clash is not None:
+        raise ConfigError(f"{space.source}: params.{clash}: '{clash}' is a column of trials.csv; allowed: a parameter "
+                          f"name other than {', '.join(RECORD_COLUMNS)}")
+
+
 def _fmt(v):
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(round(v, 6)) if abs(v) < 1e15 else repr(v)

@@ -16,7 +16,7 @@ from ray import tune
 from ..config import ExperimentConfig, saved_config
 from ..data.sources import check_data_dir_read
 from ..errors import ConfigError, NasqError
-from ..results.files import write_reference, write_results
+from ..results.files import check_param_names, write_reference, write_results
 from ..results.optuna_store import default_url, open_study
 from ..results.records import SearchResult
 from ..trials import BaseTrialKind, Prepared, prepare
@@ -108,6 +108,7 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     check_data_dir_read(cfg.data)
     kind, prep = prepare(cfg, effective_objective(cfg))
     space, objective = prep.space, prep.objective
+    check_param_names(space)
     pbt = cfg.search.scheduler == "pbt"
     if cfg.search.warm_start and pbt:
         raise ConfigError("search.warm_start: needs a searcher, and pbt runs without one; use 0")

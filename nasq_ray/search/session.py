@@ -31,22 +31,16 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def _check_uri_writable(root: str) -> None:
-    """Open ``root`` with pyarrow and make and remove a folder in its nearest existing folder, as Ray
-    would write there (``file:///proc/x`` opens, and fails only inside Ray's Tuner)."""
+    """Open ``root`` with pyarrow and make and remove a folder under it, where Ray will write
+    (``file:///proc/x`` opens, and failed only inside Ray's Tuner). Under ``root`` itself, not a parent:
+    a user allowed to write only below a bucket's prefix can still be let in."""
     import uuid
 
     import pyarrow.fs
 
     fs, path = pyarrow.fs.FileSystem.from_uri(root)
-    path = path.rstrip("/") or "/"
-    while (info := fs.get_file_info(path)).type == pyarrow.fs.FileType.NotFound and "/" in path.strip("/"):
-        path = path.rsplit("/", 1)[0] or "/"
-    if info.type == pyarrow.fs.FileType.File:
-        raise NotADirectoryError(f"'{info.path}' is a file")
-    if info.type == pyarrow.fs.FileType.NotFound:
-        return  # a bucket's root: nothing to probe without creating the bucket; Ray says if it cannot write
     probe = f"{path.rstrip('/')}/.nasq_storage_probe_{uuid.uuid4().hex}"
-    fs.create_dir(probe)
+    fs.create_dir(probe, recursive=True)
     fs.delete_dir(probe)
 
 
@@ -77,14 +71,18 @@ def _sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
+_STARTED_LOCAL = False  # init_ray started a private local Ray in this process
+
+
 def init_ray(cfg: ExperimentConfig) -> bool:
     """Start or join Ray; True where this call started a private local Ray (a machine that cannot grow)."""
     import ray
 
     if cfg.resources.address not in (None, "local"):
         check_reachable(cfg.resources.address)  # a cluster the run names must be there, even if Ray already runs
+    global _STARTED_LOCAL
     if ray.is_initialized():
-        return False
+        return _STARTED_LOCAL  # a local Ray of an earlier run of this process (a notebook, one-shot phases)
     address = cfg.resources.address or os.environ.get("RAY_ADDRESS")
     kwargs = dict(include_dashboard=False, log_to_driver=cfg.verbose,
                   logging_level=logging.INFO if cfg.verbose else logging.ERROR)
@@ -101,7 +99,8 @@ def init_ray(cfg: ExperimentConfig) -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address="local", **kwargs)
     _sigterm_as_interrupt()
-    return not (address and address != "local")
+    _STARTED_LOCAL = not (address and address != "local")
+    return _STARTED_LOCAL
 
 
 def check_trials_fit(cfg: ExperimentConfig, private: bool, workers: int = 0) -> None:

@@ -192,12 +192,7 @@ class SpaceParser:
         self.input_shape = ()
         self.num_classes = 0
         self.n_stages = 0
-        from ..results.files import RECORD_COLUMNS  # trials.csv's own columns: a parameter there would overwrite one
-
         for name, value in params.items():
-            if str(name) in RECORD_COLUMNS:
-                raise p.err(f"params.{name}", f"'{name}' is a column of trials.csv; allowed: a parameter name other "
-                                              f"than {', '.join(RECORD_COLUMNS)}")
             self._slot(str(name), p.domain(f"params.{name}", value, lambda path, v: None), "arch")
 
     @staticmethod

@@ -55,7 +55,7 @@ def _sizes(p: _Parser, field: str, shape) -> tuple[int, ...]:
 def rng_of(seed, field: str = "seed") -> np.random.Generator:
     """A NumPy generator from a seed (an integer >= 0), a generator, or None; anything else is refused
     with one line, not NumPy's SeedSequence error."""
-    if seed is None or isinstance(seed, np.random.Generator):
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
         return np.random.default_rng(seed)
     if not _is_int(seed) or seed < 0:
         raise ConfigError(f"{field}: {seed!r} is not allowed; allowed: an integer >= 0, a numpy Generator, or None")

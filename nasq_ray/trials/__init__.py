@@ -77,7 +77,7 @@ def prepare(cfg, objective=None) -> tuple[BaseTrialKind, Prepared]:
     table_fields = [f for f in ("acc", "cost", "test") if getattr(cfg.table, f) is not None]
     if table_fields and name in NETWORK_KINDS:  # it would be ignored: these kinds train networks
         raise ConfigError(f"table.{table_fields[0]}: names a column of a table, and this run has none (trial kind "
-                          f"'{name}'); give --table, or leave out --table-{table_fields[0]}")
+                          f"'{name}'); give --table, or leave out table.{table_fields[0]}")
     kind = get_trial_kind(name)
     prepared = kind.prepare(cfg, raw, path, objective if objective is not None else cfg.objective)
     kind.check(cfg, prepared)

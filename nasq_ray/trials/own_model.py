@@ -27,7 +27,7 @@ from torch import nn
 from ..cost import LayerShape, layer_cost, logit_quant_size_bits, pruned_shapes, summarize, with_bits
 from ..data import load_data
 from ..errors import ConfigError, DataError, NasqError
-from ..models import measure_cost
+from ..models import cost_of
 from ..models.pruning import PrunePlan, apply_plan_, keep_count, prune_, prune_groups, shape_deltas, taylor_gradients_
 from ..models.user import OwnNet, check_model_on_input, float_only_layers, make_model, trace_model
 from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost
@@ -140,7 +140,7 @@ def run_own_trial(config: dict, ctx: OwnContext, report: Reporter, state: dict |
     torch.set_num_threads(ctx.threads)
     spec = ctx.space.decode(config)
     own, plan, spec = build_student(ctx, spec, state)
-    cost, _ = measure_cost(own, ctx.space.input_shape)
+    cost, _ = cost_of(own, ctx.space.input_shape)
     if state is None:
         calibrate_ranges_(own, _calibration(ctx, spec.train.batch_size))
     else:

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..data.batches import first_labelled_batches
 from ..errors import ConfigError, NasqError
-from ..models import measure_cost
+from ..models import cost_of
 from ..models.supernet import SuperNet, sandwich
 from ..objective import ObjectiveConfig, score
 from ..space.search_space import SearchSpace
@@ -176,7 +176,7 @@ def epoch_metrics(net: SuperNet, ctx: SupernetContext, epoch: int, loss: float, 
     for sub in subs:
         calibrate_inherited_(sub, cal, ctx.head_steps)
         accs.append(accuracy_f1(*predict_batches(sub, ctx.val.eval()), space.num_classes)[0])
-    cost, _ = measure_cost(subs[0], space.input_shape)  # the largest's: its structure and bits
+    cost, _ = cost_of(subs[0], space.input_shape)  # the largest's: its structure and bits
     return {"epoch": epoch, "val_acc": accs[0], "val_acc_smallest": accs[1], "train_loss": loss,
             "epoch_time_s": time.perf_counter() - t0, **cost.as_metrics(), "score": accs[0],
             "status": trial_status({"epoch": epoch}, False, ctx.epochs, ended=False), "fail_reason": ""}
@@ -279,7 +279,7 @@ def run_subnet(config: dict, ctx: SubnetContext, report: Reporter, state: dict |
         report(metrics, None)
         return metrics
     acc, f1 = accuracy_f1(*predict_batches(sub, ctx.val.eval()), ctx.space.num_classes)
-    cost, _ = measure_cost(sub, ctx.space.input_shape)
+    cost, _ = cost_of(sub, ctx.space.input_shape)
     base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}
     acc_metric = acc if ctx.objective.acc == "val_acc" else f1
     metrics = {**base, "epoch": 1, "val_acc": acc, "val_f1": f1, "epoch_time_s": time.perf_counter() - t0,

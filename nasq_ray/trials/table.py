@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError, SearchSpaceError, did_you_mean
 from ..objective import LATENCY_METRIC, ObjectiveConfig, score
+from ..space.domains import Int
 from ..space.search_space import SearchSpace
 from .base import BaseTrialKind, Prepared, Reporter
 
@@ -68,13 +69,15 @@ class Table:
         self.acc, self.cost, self.test = acc, cost, test
         self.rows: dict[tuple, dict[str, float]] = {}
         first_line: dict[tuple, int] = {}
+        used = [c for c in (acc, cost, test) if c is not None]  # other columns (an id, an index) may differ
         for n, r in body:
             key = tuple(_key_value(r[col[name]]) for name in self.names)
             values = {c: float(r[col[c]]) for c in self.numeric}
-            if key in self.rows and self.rows[key] != values:
+            if key in self.rows and any(self.rows[key][c] != values[c] for c in used):
                 raise DataError(f"table: {where}, lines {first_line[key]} and {n}: the same config "
                                 f"({', '.join(f'{name}={r[col[name]]}' for name in self.names)}) with different "
-                                "metrics; expected one row per config")
+                                f"{'/'.join(used)}; expected one row per config (several runs of a config: average "
+                                "them into one row)")
             self.rows.setdefault(key, values)
             first_line.setdefault(key, n)
         _check_choices_in_table(space, self.names, [r for _, r in body], col, where)
@@ -102,13 +105,15 @@ def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     if not rows or not any(rows[0]):
         raise DataError(f"table: '{path}' is empty; expected a header row and one row per config")
     header = [h.strip() for h in rows[0]]
-    body = [(n, [v.strip() for v in r]) for n, r in enumerate(rows[1:], start=2) if r]
+    while header and not header[-1]:  # a spreadsheet's empty trailing columns ('cost,,')
+        header.pop()
+    body = [(n, [v.strip() for v in r]) for n, r in enumerate(rows[1:], start=2) if any(v.strip() for v in r)]
     if not body:
         raise DataError(f"table: '{path}' has a header and no rows; expected one row per config")
-    short = next(((n, r) for n, r in body if len(r) != len(header)), None)
-    if short:
-        raise DataError(f"table: '{path}', line {short[0]} has {len(short[1])} fields, the header has {len(header)}")
-    return header, body
+    for n, r in body:
+        if len(r) < len(header) or any(r[len(header):]):  # empty fields past the header's are a trailing comma
+            raise DataError(f"table: '{path}', line {n} has {len(r)} fields, the header has {len(header)}")
+    return header, [(n, r[:len(header)]) for n, r in body]
 
 
 def _check_choices_in_table(space: SearchSpace, names, rows, col, where) -> None:
@@ -116,9 +121,11 @@ def _check_choices_in_table(space: SearchSpace, names, rows, col, where) -> None
     (``X`` where the table says ``x``) would fail every trial that draws it."""
     for prm in space.params:
         values = getattr(prm.domain, "values", None)
+        if values is None and isinstance(prm.domain, Int):
+            values = range(prm.domain.low, prm.domain.high + 1)
         if values is None:
-            raise SearchSpaceError(f"{space.source}: params.{prm.name}: a range; a table run needs a list of the "
-                                   "values the table holds")
+            raise SearchSpaceError(f"{space.source}: params.{prm.name}: a range of numbers; a table run needs a list "
+                                   "of the values the table holds (or an integer range)")
         held = {_key_value(r[col[prm.name]]) for r in rows}
         absent = [v for v in values if _key_value(v) not in held]
         if absent:

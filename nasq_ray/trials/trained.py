@@ -31,7 +31,7 @@ from ..data import ArrayBatches, DatasetBatches, Split, load_data
 from ..data.batches import first_batches
 from ..deploy.latency import model_latency_ms, structure_key
 from ..errors import ConfigError, DataError, NasqError
-from ..models import build_model, measure_cost
+from ..models import build_model, cost_of
 from ..objective import LATENCY_METRIC, ObjectiveConfig, check_training_cost
 from ..quant import LayerBits
 from ..quant.auto_bits import bits_from_table, bits_table, choose_bits
@@ -92,7 +92,7 @@ class TrainedCost:
                     x = torch.randn(CALIBRATION_BATCH, *self.space.input_shape, generator=torch.Generator().manual_seed(0))
                     return model_latency_ms(lambda: build_model(spec.arch, spec.quant, seed=0), self.space.input_shape,
                                             x, structure_key(spec.arch, spec.quant), self.latency)
-                cost, _ = measure_cost(build_model(spec.arch, spec.quant, seed=0), self.space.input_shape)
+                cost, _ = cost_of(build_model(spec.arch, spec.quant, seed=0), self.space.input_shape)
         except (NasqError, RuntimeError, ValueError):
             return None
         return float(cost.as_metrics()[self.metric])
@@ -113,7 +113,7 @@ def run_trial(config: dict, ctx: TrialContext, report: Reporter, state: dict | N
     if spec.auto_bits is not None:
         spec = saved_bits(spec, state["model"]) if state is not None else calibrate(spec, ctx.train, ctx.seed, ctx.device)
     model = build_model(spec.arch, spec.quant, seed=ctx.seed).to(ctx.device)
-    cost, _ = measure_cost(model, space.input_shape)
+    cost, _ = cost_of(model, space.input_shape)
     if state is not None:
         model.load_state_dict(plain_weights(state["model"]))
     elif init is not None:

@@ -110,3 +110,11 @@ def test_bad_one_shot_combinations_exit_2_with_one_line(ray_cluster, tmp_path, c
     rc = main([*argv, "--out", str(tmp_path), "--name", "bad"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_a_verbose_one_shot_run_builds_its_quiet_phases():
+    from nasq_ray.config import from_dict
+    from nasq_ray.search.oneshot import phase_configs
+
+    phases = phase_configs(from_dict({"verbose": True, "search": {"mode": "oneshot"}, "name": "x"}))
+    assert phases[0].quiet and phases[0].verbose  # Ray's logs on, the phase's own summary off

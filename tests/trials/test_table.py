@@ -37,7 +37,7 @@ def test_a_good_table_and_one_a_spreadsheet_wrote_are_read_alike(tmp_path):
 
 @pytest.mark.parametrize("lines, needle", [
     (["a,b,acc,cost", "x,1,50,10", "x,1,99,5", "x,2,60,20", "y,1,55,12", "y,2,70,30"],
-     "lines 2 and 3: the same config (a=x, b=1) with different metrics"),  # the first row won
+     "lines 2 and 3: the same config (a=x, b=1) with different acc/cost; expected one row per config"),  # first won
     (["a,b,acc,cost,acc", "x,1,50,10,1", "x,2,60,20,2", "y,1,55,12,3", "y,2,70,30,4"],
      "has the column 'acc' twice"),  # the last column won
     (["a,b,acc,cost", "X,1,50,10", "X,2,60,20", "Y,1,55,12", "Y,2,70,30"],
@@ -61,8 +61,9 @@ def test_the_bad_cell_is_named_by_line(tmp_path):
 
 def test_column_choices_a_range_a_folder_and_a_damaged_gzip(tmp_path):
     assert "'cost' is the accuracy column too" in _error(tmp_path, GOOD, ConfigError, acc="cost")
-    ranged = {"name": "r", "params": {"a": ["x", "y"], "b": {"low": 1, "high": 2}}}
-    assert "params.b: a range; a table run needs a list" in _error(tmp_path, GOOD, SearchSpaceError, space=ranged)
+    ranged = {"name": "r", "params": {"a": ["x", "y"], "b": {"low": 0.5, "high": 2.5}}}
+    assert "params.b: a range of numbers; a table run needs a list" in _error(tmp_path, GOOD, SearchSpaceError,
+                                                                               space=ranged)
     (tmp_path / "d.csv").mkdir()
     with pytest.raises(DataError, match="is a folder; expected a CSV file"):
         Table(tmp_path / "d.csv", SearchSpace(SPACE), "acc", "cost")
@@ -73,16 +74,15 @@ def test_column_choices_a_range_a_folder_and_a_damaged_gzip(tmp_path):
         Table(tmp_path / "bad.csv.gz", SearchSpace(SPACE), "acc", "cost")
 
 
-@pytest.mark.parametrize("params, needle", [
-    ({"status": ["x", "y"]}, "params.status: 'status' is a column of trials.csv"),  # overwrote the trial's status
-    ({"a": ["yes", "no"]}, "holds true/false, which YAML makes of unquoted yes"),
-])
-def test_parameter_names_and_values_the_results_or_yaml_would_take_apart(params, needle):
+def test_parameter_names_and_values_the_results_or_yaml_would_take_apart():
     import yaml
 
-    with pytest.raises(SearchSpaceError, match=needle):
-        SearchSpace(yaml.safe_load(yaml.safe_dump({"name": "p", "params": params}).replace("'yes'", "yes")
-                                   .replace("'no'", "no")))
+    from nasq_ray.results.files import check_param_names
+
+    with pytest.raises(ConfigError, match="params.status: 'status' is a column of trials.csv"):  # it overwrote it
+        check_param_names(SearchSpace({"name": "p", "params": {"status": ["x", "y"]}}))
+    with pytest.raises(SearchSpaceError, match="holds true/false, which YAML makes of unquoted yes"):
+        SearchSpace(yaml.safe_load("name: p\nparams:\n  a: [yes, no]\n"))
 
 
 @pytest.mark.parametrize("table, needle", [
@@ -99,3 +99,13 @@ def test_a_space_files_table_section_is_checked(tmp_path, capsys, table, needle)
     path.write_text(yaml.safe_dump({**SPACE, "table": table}))
     assert main(["--space", str(path), "--show-space"]) == 2
     assert needle in capsys.readouterr().err
+
+
+def test_what_spreadsheets_and_benchmark_dumps_hold_is_read(tmp_path):
+    # empty trailing columns, a trailing comma on the rows, an id column that differs between repeated
+    # rows of one config, and an integer range in the space: all loaded before and still load
+    lines = ["a,b,acc,cost,id,,", "x,1,50,10,0,,", "x,2,60,20,1,", "y,1,55,12,2,", "y,2,70,30,3,", "y,2,70,30,4,"]
+    table = _table(tmp_path, lines, space={"name": "i", "params": {"a": ["x", "y"], "b": {"low": 1, "high": 2}}})
+    assert len(table.rows) == 4 and table.lookup({"a": "y", "b": 2})["acc"] == 70
+    assert "has no row with b=3" in _error(tmp_path, lines, space={"name": "i", "params": {"a": ["x", "y"],
+                                                                                          "b": {"low": 1, "high": 3}}})
