@@ -70,9 +70,10 @@ class ObjectiveConfig:
         for name in ("alpha", "beta", "penalty"):  # a NaN here made every trial's score NaN
             if not _finite_number(getattr(self, name)):
                 raise ConfigError(f"objective.{name}: {getattr(self, name)!r} is not allowed; allowed: a finite number")
-        if self.max_cost is not None and not (isinstance(self.max_cost, (int, float)) and 0 < self.max_cost < math.inf):
+        if self.max_cost is not None and not (_finite_number(self.max_cost) and self.max_cost > 0):
             raise ConfigError(f"objective.max_cost: {self.max_cost!r} is not allowed; allowed: a number > 0 in the "
-                              f"unit of objective.cost ({self.cost}), or none")
+                              f"cost's unit (objective.cost, here {self.cost}; a table run's: its --table-cost "
+                              "column), or none")
 
     def _check_target_not_needed(self) -> None:
         """Without a target the score uses 2.0 (``DEFAULT_TARGET``, kB). For another cost the target is in
