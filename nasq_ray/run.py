@@ -169,7 +169,8 @@ _RESUME_ALLOWED = {"resume", "address", "quiet", "verbose", "log_format", "list_
 
 def _resume_overrides(args: argparse.Namespace) -> dict:
     """With --resume the experiment runs as it was configured; only where and how loudly may change."""
-    given = [k for k, v in vars(args).items() if k not in _RESUME_ALLOWED and v not in (None, False, [])]
+    given = [k for k, v in vars(args).items()  # `is`, not `in`: --max-epochs 0 is given (0 == False)
+             if k not in _RESUME_ALLOWED and v is not None and v is not False and v != []]
     if given:
         flag = "--" + given[0].replace("_", "-")
         raise ConfigError(f"{flag}: not allowed with --resume (the experiment continues as configured); "
@@ -197,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         from .search.driver import resume_search, run_search
         from .results.console import counted, summary, summary_json
 
-        if args.resume:
+        if args.resume is not None:
+            if not args.resume.strip():
+                raise ConfigError("--resume: '' is not allowed; allowed: the results folder of an earlier run (OUT/NAME)")
             result = resume_search(args.resume, **_resume_overrides(args))
         else:
             result = run_search(config_from_args(args))

@@ -182,6 +182,11 @@ def test_resume_of_an_experiment_file_edited_to_a_bad_value_names_the_file(capsy
 def test_resume_refuses_flags_that_would_change_the_experiment(capsys, tmp_path):
     rc, _, err = _run(capsys, ["--resume", str(tmp_path), "--num-samples", "5"])
     _assert_one_line_error(rc, err, "--num-samples: not allowed with --resume")
+    rc, _, err = _run(capsys, ["--resume", str(tmp_path), "--max-epochs", "0"])  # 0 == False: it was ignored
+    _assert_one_line_error(rc, err, "--max-epochs: not allowed with --resume")
+    rc, _, err = _run(capsys, ["--resume", "", "--out", str(tmp_path / "o")])  # it started a new default search
+    _assert_one_line_error(rc, err, "--resume: '' is not allowed")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("argv, needle", [

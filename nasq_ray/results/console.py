@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from ..objective import ObjectiveConfig
 from .records import BITS_METRIC, SearchResult, TrialRecord
 
@@ -60,15 +61,27 @@ def summary_json(result: SearchResult) -> str:
                 "bits": r.bits, "config": r.config}
 
     counts = {s: sum(r.status == s for r in result.records) for s in ("complete", "pruned", "failed", "unfinished")}
-    return json.dumps({"event": "summary", "trials": len(result.records), **counts, "wall_s": round(result.wall_s, 1),
-                       "out_dir": str(result.out_dir), "interrupted": result.interrupted,
-                       "front": [row(r) for r in result.front], "best": row(result.best) if result.best else None,
-                       "reference": result.reference},
-                      default=_json_value)
+    return json_line({"event": "summary", "trials": len(result.records), **counts, "wall_s": round(result.wall_s, 1),
+                      "out_dir": str(result.out_dir), "interrupted": result.interrupted,
+                      "front": [row(r) for r in result.front], "best": row(result.best) if result.best else None,
+                      "reference": result.reference})
 
 
-def _json_value(o):
-    return o.item() if hasattr(o, "item") else str(o)
+def json_line(obj) -> str:
+    """``obj`` as one line of strict JSON: NaN and infinity (a failed trial's -inf score), which
+    Python writes as ``-Infinity`` and other parsers refuse, become null; NumPy scalars numbers."""
+    def strict(o):
+        if isinstance(o, dict):
+            return {str(k): strict(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [strict(v) for v in o]
+        if hasattr(o, "item") and not isinstance(o, (str, bytes)):
+            o = o.item()
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        return o if o is None or isinstance(o, (str, int, float, bool)) else str(o)
+
+    return json.dumps(strict(obj), allow_nan=False)
 
 
 def _wrapped(items: list[str], width: int = 100, indent: str = "  ") -> list[str]:

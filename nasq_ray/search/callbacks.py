@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -10,7 +9,7 @@ import optuna
 from ray import tune
 
 from ..objective import ObjectiveConfig
-from ..results.console import progress_line
+from ..results.console import json_line, progress_line
 from ..results.optuna_store import frozen_trial, log, open_study
 from ..results.records import BITS_METRIC, pareto_front
 from ..space.search_space import SearchSpace
@@ -73,7 +72,7 @@ class ProgressCallback(tune.Callback):
             for k in (self.objective.acc, self.objective.cost, "score", BITS_METRIC, "fail_reason"):
                 if k in m and m[k] not in ("", None):
                     event["bits" if k == BITS_METRIC else k] = m[k]
-            print(json.dumps({**event, **st}, default=str), flush=True)
+            print(json_line({**event, **st}), flush=True)
             return
         self._print_line(st, last=st["done"] >= self.n)
 

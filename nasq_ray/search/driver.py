@@ -168,12 +168,12 @@ def resume_config(cfg: ExperimentConfig) -> SearchResult:
     t0 = time.time()
     kind, prep = prepare(cfg, effective_objective(cfg))
     check_storage(cfg)
+    if not tune.Tuner.can_restore(cfg.experiment_path):
+        raise ConfigError(f"resume: no Ray Tune experiment state at '{cfg.experiment_path}' (no tuner.pkl: the run "
+                          "stopped before its first trial started, or it was deleted); start a new run instead")
     check_checkpoints_kept(cfg.experiment_path)
     check_trials_fit(cfg, private=init_ray(cfg))
     allow_pending_trials(cfg)
-    if not tune.Tuner.can_restore(cfg.experiment_path):
-        raise ConfigError(f"resume: no Ray Tune experiment state at '{cfg.experiment_path}' (the run stopped before "
-                          "its first trial started); start it again instead")
     trainable, _ = _tuner_parts(cfg, kind, prep)  # the run config (callbacks, storage) is restored with the state
     tuner = tune.Tuner.restore(cfg.experiment_path, trainable=trainable, resume_unfinished=True,
                                resume_errored=True, restart_errored=False,

@@ -4,7 +4,9 @@ proposed first, a cost budget held before training, and the run's searcher chose
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
 import sys
 from dataclasses import replace
 from ..config import ExperimentConfig
@@ -71,15 +73,28 @@ class WrappingSearcher(Searcher):
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return self.inner.set_search_properties(metric, mode, config, **spec)
 
+    INNER_KEY = "__inner_state__"
+
     def save(self, checkpoint_path: str) -> None:
-        self.inner.save(checkpoint_path + ".inner")
+        """One file: Ray copies the searcher's checkpoint file to storage, and a file beside it (the
+        inner state once went to ``<path>.inner``) stayed behind, so every resume lost the search."""
+        with tempfile.TemporaryDirectory() as d:
+            inner = os.path.join(d, "inner.pkl")
+            self.inner.save(inner)
+            with open(inner, "rb") as f:
+                inner_bytes = f.read()
         with open(checkpoint_path, "wb") as f:
-            pickle.dump({k: getattr(self, k) for k in self.STATE}, f)
+            pickle.dump({self.INNER_KEY: inner_bytes, **{k: getattr(self, k) for k in self.STATE}}, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        self.inner.restore(checkpoint_path + ".inner")
         with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
+            state = pickle.load(f)
+        with tempfile.TemporaryDirectory() as d:
+            inner = os.path.join(d, "inner.pkl")
+            with open(inner, "wb") as f:
+                f.write(state.pop(self.INNER_KEY))
+            self.inner.restore(inner)
+        self.__dict__.update(state)
 
 
 class WarmStartSearcher(WrappingSearcher):

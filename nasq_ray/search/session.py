@@ -159,7 +159,15 @@ def check_checkpoints_kept(experiment_path: str) -> None:
 
     fs, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
     text = read_saved_state(fs, root)
-    saved = saved_checkpoint_paths(text) if text else {}
+    if text is None:  # Ray would start the experiment over, and the folder's results be overwritten
+        raise ConfigError(f"resume: no experiment state (experiment_state-*.json) in '{experiment_path}': deleted, or "
+                          "the run stopped before its first trial; nothing to resume from (start a new run under "
+                          "another --name)")
+    try:
+        saved = saved_checkpoint_paths(text)
+    except (ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        raise ConfigError(f"resume: the experiment state in '{experiment_path}' is damaged ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}); nothing to resume from") from None
     gone = {tid: (status, rel) for tid, (status, rel) in saved.items()
             if fs.get_file_info(f"{root}/{rel}").type == pyarrow.fs.FileType.NotFound}
     finished = sorted(rel.split("/")[0] for status, rel in gone.values() if status == "TERMINATED")

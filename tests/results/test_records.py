@@ -30,3 +30,17 @@ def test_the_summary_of_a_run_with_no_finished_trial_says_so():
     one = TrialRecord("a", "unfinished", {}, {})
     text = summary(SearchResult(Path("out"), [one], [], None, None, None, 15.0, ObjectiveConfig(), requested=6))
     assert "1 trial in 15 s (0 complete" in text and "(empty: no trial has finished yet)" in text
+
+
+def test_json_lines_are_strict_json_a_failed_trials_minus_infinity_included():
+    import json as stdlib_json
+
+    import numpy as np
+
+    from nasq_ray.results.console import json_line
+
+    line = json_line({"score": float("-inf"), "acc": np.float32(0.5), "n": np.int64(3), "nested": [float("nan")],
+                      "path": __import__("pathlib").Path("/x")})
+    assert "Infinity" not in line and "NaN" not in line
+    assert stdlib_json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c))) == {
+        "score": None, "acc": 0.5, "n": 3, "nested": [None], "path": "/x"}

@@ -100,3 +100,14 @@ def test_resume_refuses_unfinished_trials_whose_checkpoints_are_gone(tmp_path, c
     with pytest.raises(ConfigError, match=r"^resume: 2 unfinished trial\(s\) need checkpoints that are gone .*"
                                           r"trial_b/checkpoint_000001, trial_d/checkpoint_000004; deleted"):
         check_checkpoints_kept(str(tmp_path))
+
+
+def test_resume_refuses_a_folder_whose_experiment_state_is_gone_or_damaged(tmp_path):
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.search.session import check_checkpoints_kept
+
+    with pytest.raises(ConfigError, match=r"resume: no experiment state \(experiment_state-\*.json\)"):
+        check_checkpoints_kept(str(tmp_path))  # Ray would start the experiment over and overwrite the results
+    (tmp_path / "experiment_state-2026-12-08_00-00-00.json").write_text('{"trial_data": [["{\\"trial_id')
+    with pytest.raises(ConfigError, match="the experiment state in .* is damaged"):
+        check_checkpoints_kept(str(tmp_path))

@@ -60,9 +60,13 @@ def test_a_budget_searcher_maps_rays_ids_and_survives_a_restore(tmp_path):
     searcher, _, _ = _run("tpe", objective, n=12)
     cfg = searcher.suggest("last")
     inner_id = searcher.alias["last"]
-    searcher.save(str(tmp_path / "s.pkl"))
+    (tmp_path / "driver").mkdir()
+    (tmp_path / "storage").mkdir()
+    searcher.save(str(tmp_path / "driver" / "s.pkl"))
+    assert [p.name for p in (tmp_path / "driver").iterdir()] == ["s.pkl"]  # one file: Ray syncs that one only
+    (tmp_path / "storage" / "s.pkl").write_bytes((tmp_path / "driver" / "s.pkl").read_bytes())
     fresh, _, _ = _run("tpe", objective, n=0)
-    fresh.restore(str(tmp_path / "s.pkl"))
+    fresh.restore(str(tmp_path / "storage" / "s.pkl"))
     assert fresh.alias["last"] == inner_id and fresh.inner.configs[inner_id] == cfg
     space, table = _nb201()
     fresh.on_trial_complete("last", _result(table, cfg))
