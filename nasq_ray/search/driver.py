@@ -25,8 +25,8 @@ from .checkpoint_gc import CheckpointGC
 from .collect import TrialFields, collect
 from .schedulers import build_scheduler, pbt_param_space, resolve_scheduler
 from .searchers import budget_refusal, build_searcher, effective_objective, experiment_yaml, resolve_searcher
-from .session import (allow_pending_trials, check_checkpoints_kept, check_storage, check_trials_fit, init_ray,
-                      saved_statuses)
+from .session import (allow_pending_trials, check_checkpoints_kept, check_storage, check_trials_fit, folder_lock,
+                      init_ray, saved_statuses)
 from .trainable import run_in_ray
 
 
@@ -126,10 +126,15 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
     check_storage(cfg)
     check_trials_fit(cfg, private=init_ray(cfg))
     allow_pending_trials(cfg)
-    if tune.Tuner.can_restore(cfg.experiment_path):
-        raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
-                          f"or continue it with --resume {cfg.out_dir}")
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(cfg.out_dir):  # checked again under the lock: a run of the same name may just have ended
+        if tune.Tuner.can_restore(cfg.experiment_path):
+            raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
+                              f"or continue it with --resume {cfg.out_dir}")
+        return _start(cfg, kind, prep, searcher, scheduler, pbt, t0)
+
+
+def _start(cfg, kind, prep, searcher, scheduler, pbt: bool, t0: float) -> SearchResult:
+    space = prep.space
     open_study(cfg.storage_db or default_url(cfg.out_dir), cfg.run_name, prep.objective)  # fail fast on a bad DB
     trainable, run_config = _tuner_parts(cfg, kind, prep)
     tuner = tune.Tuner(
@@ -165,6 +170,11 @@ def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
 def resume_config(cfg: ExperimentConfig) -> SearchResult:
     """Continue the interrupted experiment ``cfg`` describes (a one-shot run resumes each phase with
     its own config: the folder's experiment.yaml is the whole run's)."""
+    with folder_lock(cfg.out_dir):
+        return _resume(cfg)
+
+
+def _resume(cfg: ExperimentConfig) -> SearchResult:
     t0 = time.time()
     kind, prep = prepare(cfg, effective_objective(cfg))
     check_storage(cfg)

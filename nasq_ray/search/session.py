@@ -4,8 +4,10 @@ writable), ``ray.init``, signals, and where the experiment lives on storage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -16,8 +18,6 @@ from ..errors import ConfigError
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast (``ray.init`` waits for minutes) when ``host:port`` does not accept connections."""
-    import socket
-
     if address in ("auto", "local"):
         return
     hostport = address.split("://", 1)[-1].rstrip("/")
@@ -69,6 +69,45 @@ def _sigterm_as_interrupt() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+
+LOCK_FILE = ".nasq-ray.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """One driver at a time writes a results folder: two runs of one --name, or two --resume of one
+    folder, had both run and left the folder mixed. A lock whose process is gone (kill -9) is taken over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    for attempt in (0, 1):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            host, _, pid = (lock.read_text(errors="replace").strip() + " ").partition(" ")
+            pid = pid.strip()
+            if attempt == 0 and host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                lock.unlink(missing_ok=True)  # stale: its driver was killed
+                continue
+            raise ConfigError(f"{folder}: another nasq-ray process (pid {pid or '?'} on {host or '?'}) is writing this "
+                              f"results folder; wait for it to end or stop it (if it is gone, delete {lock})") from None
+    os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _STARTED_LOCAL = False  # init_ray started a private local Ray in this process

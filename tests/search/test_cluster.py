@@ -324,3 +324,19 @@ def test_a_gpu_trial_on_a_machine_without_one_exits_2_before_any_trial(tmp_path)
     assert p.stderr.strip().endswith("or --address of a cluster that has more"), p.stderr[-2000:]
     assert "resources.gpus_per_trial: 1 is more than this machine has (0 GPUs)" in p.stderr
     assert not list(tmp_path.rglob("trials.csv"))
+
+
+def test_one_driver_at_a_time_writes_a_results_folder(tmp_path):
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.search.session import LOCK_FILE, folder_lock
+
+    with folder_lock(tmp_path / "run"):
+        with pytest.raises(ConfigError, match=rf"another nasq-ray process \(pid {os.getpid()} on "):
+            with folder_lock(tmp_path / "run"):  # a second run of the name, or a second --resume
+                pass
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / "run" / LOCK_FILE).write_text(f"{socket.gethostname()} {dead.pid}")  # a driver killed with -9
+    with folder_lock(tmp_path / "run"):
+        assert (tmp_path / "run" / LOCK_FILE).read_text().endswith(f" {os.getpid()}")
