@@ -72,3 +72,9 @@ def as_sizes(shape) -> tuple[int, ...] | None:
         return None
     ok = items and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in items)
     return tuple(int(s) for s in items) if ok else None
+
+
+def unwritable(e: OSError) -> str:
+    """One line for a folder or file a command cannot write (read-only, missing, full)."""
+    where = e.filename or "its output"
+    return f"cannot write '{where}' ({e.strerror or type(e).__name__}); allowed: a folder this user can write"

@@ -22,7 +22,7 @@ weights are stored as unsigned codes ``q + qmax`` (1 bit: ``q > 0``), least sign
 from __future__ import annotations
 
 import sys
-from .errors import NasqError, OneLineParser
+from .errors import NasqError, OneLineParser, unwritable
 from .deploy.export_run import BENCHMARK_BATCHES, KERNEL_MODES, ONNX_TOLERANCE_PP, acc_gap_pp, export_run
 from .deploy.runtime import kernel_summary
 
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = export_run(args.result_dir, args.trial, args.pareto, args.format, args.benchmark, args.kernels)
     except NasqError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:  # export/ inside a folder this user cannot write
+        print(f"error: export: {unwritable(e)}", file=sys.stderr)
         return 2
     onnx = args.format == "onnx"
     head = f"{'trial':<10} "

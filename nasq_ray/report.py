@@ -17,7 +17,7 @@ search wrote it, and otherwise (or in addition) each trial's ``result.json`` as 
 from __future__ import annotations
 
 import sys
-from .errors import NasqError, OneLineParser
+from .errors import ConfigError, NasqError, OneLineParser, unwritable
 from .results.report import write_compare, write_report
 
 
@@ -34,11 +34,17 @@ def main(argv: list[str] | None = None) -> int:
             path = write_report(args.result_dirs[0])
             print(f"wrote {path} and {path.with_name('pareto.png')}")
         else:
-            path = write_compare(args.result_dirs, args.out or ".")
+            try:
+                path = write_compare(args.result_dirs, args.out or ".")
+            except (PermissionError, FileNotFoundError) as e:  # --out where no folder can be made or written
+                raise ConfigError(f"--out: {unwritable(e)}") from None
             print(f"wrote {path} and {path.with_name('compare.png')}")
         return 0
     except NasqError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except PermissionError as e:  # a run's folder this user cannot write
+        print(f"error: report: {unwritable(e)}", file=sys.stderr)
         return 2
 
 

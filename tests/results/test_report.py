@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -203,3 +204,22 @@ def test_a_damaged_folder_is_reported_or_named_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and "malformed YAML" in err[0], err
     assert main([str(tmp_path / "nope")]) == 2
     assert "nope' does not exist; give the results folder" in capsys.readouterr().err
+
+
+def test_an_out_or_a_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    import nasq_ray.export as export_cli
+
+    one, two = _results_folder(tmp_path, "one"), _results_folder(tmp_path, "two")
+    if os.path.isdir("/proc/self"):
+        assert main([str(one), str(two), "--out", "/proc/nasq_nope"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --out: cannot write '/proc/nasq_nope'"), err
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(one / "export"))
+
+    monkeypatch.setattr(export_cli, "export_run", read_only)
+    assert export_cli.main([str(one), "--format", "packed"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: export: cannot write '{one / 'export'}' (Permission denied); allowed: a folder this user "
+                   "can write"]
