@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import numbers
 from collections.abc import Iterable
 
 
@@ -59,18 +60,26 @@ def unknown_name(field: str, name: object, valid: Iterable[str]) -> UnknownNameE
     )
 
 
+def is_int(x) -> bool:
+    """An integer (NumPy's too), not a bool: what a count, a seed or a size must be."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def is_number(x) -> bool:
+    """A real number (NumPy's too), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def as_sizes(shape) -> tuple[int, ...] | None:
     """``shape`` as a non-empty tuple of positive ints, or None where it is not one: ``(1, 8.7, 8)``,
     ``"188"`` and ``(0, 8, 8)`` are not, rather than rounded or read digit by digit."""
-    import numbers
-
     if isinstance(shape, (str, bytes, dict)):
         return None
     try:
         items = list(shape)
     except TypeError:
         return None
-    ok = items and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in items)
+    ok = items and all(is_int(s) and s >= 1 for s in items)
     return tuple(int(s) for s in items) if ok else None
 
 

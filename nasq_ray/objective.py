@@ -17,14 +17,13 @@ The scalar feeds ASHA and single-objective searchers; ``(acc, cost)`` feeds mult
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConfigError, unknown_name
+from .errors import ConfigError, is_number, unknown_name
 
 FORMS = ("mnas", "linear", "acc")
 ACC_METRICS = ("val_acc", "val_f1")
@@ -103,7 +102,7 @@ class ObjectiveConfig:
 
 
 def _finite_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)  # NumPy scalars too
+    return is_number(x) and math.isfinite(x)  # NumPy scalars too
 
 
 def check_training_cost(cfg: ObjectiveConfig) -> None:

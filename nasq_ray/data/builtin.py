@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import numbers
 import os
 import pickle
 import struct
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, unknown_name
+from ..errors import DataError, is_int, is_number, unknown_name
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "csv")
 
@@ -104,8 +103,6 @@ def load_dataset(name: str = "digits", data_dir: str | Path | None = None, *, la
 
 def _check_arguments(data_dir, val_fraction, test_fraction, max_train, max_val, seed) -> None:
     """The Python caller's arguments, as the experiment config checks them for a run."""
-    is_int = lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)  # noqa: E731
-    is_number = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
     checks = [(data_dir is None or isinstance(data_dir, (str, os.PathLike)), "data_dir", data_dir, "a path, or None"),
               (is_number(val_fraction), "val_fraction", val_fraction, "a number in (0, 1)"),
               (is_number(test_fraction), "test_fraction", test_fraction, "a number in (0, 1)"),

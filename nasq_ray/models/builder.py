@@ -10,11 +10,10 @@ import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, as_sizes
+from ..errors import ConfigError, as_sizes, is_int
 from ..cost import CostSummary, LayerCost, LayerShape, layer_cost, logit_quant_size_bits, summarize
 from ..quant import QuantConfig, quantize_
 from .blocks import Block
@@ -79,7 +78,7 @@ def build_model(arch: ArchSpec, quant: QuantConfig | None = None, seed: int = 0)
         raise ConfigError(f"arch: expected an ArchSpec{hint}, got {type(arch).__name__}")
     if quant is not None and not isinstance(quant, QuantConfig):
         raise ConfigError(f"quant: expected a QuantConfig or None (space.decode(config).quant), got {type(quant).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_int(seed):
         raise ConfigError(f"seed: {seed!r} is not allowed; allowed: an integer")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))

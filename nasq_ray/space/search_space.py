@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 import numpy as np
-from ..errors import ConfigError, SearchSpaceError, as_sizes, did_you_mean
+from ..errors import ConfigError, SearchSpaceError, as_sizes, did_you_mean, is_int
 from ..models.blocks import block_layer_names
 from ..quant import FLOAT_BITS, LayerBits, QuantConfig
 from ..quant.options import QUANT_OPTIONS
@@ -38,10 +38,6 @@ from .files import read_space_yaml, resolve_space_path
 
 
 MAX_REJECTIONS = 500
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
 def _sizes(p: _Parser, field: str, shape) -> tuple[int, ...]:
@@ -57,7 +53,7 @@ def rng_of(seed, field: str = "seed") -> np.random.Generator:
     with one line, not NumPy's SeedSequence error."""
     if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
         return np.random.default_rng(seed)
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ConfigError(f"{field}: {seed!r} is not allowed; allowed: an integer >= 0, a numpy Generator, or None")
     return np.random.default_rng(seed)
 
@@ -99,7 +95,7 @@ class SearchSpace(SpaceParser):
             raise p.err("input_shape", "not given: the space file or the dataset must say the input shape")
         self.input_shape = _sizes(p, "input_shape", shape)
         self.num_classes = num_classes if num_classes is not None else raw.get("num_classes", 0)
-        if not _is_int(self.num_classes) or self.num_classes < 2:
+        if not is_int(self.num_classes) or self.num_classes < 2:
             raise p.err("num_classes", f"{self.num_classes!r} is not allowed; allowed: integers >= 2")
         self.num_classes = int(self.num_classes)
 
