@@ -85,19 +85,34 @@ def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: 
     if refusal and not records:  # the budget is one no config of the space meets: a bad value, said in one line
         raise ConfigError(f"objective.max_cost: {refusal}, and no trial ran; allowed: a budget some config of the "
                           "space is within")
-    cut_short = any(r.status == "unfinished" for r in records) or len(records) < cfg.search.num_samples
-    interrupted = cut_short and not _budget_spent(cfg, t0) and not getattr(searcher, "finished", False)
+    if searcher is None:  # a resumed run: Ray restored the searcher into the tuner's config
+        searcher = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "search_alg", None)
+    interrupted = was_interrupted([r.status for r in records], cfg.search.num_samples,
+                                  searcher_finished=bool(getattr(searcher, "finished", False)),
+                                  budget_spent=_budget_spent(cfg, t0))
     return SearchResult(out_dir, records, front, best, prep.space, prep, time.time() - t0, prep.objective,
                         requested=cfg.search.num_samples, interrupted=interrupted, log_format=cfg.log_format,
                         reference=reference)
+
+
+def was_interrupted(statuses: list[str], requested: int, searcher_finished: bool, budget_spent: bool) -> bool:
+    """Whether a search that returned was stopped (Ctrl-C, SIGTERM) and has work left for ``--resume``.
+    A trial left unfinished is work left, also where the searcher has handed out all it had (the fixed
+    list of one-shot phase 3: its interrupted trials had been taken for done); fewer trials than
+    requested are work left unless the searcher said it has nothing more (an exhausted grid)."""
+    if budget_spent:
+        return False
+    return "unfinished" in statuses or (len(statuses) < requested and not searcher_finished)
 
 
 def _budget_spent(cfg: ExperimentConfig, t0: float) -> bool:
     return cfg.search.time_budget_s is not None and time.time() - t0 >= cfg.search.time_budget_s
 
 
-def run_search(cfg: ExperimentConfig) -> SearchResult:
-    """Run the experiment described by ``cfg`` and write its results folder."""
+def run_search(cfg: ExperimentConfig, *, record_config: bool = True) -> SearchResult:
+    """Run the experiment described by ``cfg`` and write its results folder (with its experiment.yaml
+    unless ``record_config`` is false: one-shot phase 2 runs in the folder of the one-shot run, whose
+    experiment.yaml must stay the one-shot run's, or a resume after a kill would skip phase 3)."""
     if cfg.search.mode == "oneshot":
         from .oneshot import run_oneshot
 
@@ -130,10 +145,10 @@ def run_search(cfg: ExperimentConfig) -> SearchResult:
         if tune.Tuner.can_restore(cfg.experiment_path):
             raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
                               f"or continue it with --resume {cfg.out_dir}")
-        return _start(cfg, kind, prep, searcher, scheduler, pbt, t0)
+        return _start(cfg, kind, prep, searcher, scheduler, pbt, t0, record_config)
 
 
-def _start(cfg, kind, prep, searcher, scheduler, pbt: bool, t0: float) -> SearchResult:
+def _start(cfg, kind, prep, searcher, scheduler, pbt: bool, t0: float, record_config: bool) -> SearchResult:
     space = prep.space
     open_study(cfg.storage_db or default_url(cfg.out_dir), cfg.run_name, prep.objective)  # fail fast on a bad DB
     trainable, run_config = _tuner_parts(cfg, kind, prep)
@@ -148,7 +163,8 @@ def _start(cfg, kind, prep, searcher, scheduler, pbt: bool, t0: float) -> Search
         ),
         run_config=run_config,
     )
-    (cfg.out_dir / "experiment.yaml").write_text(experiment_yaml(cfg, prep.objective))
+    if record_config:
+        (cfg.out_dir / "experiment.yaml").write_text(experiment_yaml(cfg, prep.objective))
     return _fit(cfg, kind, prep, tuner, t0, searcher)
 
 

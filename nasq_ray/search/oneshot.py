@@ -18,6 +18,7 @@ The results folder's ``trials.csv`` holds both: every phase-2 trial (``phase`` o
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -128,8 +129,9 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
         _mark(out, PHASE1)
     if state.get("search") != "done":
         _say(cfg, f"phase 2: searching {cfg.search.num_samples} sub-networks with inherited weights")
-        r2 = _run_or_resume(p2, resuming and state.get(PHASE1) == "done", run_search, resume_config)
-        (out / "experiment.yaml").write_text(experiment_yaml(cfg))  # the run is the one-shot run, not phase 2's
+        # phase 2 runs in the one-shot run's folder: its experiment.yaml stays the one-shot run's throughout
+        r2 = _run_or_resume(p2, resuming and state.get(PHASE1) == "done",
+                            functools.partial(run_search, record_config=False), resume_config)
         if r2.interrupted:
             return _stopped(r2, cfg, t0, "phase 2 (the search)")
         _mark(out, "search")
