@@ -43,10 +43,26 @@ def objective_values(metrics: dict, objective: ObjectiveConfig) -> list[float]:
     return [float(metrics["score"])]
 
 
+CONNECT_TIMEOUT_S = 10
+# drivers that take libpq's / MySQL's connect_timeout (seconds) as a connect argument
+_TIMEOUT_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg", "mysql", "mysql+pymysql",
+                    "mysql+mysqldb", "mariadb", "mariadb+pymysql", "mariadb+mysqldb"}
+
+
+def engine_kwargs(url: str) -> dict:
+    """SQLAlchemy engine arguments for ``url``: a database server that accepts the connection and never
+    answers had hung the run before its first trial; its drivers now give up after CONNECT_TIMEOUT_S
+    (unless the URL sets its own connect_timeout)."""
+    driver = url.split("://", 1)[0].lower()
+    if driver in _TIMEOUT_DRIVERS and "connect_timeout" not in url:
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    return {}
+
+
 def open_study(url: str, name: str, objective: ObjectiveConfig) -> optuna.Study:
     """Create (or reopen, on resume) the study; a bad URL is a one-line ConfigError."""
     try:
-        storage = optuna.storages.RDBStorage(url)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
         return optuna.create_study(storage=storage, study_name=name, directions=directions(objective),
                                    load_if_exists=True)
     except Exception as e:  # noqa: BLE001 - SQLAlchemy raises many kinds
