@@ -193,7 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             from .space.show import show_space
             from .trials import run_space
 
-            print(show_space(run_space(config_from_args(args))))
+            if args.resume is not None:  # the space of the run that would continue, not the default one
+                from .config import saved_config
+
+                cfg = saved_config(args.resume, "resume", _resume_overrides(args))
+            else:
+                cfg = config_from_args(args)
+            print(show_space(run_space(cfg)))
             return 0
         from .search.driver import resume_search, run_search
         from .results.console import counted, summary, summary_json

@@ -321,3 +321,18 @@ def test_show_space_of_a_one_shot_run_is_what_phase_2_searches(capsys):
     assert rc == 0 and "  train.lr " in out
     rc, out, _ = _run(capsys, ["--oneshot", "--show-space"])
     assert rc == 0 and "  train.lr " not in out and "train.lr=0.0094" in out  # held at phase 1's value
+
+
+def test_show_space_with_resume_shows_the_saved_runs_space(capsys, tmp_path):
+    from nasq_ray.config import from_dict
+    from nasq_ray.search.searchers import experiment_yaml
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "experiment.yaml").write_text(experiment_yaml(from_dict({"space": "mlp", "name": "old"})))
+    rc, out, _ = _run(capsys, ["--resume", str(folder), "--show-space"])
+    _, default, _ = _run(capsys, ["--show-space"])
+    assert rc == 0 and out != default  # it had shown the default space (digits_small)
+    assert out == _run(capsys, ["--space", "mlp", "--show-space"])[1]
+    rc, _, err = _run(capsys, ["--resume", str(tmp_path / "none"), "--show-space"])
+    _assert_one_line_error(rc, err, "resume: ")
