@@ -5,6 +5,7 @@ fake-quant on the test split.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 import torch
@@ -65,6 +66,9 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         checkpoints = sorted((experiment / f"trial_{row['trial_id']}").glob(f"checkpoint_*/{CHECKPOINT_FILE}"))
         if not checkpoints and kind.model_in_checkpoint:
             raise ConfigError(f"trial: trial '{row['trial_id']}' has no checkpoint in {experiment}")
+        if row.get("status") not in (None, "", "complete"):  # said, not refused: the user named it
+            print(f"warning: trial {row['trial_id']} is {row['status']} (trained {row.get('epochs') or '?'} of "
+                  f"{cfg.search.max_epochs} epochs): exporting its last checkpoint", file=sys.stderr)
         state = read_checkpoint(checkpoints[-1].parent) if checkpoints else None
         model = kind.trained_model(typed_config(prep.space, row), state, prep).eval()
         data = pack_model(model, space.input_shape)

@@ -414,6 +414,16 @@ def test_export_packs_the_front_of_a_finished_run(ray_cluster, tmp_path, capsys)
     assert export_main([str(tmp_path / "exp"), "--benchmark", "--format", "packed"]) == 2
     assert "--benchmark: needs --format onnx" in capsys.readouterr().err
 
+    # a trial an interrupted run left unfinished is exported from its last checkpoint, and said so
+    rows = _rows(tmp_path / "exp" / "trials.csv")
+    rows[0]["status"] = "unfinished"
+    with open(tmp_path / "exp" / "trials.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert export_main([str(tmp_path / "exp"), "--trial", rows[0]["trial_id"], "--format", "packed"]) == 0
+    assert f"warning: trial {rows[0]['trial_id']} is unfinished (trained 2 of 2 epochs)" in capsys.readouterr().err
+
 
 def test_a_user_model_is_pruned_quantized_trained_through_ray_and_exported(ray_cluster, tmp_path, capsys, monkeypatch):
     """The user's path: their model and data factory from the current directory, no weights (the
