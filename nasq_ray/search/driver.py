@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ray import tune
+from ray.tune.search import Searcher
 
 from ..config import ExperimentConfig, saved_config
 from ..data.sources import check_data_dir_read
@@ -24,7 +25,8 @@ from .callbacks import OptunaStoreCallback, ProgressCallback
 from .checkpoint_gc import CheckpointGC
 from .collect import TrialFields, collect
 from .schedulers import build_scheduler, pbt_param_space, resolve_scheduler
-from .searchers import budget_refusal, build_searcher, effective_objective, experiment_yaml, resolve_searcher
+from .searchers import (base_searcher, budget_refusal, build_searcher, effective_objective, experiment_yaml,
+                        resolve_searcher, restored_search_algorithm)
 from .session import (allow_pending_trials, check_checkpoints_kept, check_storage, check_trials_fit, folder_lock,
                       init_ray, saved_statuses)
 from .trainable import run_in_ray
@@ -86,7 +88,7 @@ def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: 
         raise ConfigError(f"objective.max_cost: {refusal}, and no trial ran; allowed: a budget some config of the "
                           "space is within")
     if searcher is None:  # a resumed run: Ray restored the searcher into the tuner's config
-        searcher = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None), "search_alg", None)
+        searcher = base_searcher(tuner._local_tuner._tune_config.search_alg)
     interrupted = was_interrupted([r.status for r in records], cfg.search.num_samples,
                                   searcher_finished=bool(getattr(searcher, "finished", False)),
                                   budget_spent=_budget_spent(cfg, t0))
@@ -154,9 +156,9 @@ def _start(cfg, kind, prep, searcher, scheduler, pbt: bool, t0: float, record_co
     trainable, run_config = _tuner_parts(cfg, kind, prep)
     tuner = tune.Tuner(
         trainable,
-        param_space=pbt_param_space(space, cfg.search.seed) if pbt else None,
+        param_space=pbt_param_space(space, cfg.search.seed, cfg.search.num_samples) if pbt else None,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=cfg.search.num_samples,
+            search_alg=searcher, scheduler=scheduler, num_samples=1 if pbt else cfg.search.num_samples,
             max_concurrent_trials=cfg.search.max_concurrent, reuse_actors=True,
             time_budget_s=cfg.search.time_budget_s,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
@@ -200,9 +202,26 @@ def _resume(cfg: ExperimentConfig) -> SearchResult:
     check_checkpoints_kept(cfg.experiment_path)
     check_trials_fit(cfg, private=init_ray(cfg))
     allow_pending_trials(cfg)
-    trainable, _ = _tuner_parts(cfg, kind, prep)  # the run config (callbacks, storage) is restored with the state
+    trainable, run_config = _tuner_parts(cfg, kind, prep)
     tuner = tune.Tuner.restore(cfg.experiment_path, trainable=trainable, resume_unfinished=True,
-                               resume_errored=True, restart_errored=False,
-                               param_space=pbt_param_space(prep.space, cfg.search.seed)
-                               if cfg.search.scheduler == "pbt" else None)
+                               resume_errored=True, restart_errored=False)
+    _run_here(tuner, run_config.callbacks)
     return _fit(cfg, kind, prep, tuner, t0)
+
+
+def _run_here(tuner, callbacks: list) -> None:
+    """A restored tuner holds the run config and searcher pickled when the run started: callbacks that
+    wrote to the old folder's optuna.db (and the old run's --quiet), and a search generator that puts new
+    trials in the old folder (see ``searchers.RestoredSearchGenerator``). A copied or moved results folder ran its
+    resume into the folder it came from. Ray's restore takes no run config or search algorithm, so they
+    are set on the tuner it built (``Tuner._local_tuner``)."""
+    internal = getattr(tuner, "_local_tuner", None)
+    run_config, tune_config = getattr(internal, "_run_config", None), getattr(internal, "_tune_config", None)
+    if run_config is None or tune_config is None:
+        raise NasqError("resume: this Ray version's Tuner has no _local_tuner._run_config/_tune_config; nasq-ray "
+                        "needs them to resume a run (see nasq_ray.search.driver._run_here)")
+    run_config.callbacks = callbacks
+    if tune_config.search_alg is None or isinstance(tune_config.search_alg, Searcher):  # None: pbt
+        tune_config.search_alg = restored_search_algorithm(tune_config.search_alg, tune_config.max_concurrent_trials,
+                                                           run_config.storage_path, run_config.name)
+        tune_config.max_concurrent_trials = None  # limited inside it, as Tune would have

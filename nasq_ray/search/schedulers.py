@@ -249,21 +249,16 @@ class ClipToSpace:
         return config
 
 
-class _SampleConfig:
-    """A picklable ``tune.sample_from`` function: a random config of the space (PBT's starting points)."""
+def pbt_param_space(space: SearchSpace, seed: int, num_samples: int) -> dict:
+    """PBT's ``param_space``: ``num_samples`` whole random configs (one trial each: run them with
+    ``num_samples=1``), the mutable hyperparameters beside them at the top level where PBT perturbs them.
 
-    def __init__(self, space: SearchSpace, seed: int):
-        self.space = space
-        self.rng = np.random.default_rng(seed)
-
-    def __call__(self, spec):
-        return self.space.sample(self.rng)
-
-
-def pbt_param_space(space: SearchSpace, seed: int) -> dict:
-    """PBT's ``param_space``: a whole random config, with the mutable hyperparameters beside it at
-    the top level where PBT can perturb them."""
-    return {PBT_ARCH_KEY: tune.sample_from(_SampleConfig(space, seed))}
+    Plain values, not a ``tune.sample_from`` function: Tune keeps such a function as a placeholder in
+    each trial's unresolved config and calls it again when a run is resumed, so every restored trial
+    got a new random network and failed to load its own checkpoint (and an exploited one lost the
+    config it had cloned)."""
+    rng = np.random.default_rng(seed)
+    return {PBT_ARCH_KEY: tune.grid_search([space.sample(rng) for _ in range(num_samples)])}
 
 
 def flat_config(config: dict) -> dict:

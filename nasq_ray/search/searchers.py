@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..objective import ObjectiveConfig, budget_violation, within_budget
 from ..space.search_space import MAX_REJECTIONS, SearchSpace
 from .strategies import CONSTRAINT_ATTR, FINISHED, MULTI_OBJECTIVE_ONLY, BaseStrategy, make_searcher
-from ray.tune.search import Searcher  # noqa: E402
+from ray.tune.search import BasicVariantGenerator, SearchGenerator, Searcher  # noqa: E402
 from ..results.records import trial_status
 
 
@@ -250,3 +250,71 @@ def experiment_yaml(cfg: ExperimentConfig, objective: ObjectiveConfig | None = N
     a multi-objective run, nsga2, saved with objective.multi true), its paths absolute (``--resume`` from
     any folder)."""
     return replace(cfg.with_absolute_paths(), objective=objective or effective_objective(cfg)).to_yaml()
+
+
+def repoint_storage(storage, storage_path: str, name: str) -> None:
+    """Point a restored ``StorageContext`` (pickled with the run) at where the run is now, as Ray does for
+    restored trials (``TuneController._restore_trials``)."""
+    import pyarrow.fs
+
+    if storage is None:
+        return
+    storage.storage_filesystem, storage.storage_fs_path = pyarrow.fs.FileSystem.from_uri(storage_path)
+    storage.experiment_dir_name = name
+
+
+class RestoredSearchGenerator(SearchGenerator):
+    """Ray's ``SearchGenerator`` for a resumed run, whose new trials are written where the run is now.
+
+    Ray restores the generator's saved experiment, storage included, so a results folder that was
+    copied or moved and then resumed wrote its new trials (checkpoints, trial folders) into the old
+    folder: the copy's new trials had no checkpoint, and the original was changed. Ray re-points the
+    restored trials; this does the same for trials still to come.
+    """
+
+    def __init__(self, searcher: Searcher, storage_path: str, name: str):
+        super().__init__(searcher)
+        self.storage_path, self.name = storage_path, name
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        experiment = self._experiment
+        repoint_storage(getattr(experiment, "storage", None), self.storage_path, self.name)
+        if isinstance(getattr(experiment, "spec", None), dict):
+            repoint_storage(experiment.spec.get("storage"), self.storage_path, self.name)
+
+
+class RestoredVariantGenerator(BasicVariantGenerator):
+    """``RestoredSearchGenerator``'s twin for a run without a searcher (pbt): Ray's variant generator
+    restores the trial spec it makes the remaining trials from, storage included."""
+
+    def __init__(self, max_concurrent: int, storage_path: str, name: str):
+        super().__init__(max_concurrent=max_concurrent)
+        self.storage_path, self.name = storage_path, name
+
+    def set_state(self, state: dict) -> None:
+        storage_path, name = self.storage_path, self.name  # the saved state replaces every attribute
+        super().set_state(state)
+        self.storage_path, self.name = storage_path, name
+        for iterator in self._iterators:
+            repoint_storage(iterator.unresolved_spec.get("storage"), storage_path, name)
+            for _, spec in getattr(iterator.variants, "iterable", None) or ():
+                repoint_storage(spec.get("storage"), storage_path, name)
+
+
+def restored_search_algorithm(searcher: Searcher | None, max_concurrent: int | None, storage_path: str, name: str):
+    """What a resumed run's TuneConfig holds instead of ``searcher`` (limited to ``max_concurrent`` as Tune
+    would have limited it: its ``max_concurrent_trials`` must then be None); None: a run without a searcher."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    if searcher is None:
+        return RestoredVariantGenerator(max_concurrent or 0, storage_path, name)
+    inner = ConcurrencyLimiter(searcher, max_concurrent=max_concurrent) if max_concurrent else searcher
+    return RestoredSearchGenerator(inner, storage_path, name)
+
+
+def base_searcher(search_alg):
+    """nasq-ray's searcher inside Ray's wrappers (``SearchGenerator``, ``ConcurrencyLimiter``), or None."""
+    while search_alg is not None and not isinstance(search_alg, (StrategySearcher, WrappingSearcher)):
+        search_alg = getattr(search_alg, "searcher", None)
+    return search_alg

@@ -222,6 +222,55 @@ def test_an_interrupted_and_a_killed_driver_resume_with_finished_trials_kept(tmp
         assert done[tid] == pytest.approx(acc, abs=1e-6)  # trials.csv keeps 6 decimals
 
 
+def _saved_configs(exp: Path) -> dict[str, dict]:
+    """Trial id -> config, from the newest experiment state Ray saved in ``exp``."""
+    from nasq_ray.search.schedulers import flat_config
+
+    state = json.loads(max(exp.glob("experiment_state-*.json")).read_text())
+    return {t["trial_id"]: flat_config(t["config"]) for t in (json.loads(x) for x, _ in state["trial_data"])}
+
+
+def _network(config: dict) -> dict:
+    """What PBT never perturbs: every parameter but the training hyperparameters (trials.csv's columns with
+    a dot in their name), as trials.csv writes it."""
+    return {k: str(v) for k, v in config.items() if "." in k and not k.startswith("train.") and str(v) != ""}
+
+
+def test_a_copied_interrupted_pbt_run_resumes_in_the_copy_with_its_own_networks(tmp_path, tiny_space):
+    """Two faults of Ray's restore: a PBT trial's starting config (a ``sample_from`` function) was drawn
+    again, so every restored trial failed on its own checkpoint; and a copied folder's resume wrote its
+    new trials and Optuna study into the folder it was copied from."""
+    import shutil
+
+    import optuna
+
+    exp = tmp_path / "orig" / "p"
+    driver = _driver(["--space", str(tiny_space), "--max-train", "150", "--max-epochs", "150", "--num-samples", "4",
+                      "--scheduler", "pbt", "--out", str(tmp_path / "orig"), "--name", "p", "--quiet"])
+    try:
+        _wait_for(lambda: any(exp.glob("trial_*/checkpoint_*")), 300, "a first checkpoint")
+        driver.send_signal(signal.SIGTERM)
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        kill_session(driver.pid)
+    assert driver.returncode == 130, out[-3000:]
+    copy = tmp_path / "copy" / "p"
+    shutil.copytree(exp, copy)
+    before = sorted(str(f.relative_to(exp)) for f in exp.rglob("*"))
+
+    p = _run(["--resume", str(copy)])  # not quiet: the original was, and the resume's own flags hold
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = _rows(copy / "trials.csv")
+    assert len(rows) == 4 and all(r["status"] == "complete" for r in rows), [(r["status"], r["error"]) for r in rows]
+    # each trial that had started ends with its own network or one PBT cloned from another trial, never a new draw
+    networks = [_network(c) for c in _saved_configs(exp).values()]
+    assert networks and all(_network(r) in networks for r in rows if r["trial_id"] in _saved_configs(exp))
+    assert all(any(t.glob("checkpoint_*")) for t in copy.glob("trial_*"))
+    assert sorted(str(f.relative_to(exp)) for f in exp.rglob("*")) == before  # the original untouched
+    assert len(optuna.load_study(study_name="p", storage=f"sqlite:///{copy}/optuna.db").trials) == 4
+    assert "4/4 done" in p.stdout
+
+
 # ------------------------------------------------------------------------------- trial faults
 
 def test_a_trial_that_kills_its_process_is_retried_from_its_checkpoint(tmp_path, tiny_space):

@@ -182,3 +182,23 @@ def test_the_warm_start_configs_are_not_stopped_at_a_rung(name):
     assert sched.on_trial_result(None, late, _result(1, 0.5, 20.0)) == TrialScheduler.STOP
     assert sched.on_trial_result(None, warm_trial, _result(1, 0.5, 20.0)) == TrialScheduler.CONTINUE
     assert sched.on_trial_result(None, warm_trial, _result(9, 0.5, 20.0)) == TrialScheduler.STOP  # at max_t
+
+
+def test_pbt_starting_configs_are_plain_values_a_resume_keeps():
+    """Tune keeps a ``sample_from`` function as a placeholder in each trial's unresolved config and calls
+    it again on resume: every restored PBT trial got a new random network and failed on its checkpoint."""
+    import copy
+
+    from ray.tune.impl.placeholder import create_resolvers_map, inject_placeholders
+
+    from nasq_ray.search.schedulers import PBT_ARCH_KEY, pbt_param_space
+
+    space = load_space("digits_small")
+    param_space = pbt_param_space(space, seed=3, num_samples=5)
+    resolvers = create_resolvers_map()
+    inject_placeholders(copy.deepcopy(param_space), resolvers)
+    assert not resolvers  # nothing Tune would resolve (call) again
+    configs = param_space[PBT_ARCH_KEY]["grid_search"]
+    assert len(configs) == 5 and all(space.validate(c) == c for c in configs)
+    assert configs == pbt_param_space(space, seed=3, num_samples=5)[PBT_ARCH_KEY]["grid_search"]  # the seed's
+    assert len({str(sorted(c.items())) for c in configs}) > 1

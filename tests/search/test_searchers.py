@@ -105,3 +105,28 @@ def test_a_budget_no_config_meets_finishes_the_searcher_and_says_the_cheapest_co
     assert searcher.finished and searcher.kept == 0 and len(seen) == 500  # a finished search, not an interrupted one
     assert searcher.cheapest == min(seen)
     assert f"(1 macs; the cheapest config it refused: {min(seen):g})" in budget_refusal(searcher)
+
+
+# ------------------------------------------------------------- a resumed run writes where it is now
+
+def test_a_restored_search_generator_puts_new_trials_where_the_run_is_now(tmp_path):
+    """Ray restores the generator's saved experiment with the storage it had: a copied or moved results
+    folder's new trials went to the old folder."""
+    from ray.tune.experiment import Experiment
+    from ray.tune.search import ConcurrencyLimiter, SearchGenerator
+
+    from nasq_ray.search.searchers import base_searcher, restored_search_algorithm
+
+    searcher = StrategySearcher(make_searcher("random", load_space("digits_small"), ObjectiveConfig(), seed=0), 2)
+    saved = SearchGenerator(ConcurrencyLimiter(searcher, max_concurrent=1))
+    saved.add_configurations(Experiment("run", run=lambda config: None, storage_path=str(tmp_path / "old")))
+    saved.save_to_dir(str(tmp_path), session_str="s")
+
+    restored = restored_search_algorithm(searcher, 1, str(tmp_path / "new"), "copy")
+    restored.restore_from_dir(str(tmp_path))
+    storage = restored._experiment.spec["storage"]
+    assert (storage.storage_fs_path, storage.experiment_dir_name) == (str(tmp_path / "new"), "copy")
+    assert restored._experiment.storage.storage_fs_path == str(tmp_path / "new")
+    assert restored.searcher.max_concurrent == 1 and base_searcher(restored) is searcher
+    trial = restored.create_trial_if_possible(restored._experiment.spec)
+    assert trial.storage.experiment_fs_path == f"{tmp_path}/new/copy"
