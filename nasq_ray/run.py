@@ -215,13 +215,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"interrupted: {result.finished} of {counted(result.requested, 'trial')} finished; resume with:\n"
                   f"  python -m nasq_ray.run --resume {result.out_dir}", file=sys.stderr)
             return 130
-        return 0
+        return 1 if _all_failed(result) else 0
     except NasqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted before the search started; nothing to resume", file=sys.stderr)
         return 130
+
+
+def _all_failed(result) -> bool:
+    """Say so (and exit 1, as a test runner would) when every trial of a finished run failed: the run gave
+    no model (a data factory's labels out of range, a space whose networks all diverge)."""
+    from .results.console import counted
+
+    failed = [r for r in result.records if r.status == "failed"]
+    if not failed or len(failed) < len(result.records):
+        return False
+    reason = next((ln.strip() for ln in reversed(failed[0].error.splitlines()) if ln.strip()), "no error recorded")
+    if len(reason) > 200:
+        reason = reason[:200].rsplit(" ", 1)[0] + " ..."
+    print(f"error: every trial failed ({counted(len(failed), 'trial')}); the first one's error: {reason} "
+          f"(all errors in {result.out_dir / 'trials.csv'})", file=sys.stderr)
+    return True
 
 
 if __name__ == "__main__":

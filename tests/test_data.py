@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from nasq_ray.data import DATASETS, load_dataset, read_idx
 from nasq_ray.errors import ConfigError, DataError, UnknownNameError
@@ -745,3 +746,32 @@ def test_a_data_dir_nothing_reads_is_refused_for_a_new_run_and_ignored_in_a_save
     assert load_data(d).num_classes == 10  # a run saved so before the refusal still resumes and exports
     check_data_dir_read(DataConfig())
     check_data_dir_read(DataConfig(name="mnist", dir="/tmp"))
+
+
+class _Labelled(torch.utils.data.Dataset):
+    """A map-style Dataset that lists its labels, as torchvision's do."""
+
+    def __init__(self, targets):
+        self.targets = targets
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return torch.zeros(1, 4, 4), int(self.targets[i])
+
+
+@pytest.mark.parametrize("made, needle", [
+    (lambda: {"train": _Labelled([0, 1, 2]), "val": _Labelled([0, 3]), "num_classes": 3},
+     "['val'].targets holds the label 3; allowed: integers 0 .. 2 (3 classes)"),
+    (lambda: {"train": _Labelled([0, 1, 2]), "val": _Labelled([1, 0]), "test": _Labelled(torch.tensor([1, -1]))},
+     "['test'].targets holds the label -1; allowed: integers 0 .. 2"),
+])
+def test_a_data_factorys_listed_labels_outside_its_classes_are_refused(made, needle):
+    from nasq_ray.data import load_user_data
+    from nasq_ray.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        load_user_data(made)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    assert load_user_data(lambda: {"train": _Labelled([0, 1, 2]), "val": _Labelled([2, 0])}).num_classes == 3

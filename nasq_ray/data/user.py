@@ -103,6 +103,26 @@ def _count_classes(ds, label: str) -> int:
     return top + 1
 
 
+def _check_targets(made: dict, n: int, label: str) -> None:
+    """Labels outside 0 .. n - 1 failed every trial inside its training (a CUDA assert or an index error
+    per trial); where a split lists its labels (``targets``, as torchvision's datasets do) they are checked
+    here, at no cost. Other labels are read by the trials only (a bad one fails them, and a run whose
+    trials all failed exits 1 with the error)."""
+    for split in SPLITS:
+        targets = getattr(made.get(split), "targets", None)
+        if targets is None:
+            continue
+        try:
+            t = torch.as_tensor(targets)
+        except (TypeError, ValueError, RuntimeError):
+            continue
+        t = t.flatten()
+        bad = t[(t < 0) | (t >= n) | (t != t.round())] if t.is_floating_point() else t[(t < 0) | (t >= n)]
+        if bad.numel():
+            raise DataError(f"data: {label}['{split}'].targets holds the label {bad[0].item()!r}; allowed: integers "
+                            f"0 .. {n - 1} ({n} classes)")
+
+
 def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = None,
                    num_classes: int | None = None) -> UserData:
     """Call the data factory ``target`` (``MODULE:CALLABLE`` or a callable), check what it returns
@@ -132,6 +152,8 @@ def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = No
         n = 0 if num_classes == 0 else _count_classes(made["train"], factory.label)
     if n < 2 and num_classes != 0:
         raise DataError(f"data: {factory.label}: {n} class found; need at least 2")
+    if n:
+        _check_targets(made, n, factory.label)
     return UserData(factory, shapes["train"], n, tuple(s for s in SPLITS if made.get(s) is not None))
 
 

@@ -60,7 +60,7 @@ def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: 
         if not cfg.verbose:
             warnings.simplefilter("ignore")
             for lg in loggers:
-                lg.setLevel(logging.ERROR)  # also when Ray was started by the caller, not by init_ray
+                lg.setLevel(logging.CRITICAL)  # also when Ray was started by the caller; failures are in the summary
         try:
             grid = tuner.fit()
         finally:
