@@ -305,6 +305,48 @@ def load_yaml(path: str | Path, field: str = "config", error: type[NasqError] = 
     return raw
 
 
+# experiment.yaml's first line: a checksum of what the run is, so that --resume can refuse an edited one (an
+# edited max_epochs relabelled finished trials as cut short and trained the rest to the new length). Where
+# the files are, and how loudly the run speaks, may change: a moved folder or data set must still resume.
+CHECKSUM_LINE = "# nasq-ray experiment checksum: "
+_CHECKSUM_FREE = ("name", "out", "storage", "storage_db", "quiet", "verbose", "log_format", "data.dir", "table.path",
+                  "model.weights", "resources.address")
+
+
+def experiment_checksum(raw: dict) -> str:
+    """A short hash of an experiment mapping, leaving out ``_CHECKSUM_FREE`` (locations and output flags)."""
+    import copy
+    import hashlib
+    import json
+
+    kept = copy.deepcopy(raw)
+    for dotted in _CHECKSUM_FREE:
+        *parents, leaf = dotted.split(".")
+        node = kept
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def with_checksum(text: str) -> str:
+    """experiment.yaml's ``text`` with its checksum line first."""
+    raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a safe loader
+    return (f"{CHECKSUM_LINE}{experiment_checksum(raw)} (--resume refuses an edited experiment; its paths and "
+            "quiet/verbose/log_format may change)\n" + text)
+
+
+def _check_unedited(saved: Path, raw: dict) -> None:
+    first = saved.read_text(errors="replace").split("\n", 1)[0]
+    if not first.startswith(CHECKSUM_LINE):
+        return  # written before checksums, or the line was deleted: nothing to compare with
+    if first[len(CHECKSUM_LINE):].split(" ", 1)[0] != experiment_checksum(raw):
+        raise ConfigError(f"resume: {saved} was edited after the run started; --resume continues an experiment as it "
+                          "ran (only its paths and quiet/verbose/log_format may change): undo the edit, or start a new "
+                          f"run from it with --config {saved} --name NEW_NAME")
+
+
 def saved_config(result_dir: str | Path, field: str, overrides: dict | None = None) -> ExperimentConfig:
     """The experiment a results folder ran (its experiment.yaml, named after the folder), with
     ``overrides`` (``address`` or top-level keys); ``field`` names the flag in the error."""
@@ -316,6 +358,8 @@ def saved_config(result_dir: str | Path, field: str, overrides: dict | None = No
         raise ConfigError(f"{field}: '{folder}' holds no nasq-ray experiment (no experiment.yaml); give the "
                           "results folder of an earlier run (OUT/NAME)")
     raw = load_yaml(saved)
+    if field == "resume":
+        _check_unedited(saved, raw)
     raw.update({"name": folder.name, "out": str(folder.parent)})
     for key, value in (overrides or {}).items():
         if key == "address":

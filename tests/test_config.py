@@ -101,3 +101,31 @@ def test_a_ray_this_process_started_stays_private_for_the_next_run(monkeypatch):
     assert session.init_ray(from_dict({})) is True  # a notebook's second run: still refused, not left waiting
     monkeypatch.setattr(session, "_STARTED_LOCAL", False)
     assert session.init_ray(from_dict({})) is False  # a Ray the caller started: maybe a cluster
+
+
+def test_resume_refuses_an_edited_experiment_but_not_moved_paths(tmp_path):
+    import pytest
+
+    from nasq_ray.config import CHECKSUM_LINE, saved_config
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.search.searchers import experiment_yaml
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    text = experiment_yaml(from_dict({"name": "run", "out": str(tmp_path), "search": {"max_epochs": 8}}))
+    assert text.startswith(CHECKSUM_LINE)
+    saved = folder / "experiment.yaml"
+    saved.write_text(text)
+    assert saved_config(folder, "resume").search.max_epochs == 8
+
+    # where things are and how loudly the run speaks may change (a moved folder, data set or database)
+    saved.write_text(text.replace(f"out: {tmp_path}", "out: /elsewhere").replace("quiet: false", "quiet: true")
+                     .replace("dir: null", "dir: /moved/data").replace("storage_db: null", "storage_db: sqlite:///x.db"))
+    assert saved_config(folder, "resume").data.dir == "/moved/data"
+
+    saved.write_text(text.replace("max_epochs: 8", "max_epochs: 10"))  # what the run is may not
+    with pytest.raises(ConfigError, match=r"^resume: .*experiment.yaml was edited after the run started; .*--config"):
+        saved_config(folder, "resume")
+    assert saved_config(folder, "export").search.max_epochs == 10  # report and export read it as it is
+    saved.write_text(text.split("\n", 1)[1].replace("max_epochs: 8", "max_epochs: 10"))  # no checksum: no check
+    assert saved_config(folder, "resume").search.max_epochs == 10

@@ -9,7 +9,7 @@ import pickle
 import tempfile
 import sys
 from dataclasses import replace
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, with_checksum
 from ..errors import ConfigError
 from ..objective import ObjectiveConfig, budget_violation, within_budget
 from ..space.search_space import MAX_REJECTIONS, SearchSpace
@@ -249,7 +249,7 @@ def experiment_yaml(cfg: ExperimentConfig, objective: ObjectiveConfig | None = N
     trial kind set it (a table run's cost column), else ``effective_objective`` (a searcher that implies
     a multi-objective run, nsga2, saved with objective.multi true), its paths absolute (``--resume`` from
     any folder)."""
-    return replace(cfg.with_absolute_paths(), objective=objective or effective_objective(cfg)).to_yaml()
+    return with_checksum(replace(cfg.with_absolute_paths(), objective=objective or effective_objective(cfg)).to_yaml())
 
 
 def repoint_storage(storage, storage_path: str, name: str) -> None:
