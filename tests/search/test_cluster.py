@@ -245,7 +245,7 @@ def test_a_copied_interrupted_pbt_run_resumes_in_the_copy_with_its_own_networks(
     import optuna
 
     exp = tmp_path / "orig" / "p"
-    driver = _driver(["--space", str(tiny_space), "--max-train", "150", "--max-epochs", "150", "--num-samples", "4",
+    driver = _driver(["--space", str(tiny_space), "--max-train", "150", "--max-epochs", "40", "--num-samples", "4",
                       "--scheduler", "pbt", "--out", str(tmp_path / "orig"), "--name", "p", "--quiet"])
     try:
         _wait_for(lambda: any(exp.glob("trial_*/checkpoint_*")), 300, "a first checkpoint")
