@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "space's parameters) instead of training; nb201 uses its table by default")
     a("--table-acc", metavar="COLUMN", help="the table's accuracy column (nb201: cifar10_val_acc)")
     a("--table-cost", metavar="COLUMN", help="the table's cost column (nb201: macs)")
-    a("--trial", help="trial kind: trained (default), table, dnas, or a plug-in; see --list-strategies")
+    a("--trial", help="trial kind: trained (default), own_model (the default with --model), table, dnas, or a "
+                       "plug-in; see --list-strategies")
     a("--cost", help="cost metric: size_kb (default), size_bits, bitops, macs, latency_ms (onnxruntime, measured "
                      "on this machine per network structure, cached)")
     a("--latency", help="how latency_ms is found: model (the whole exported network timed, default) or table (the sum of "
@@ -67,13 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "proposed where its cost is known before training; none enters the front")
     a("--seed", type=int, help="seed of the searcher, model init and data order (default: 0)")
     a("--out", metavar="DIR", help="results root (default: ./nasq_results); results go to OUT/NAME/")
-    a("--name", help="experiment name (default: <space>-<date>-<time>)")
+    a("--name", help="experiment name (default: <space>-<date>-<time>; with --model: <model>-<date>-<time>)")
     a("--cpus-per-trial", type=float, metavar="N", help="CPUs per trial; also its torch threads (default: 1)")
     a("--gpus-per-trial", type=float, metavar="N", help="GPUs per trial, fractions allowed (default: 0)")
     a("--max-concurrent", type=int, metavar="N", help="trials running at once (default: as resources allow)")
     a("--max-failures", type=int, metavar="N", help="retries of a crashed trial from its last checkpoint (default: 0)")
     a("--time-budget", type=float, metavar="SECONDS", help="start no new trial after this much wall time")
-    a("--address", help="join a running Ray cluster (host:port or ray://...); also read from RAY_ADDRESS")
+    a("--address", help="join a running Ray cluster (host:port, ray://..., or auto: the one started on this machine); "
+                         "local: a private Ray for this run (the default); also read from RAY_ADDRESS")
     a("--storage", metavar="PATH|URI", help="where Ray Tune keeps experiment state and checkpoints: a local or "
                                           "shared path, or s3:// gs:// ... (default: --out)")
     a("--storage-db", metavar="URL", help="Optuna study of every trial, an SQLAlchemy URL "
@@ -185,6 +187,17 @@ def _resume_overrides(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = _sigterm_as_ctrl_c()
+    try:
+        return _main(args)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.list_strategies:
             print(list_strategies())
@@ -222,6 +235,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted before the search started; nothing to resume", file=sys.stderr)
         return 130
+
+
+def _sigterm_as_ctrl_c():
+    """SIGTERM before the search starts (data loading, the float model's training) ends the command as
+    Ctrl-C does: one line, exit 130 (it ended with 143 and nothing said). Once Ray runs, the driver's own
+    handler (``session._sigterm_as_interrupt``) takes over and the search stops resumably. Returns the
+    handler it replaced (None off the main thread, where signals cannot be handled)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 def _all_failed(result) -> bool:

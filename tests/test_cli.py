@@ -336,3 +336,22 @@ def test_show_space_with_resume_shows_the_saved_runs_space(capsys, tmp_path):
     assert out == _run(capsys, ["--space", "mlp", "--show-space"])[1]
     rc, _, err = _run(capsys, ["--resume", str(tmp_path / "none"), "--show-space"])
     _assert_one_line_error(rc, err, "resume: ")
+
+
+def test_sigterm_before_the_search_starts_ends_the_command_as_ctrl_c_does(capsys, monkeypatch):
+    import os
+    import signal
+    import time
+
+    from nasq_ray.search import driver
+
+    def loading_data(cfg):  # SIGTERM arrives while the run prepares (data, a float model), before Ray runs
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(driver, "run_search", loading_data)
+    before = signal.getsignal(signal.SIGTERM)
+    rc, _, err = _run(capsys, ["--num-samples", "2"])
+    assert rc == 130 and err.strip() == "interrupted before the search started; nothing to resume"  # was 143, silent
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back

@@ -37,15 +37,20 @@ class ProgressCallback(tune.Callback):
         self._points: dict[str, tuple[float, float]] = {}  # complete trials' (acc, cost)
         self._best: float | None = None
         self._ended: dict[str, str] = {}  # trial id -> complete | pruned | failed
+        self._restored: set[str] = set()  # ended before this session (a resumed run)
 
     def setup(self, **info):
         self.t0 = time.time()  # also when a resumed experiment starts again
 
     def state(self, trials, starting: str | None = None) -> dict:
-        done = len(self._ended)
+        for t in trials:  # trials that had ended before a resume: in the counts, the best score and the front
+            if t.status in ("TERMINATED", "ERROR") and t.trial_id not in self._ended:
+                self._record(t, error=t.status == "ERROR")
+                self._restored.add(t.trial_id)
+        done = len(self._ended) - len(self._restored)  # ended in this session: the pace of the estimate
         elapsed = time.time() - self.t0
         ended_now = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR"))
-        done_total = max(done, ended_now)
+        done_total = max(len(self._ended), ended_now)
         eta = elapsed / done * max(self.n - done_total, 0) if done else None
         return {"done": done_total, "requested": self.n,
                 "running": sum((t.status == "RUNNING" or t.trial_id == starting) and t.trial_id not in self._ended
@@ -55,7 +60,7 @@ class ProgressCallback(tune.Callback):
                 "best_score": self._best, "front_size": len(pareto_front(list(self._points.values()))),
                 "elapsed_s": round(elapsed, 1), "eta_s": None if eta is None else round(eta, 1)}
 
-    def _ended_trial(self, trials, trial, error: bool) -> None:
+    def _record(self, trial, error: bool) -> tuple[dict, str]:
         m = trial.last_result or {}
         status = trial_status(m, error, self.max_epochs)
         self._ended[trial.trial_id] = status
@@ -65,6 +70,11 @@ class ProgressCallback(tune.Callback):
             score = m.get("score")
             if isinstance(score, (int, float)) and (self._best is None or score > self._best):
                 self._best = float(score)
+        return m, status
+
+    def _ended_trial(self, trials, trial, error: bool) -> None:
+        self._restored.discard(trial.trial_id)  # a restored errored trial that ran again
+        m, status = self._record(trial, error)
         st = self.state(trials)
         if self.log_format == "json":
             event = {"event": "trial_end", "trial_id": trial.trial_id, "status": status,

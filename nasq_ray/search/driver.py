@@ -53,8 +53,9 @@ def _tuner_parts(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared):
 
 
 def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: float, searcher=None) -> SearchResult:
-    # Ray Tune's, and tensorboardX's (its event files get a failed trial's -inf score: "NaN or Inf found")
-    loggers = [logging.getLogger(name) for name in ("ray.tune", "tensorboardX.x2num")]
+    # Ray Tune's, tensorboardX's (its event files get a failed trial's -inf score: "NaN or Inf found") and
+    # Optuna's (a sampler's notes, GPSampler's "greenlet is unavailable, falling back to ...")
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "tensorboardX.x2num", "optuna")]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
         if not cfg.verbose:

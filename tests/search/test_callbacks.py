@@ -25,3 +25,16 @@ def test_progress_counts_both_trials_that_train_at_once(capsys, monkeypatch):
     cb.on_trial_start(0, [a, b, c], c)
     lines = capsys.readouterr().out.strip().splitlines()
     assert "[  1/4 done | 2 running |" in lines[-1], lines
+
+
+def test_after_a_resume_the_line_counts_the_trials_that_had_ended(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    cb = ProgressCallback(4, ObjectiveConfig(), max_epochs=3, every_s=0.0)
+    done = [_trial("a", "TERMINATED", epoch=3, score=0.86, val_acc=0.9, size_kb=2.0),
+            _trial("b", "TERMINATED", epoch=3, score=0.5, val_acc=0.6, size_kb=1.0)]
+    c = _trial("c", "PENDING")
+    cb.on_trial_start(0, [*done, c], c)
+    line = capsys.readouterr().out
+    # it read "best score -  front 0" although two trials had finished before the interruption
+    assert "[  2/4 done | 1 running |" in line and "best score 0.8600" in line and "front 2" in line, line
+    assert cb.state([*done, c])["eta_s"] is None  # no trial has ended in this session: no pace to go by
