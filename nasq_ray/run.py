@@ -247,7 +247,13 @@ def _sigterm_as_ctrl_c():
 
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    return signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+def _raise_interrupt(signum, frame):
+    # KeyboardInterrupt itself, not a SIGINT: a Ray Tune run earlier in this process (a notebook, the
+    # tests) leaves its own SIGINT handler behind, which would only set a flag nobody reads any more
+    raise KeyboardInterrupt
 
 
 def _all_failed(result) -> bool:
