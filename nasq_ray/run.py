@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .errors import ConfigError, NasqError, OneLineParser
 
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    folder = None  # the results folder this command writes, once known
     try:
         if args.list_strategies:
             print(list_strategies())
@@ -220,9 +222,12 @@ def _main(args: argparse.Namespace) -> int:
         if args.resume is not None:
             if not args.resume.strip():
                 raise ConfigError("--resume: '' is not allowed; allowed: the results folder of an earlier run (OUT/NAME)")
+            folder = Path(args.resume).expanduser()
             result = resume_search(args.resume, **_resume_overrides(args))
         else:
-            result = run_search(config_from_args(args))
+            cfg = config_from_args(args)
+            folder = cfg.out_dir  # its name (a default one holds the time) is fixed with the config
+            result = run_search(cfg)
         print(summary_json(result) if result.log_format == "json" else summary(result))
         if result.interrupted:
             print(f"interrupted: {result.finished} of {counted(result.requested, 'trial')} finished; resume with:\n"
@@ -233,8 +238,18 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted before the search started; nothing to resume", file=sys.stderr)
+        if folder is not None and _resumable(folder):  # stopped outside Ray Tune's own stop: between one-shot
+            # phases, or while the results were written; the experiment state on disk is what --resume reads
+            print(f"\ninterrupted; resume with:\n  python -m nasq_ray.run --resume {folder}", file=sys.stderr)
+        else:
+            print("\ninterrupted before the search started; nothing to resume", file=sys.stderr)
         return 130
+
+
+def _resumable(folder: Path) -> bool:
+    """A results folder with an experiment Ray Tune saved (one-shot runs: a phase's, one folder down)."""
+    return (folder / "experiment.yaml").is_file() and any(
+        (d / "tuner.pkl").is_file() for d in (folder, *(p for p in folder.iterdir() if p.is_dir())))
 
 
 def _sigterm_as_ctrl_c():

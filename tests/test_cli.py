@@ -355,3 +355,23 @@ def test_sigterm_before_the_search_starts_ends_the_command_as_ctrl_c_does(capsys
     rc, _, err = _run(capsys, ["--num-samples", "2"])
     assert rc == 130 and err.strip() == "interrupted before the search started; nothing to resume"  # was 143, silent
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+
+
+def test_an_interrupt_outside_tunes_own_stop_names_the_resume_when_the_folder_can_resume(capsys, monkeypatch, tmp_path):
+    import os
+    import signal
+    import time
+
+    from nasq_ray.search import driver
+
+    def between_phases(cfg):  # e.g. a one-shot run whose phase 1 is saved, stopped before phase 2 starts
+        (cfg.out_dir / "supernet").mkdir(parents=True)
+        (cfg.out_dir / "experiment.yaml").write_text("")
+        (cfg.out_dir / "supernet" / "tuner.pkl").write_bytes(b"")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(driver, "run_search", between_phases)
+    rc, _, err = _run(capsys, ["--out", str(tmp_path), "--name", "shot"])
+    assert rc == 130 and err.strip().splitlines() == [
+        "interrupted; resume with:", f"  python -m nasq_ray.run --resume {tmp_path / 'shot'}"]

@@ -5,7 +5,9 @@ its results folder; :func:`resume_search` continues one. It never asks which tri
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import replace
@@ -62,11 +64,14 @@ def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: 
             warnings.simplefilter("ignore")
             for lg in loggers:
                 lg.setLevel(logging.CRITICAL)  # also when Ray was started by the caller; failures are in the summary
+        sigint = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
         try:
             grid = tuner.fit()
         finally:
             for lg, level in zip(loggers, levels):
                 lg.setLevel(level)
+            if sigint is not None:  # Ray Tune leaves its handler behind: Ctrl-C did nothing after a search
+                signal.signal(signal.SIGINT, sigint)
     records = collect(grid, TrialFields(kind, cfg.search.max_epochs), saved_statuses(cfg.experiment_path))
     out_dir = cfg.out_dir
     front, best = write_results(out_dir, records, prep.space, prep.objective,

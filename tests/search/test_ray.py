@@ -80,7 +80,11 @@ def test_diverging_trials_are_recorded_and_the_search_goes_on(ray_cluster, tmp_p
     raw = {**TINY_SPACE, "train": {"lr": 1.0e12, "optimizer": "sgd", "momentum": 0.0}}
     path = tmp_path / "boom.yaml"
     path.write_text(yaml.safe_dump(raw))
+    import signal
+
+    sigint = signal.getsignal(signal.SIGINT)
     result = run_search(_config(tmp_path, path, num_samples=3, searcher="random", scheduler="fifo"))
+    assert signal.getsignal(signal.SIGINT) is sigint  # Ray Tune's handler is not left behind (Ctrl-C did nothing)
     rows = _rows(result.out_dir / "trials.csv")
     assert len(rows) == 3
     assert all(r["status"] == "failed" and "non-finite" in r["error"] for r in rows)
