@@ -54,7 +54,7 @@ def _tuner_parts(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared):
     return trainable, run_config
 
 
-def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: float, searcher=None) -> SearchResult:
+def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: float, searcher) -> SearchResult:
     # Ray Tune's, tensorboardX's (its event files get a failed trial's -inf score: "NaN or Inf found") and
     # Optuna's (a sampler's notes, GPSampler's "greenlet is unavailable, falling back to ...")
     loggers = [logging.getLogger(name) for name in ("ray.tune", "tensorboardX.x2num", "optuna")]
@@ -93,8 +93,6 @@ def _fit(cfg: ExperimentConfig, kind: BaseTrialKind, prep: Prepared, tuner, t0: 
     if refusal and not records:  # the budget is one no config of the space meets: a bad value, said in one line
         raise ConfigError(f"objective.max_cost: {refusal}, and no trial ran; allowed: a budget some config of the "
                           "space is within")
-    if searcher is None:  # a resumed run: Ray restored the searcher into the tuner's config
-        searcher = base_searcher(tuner._local_tuner._tune_config.search_alg)
     interrupted = was_interrupted([r.status for r in records], cfg.search.num_samples,
                                   searcher_finished=bool(getattr(searcher, "finished", False)),
                                   budget_spent=_budget_spent(cfg, t0))
@@ -211,16 +209,17 @@ def _resume(cfg: ExperimentConfig) -> SearchResult:
     trainable, run_config = _tuner_parts(cfg, kind, prep)
     tuner = tune.Tuner.restore(cfg.experiment_path, trainable=trainable, resume_unfinished=True,
                                resume_errored=True, restart_errored=False)
-    _run_here(tuner, run_config.callbacks)
-    return _fit(cfg, kind, prep, tuner, t0)
+    searcher = _run_here(tuner, run_config.callbacks)
+    return _fit(cfg, kind, prep, tuner, t0, searcher)
 
 
-def _run_here(tuner, callbacks: list) -> None:
+def _run_here(tuner, callbacks: list):
     """A restored tuner holds the run config and searcher pickled when the run started: callbacks that
     wrote to the old folder's optuna.db (and the old run's --quiet), and a search generator that puts new
     trials in the old folder (see ``searchers.RestoredSearchGenerator``). A copied or moved results folder ran its
     resume into the folder it came from. Ray's restore takes no run config or search algorithm, so they
-    are set on the tuner it built (``Tuner._local_tuner``)."""
+    are set on the tuner it built (``Tuner._local_tuner``). Returns nasq-ray's searcher inside it (None
+    for pbt), restored once the tuner runs: whether it is exhausted says if a cut-short run is done."""
     internal = getattr(tuner, "_local_tuner", None)
     run_config, tune_config = getattr(internal, "_run_config", None), getattr(internal, "_tune_config", None)
     if run_config is None or tune_config is None:
@@ -231,3 +230,4 @@ def _run_here(tuner, callbacks: list) -> None:
         tune_config.search_alg = restored_search_algorithm(tune_config.search_alg, tune_config.max_concurrent_trials,
                                                            run_config.storage_path, run_config.name)
         tune_config.max_concurrent_trials = None  # limited inside it, as Tune would have
+    return base_searcher(tune_config.search_alg)
