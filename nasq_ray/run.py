@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, help="seed of the searcher, model init and data order (default: 0)")
     a("--out", metavar="DIR", help="results root (default: ./nasq_results); results go to OUT/NAME/")
     a("--name", help="experiment name (default: <space>-<date>-<time>; with --model: <model>-<date>-<time>)")
-    a("--cpus-per-trial", type=float, metavar="N", help="CPUs per trial; also its torch threads (default: 1)")
+    a("--cpus-per-trial", type=float, metavar="N", help="CPUs per trial; also its torch threads (default: 1; --oneshot phase 1 takes a whole node)")
     a("--gpus-per-trial", type=float, metavar="N", help="GPUs per trial, fractions allowed (default: 0)")
     a("--max-concurrent", type=int, metavar="N", help="trials running at once (default: as resources allow)")
     a("--max-failures", type=int, metavar="N", help="retries of a crashed trial from its last checkpoint (default: 0)")

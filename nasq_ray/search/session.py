@@ -142,13 +142,23 @@ def init_ray(cfg: ExperimentConfig) -> bool:
     return _STARTED_LOCAL
 
 
+def _alive_nodes() -> list[dict]:
+    import ray
+
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
+def largest_node_cpus() -> int:
+    """CPUs of the largest node Ray has now (0 where none has any: a cluster whose workers have not
+    joined yet)."""
+    return int(max((n.get("CPU", 0.0) for n in _alive_nodes()), default=0.0))
+
+
 def check_trials_fit(cfg: ExperimentConfig, private: bool, workers: int = 0) -> None:
     """A trial asks one node for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (phase 1 on Ray Train:
     ``workers`` such bundles); Ray waits for ever where no node can give them. On the private Ray of
     this run that is refused; on a cluster, which an autoscaler may grow, it is a warning."""
-    import ray
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    nodes = _alive_nodes()
     largest = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in ("CPU", "GPU")}
     total_cpus = sum(n.get("CPU", 0.0) for n in nodes)
     need = {"CPU": cfg.resources.cpus_per_trial, "GPU": cfg.resources.gpus_per_trial}

@@ -39,9 +39,11 @@ def test_a_one_shot_search_runs_its_three_phases_in_one_folder(ray_cluster, tmp_
     from nasq_ray.search import driver
 
     during = {}  # the folder's experiment.yaml while each phase runs (what a resume after a kill -9 reads)
+    cpus = {}  # each phase's CPUs per trial
     fit = driver._fit
     monkeypatch.setattr(driver, "_fit", lambda cfg, *a, **k: (
-        during.setdefault(cfg.name, (tmp_path / "shot" / "experiment.yaml").read_text()), fit(cfg, *a, **k))[1])
+        during.setdefault(cfg.name, (tmp_path / "shot" / "experiment.yaml").read_text()),
+        cpus.setdefault(cfg.name, cfg.resources.cpus_per_trial), fit(cfg, *a, **k))[2])
     rc = main(["--space", str(_space(tmp_path)), "--oneshot", "--supernet-epochs", "3", "--num-samples", "12",
                "--finetune-epochs", "1", "--set", "search.finetune_top=2", "--max-train", "300",
                "--out", str(tmp_path), "--name", "shot"])
@@ -51,6 +53,7 @@ def test_a_one_shot_search_runs_its_three_phases_in_one_folder(ray_cluster, tmp_
     assert "phase 1" in out and "phase 2" in out and "phase 3" in out and "Pareto front" in out
     assert set(during) == {"supernet", "shot", "finetune"}
     assert all("mode: oneshot" in text for text in during.values())  # phase 2 (shot) had written its own
+    assert cpus == {"supernet": 2, "shot": 1, "finetune": 1}  # phase 1, one trial, takes the whole machine
     assert (folder / "supernet.pt").is_file() and json.loads((folder / "oneshot.json").read_text()) == {
         "supernet": "done", "search": "done", "finetune": "done"}
     rows = _rows(folder / "trials.csv")
