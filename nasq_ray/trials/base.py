@@ -138,10 +138,15 @@ def failed_report(e: BaseException, cost: str, report: Reporter) -> dict:
     """Report a trial that could not run (bad data met in a batch, a label beyond the model's
     outputs) as ``failed`` with the reason in one line: the search goes on, with no traceback."""
     msg = " ".join(str(e).split()) or type(e).__name__
-    metrics = {"epoch": 1, "val_acc": 0.0, "val_f1": 0.0, "score": float("-inf"), "status": "failed",
-               cost: float("nan"), "fail_reason": f"{type(e).__name__}: {msg[:300]}"}
+    metrics = failed_metrics(f"{type(e).__name__}: {msg[:300]}", cost, val_f1=0.0)
     report(metrics, None)
     return metrics
+
+
+def failed_metrics(reason: str, cost: str, epoch: int = 1, **extra) -> dict:
+    """The metrics of a failed trial: no accuracy, the lowest score, no cost, the reason."""
+    return {"epoch": epoch, "val_acc": 0.0, "score": float("-inf"), cost: float("nan"), **extra, "status": "failed",
+            "fail_reason": reason}
 
 
 def record_state(record: TrialRecord) -> dict | None:

@@ -45,7 +45,7 @@ from ..models import cost_of
 from ..models.supernet import SuperNet, sandwich
 from ..objective import ObjectiveConfig, score
 from ..space.search_space import SearchSpace
-from .base import BITS_METRIC, Reporter, trial_status
+from .base import BITS_METRIC, Reporter, failed_metrics, failed_report, trial_status
 from .trained import Batches, TrainedCost, TrainedTrial, TrialContext, bits_summary, run_trial
 from .training import accuracy_f1, cosine_lr, predict_batches, recalibrate_bn_
 
@@ -167,8 +167,7 @@ def epoch_metrics(net: SuperNet, ctx: SupernetContext, epoch: int, loss: float, 
     (scored as phase 2 scores them: recalibrated, the head refitted), the largest's cost, the loss."""
     space = ctx.space
     if not math.isfinite(loss):
-        return {"epoch": epoch, "val_acc": 0.0, "score": -math.inf, "status": "failed", "train_loss": loss,
-                ctx.objective.cost: math.nan, "fail_reason": f"non-finite training loss at epoch {epoch}"}
+        return failed_metrics(f"non-finite training loss at epoch {epoch}", ctx.objective.cost, epoch, train_loss=loss)
     probe = sandwich(space, np.random.default_rng(ctx.seed + 1), n_random=0)
     cal = first_labelled_batches(ctx.train, RECALIBRATION_BATCHES, ctx.batch_size, ctx.seed)
     subs = [net.subnet(space.decode(cfg)) for cfg in probe]
@@ -274,10 +273,7 @@ def run_subnet(config: dict, ctx: SubnetContext, report: Reporter, state: dict |
         spec = ctx.space.decode(config)
         sub = inherited_subnet(ctx, config)
     except (NasqError, RuntimeError, ValueError) as e:
-        metrics = {"epoch": 1, "val_acc": 0.0, "val_f1": 0.0, "score": -math.inf, ctx.objective.cost: math.nan,
-                   "status": "failed", "fail_reason": str(e).splitlines()[0] if str(e) else type(e).__name__}
-        report(metrics, None)
-        return metrics
+        return failed_report(e, ctx.objective.cost, report)
     acc, f1 = accuracy_f1(*predict_batches(sub, ctx.val.eval()), ctx.space.num_classes)
     cost, _ = cost_of(sub, ctx.space.input_shape)
     base = {**cost.as_metrics(), BITS_METRIC: bits_summary(spec.quant)}

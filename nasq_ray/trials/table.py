@@ -19,7 +19,7 @@ from ..errors import ConfigError, DataError, SearchSpaceError, did_you_mean
 from ..objective import LATENCY_METRIC, ObjectiveConfig, score
 from ..space.domains import Int
 from ..space.search_space import SearchSpace
-from .base import BaseTrialKind, Prepared, Reporter
+from .base import BaseTrialKind, Prepared, Reporter, failed_metrics
 
 
 def _key_value(v) -> str:
@@ -162,8 +162,7 @@ def run_table_trial(config: dict, ctx: TableContext, report: Reporter,
     """Report the table row of ``config`` as one complete result (failed if the table lacks it)."""
     row = ctx.table.lookup(config)
     if row is None:
-        metrics = {"epoch": ctx.max_epochs, "val_acc": 0.0, ctx.objective.cost: math.nan, "score": -math.inf,
-                   "status": "failed", "fail_reason": f"config not in table {ctx.table.path.name}"}
+        metrics = failed_metrics(f"config not in table {ctx.table.path.name}", ctx.objective.cost, ctx.max_epochs)
     else:
         acc = row[ctx.table.acc]
         metrics = {**row, "val_acc": acc, ctx.objective.cost: row[ctx.table.cost], "epoch": ctx.max_epochs,

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..objective import ObjectiveConfig, score
 from ..space.specs import TrainSpec
-from .base import Reporter, trial_status
+from .base import Reporter, failed_metrics, trial_status
 
 
 def make_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -137,9 +137,8 @@ def fit(model: nn.Module, train_spec: TrainSpec, train, val, how: Fitting, base:
         loss = train_batches(model, optimizer, train.epoch(train_spec.batch_size, gen), loss_fn)
         lr_sched.step()
         if not math.isfinite(loss):
-            metrics = {**base, "epoch": epoch, "val_acc": 0.0, "val_f1": 0.0, "train_loss": loss,
-                       "score": -math.inf, "status": "failed",
-                       "fail_reason": f"non-finite training loss at epoch {epoch} (diverged)"}
+            metrics = {**failed_metrics(f"non-finite training loss at epoch {epoch} (diverged)", objective.cost, epoch,
+                                        val_f1=0.0, train_loss=loss), **base}  # the network's cost is known
             report(metrics, None)
             return metrics
         acc, f1 = accuracy_f1(*predict_batches(model, val.eval()), how.num_classes)

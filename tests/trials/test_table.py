@@ -109,3 +109,17 @@ def test_what_spreadsheets_and_benchmark_dumps_hold_is_read(tmp_path):
     assert len(table.rows) == 4 and table.lookup({"a": "y", "b": 2})["acc"] == 70
     assert "has no row with b=3" in _error(tmp_path, lines, space={"name": "i", "params": {"a": ["x", "y"],
                                                                                           "b": {"low": 1, "high": 3}}})
+
+
+def test_a_config_the_table_lacks_is_reported_failed_with_the_reason(tmp_path):
+    from nasq_ray.objective import ObjectiveConfig
+    from nasq_ray.trials.table import TableContext, run_table_trial
+
+    table = _table(tmp_path, GOOD[:-1])  # no row for a=y, b=2
+    ctx = TableContext(SearchSpace(SPACE), table, ObjectiveConfig(cost="cost"), max_epochs=3)
+    reports = []
+    metrics = run_table_trial({"a": "y", "b": 2}, ctx, lambda m, s: reports.append(m))
+    assert reports == [metrics] and metrics["status"] == "failed" and metrics["epoch"] == 3
+    assert metrics["fail_reason"] == "config not in table t.csv" and metrics["score"] == float("-inf")
+    assert metrics["cost"] != metrics["cost"]  # NaN: no cost for a config with no row
+    assert run_table_trial({"a": "y", "b": 1}, ctx, lambda m, s: None)["status"] == "complete"
