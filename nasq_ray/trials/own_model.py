@@ -218,7 +218,7 @@ class OwnModelTrial(BaseTrialKind):
 
     def derive_space(self, cfg, raw_space: dict, space_path: Path):
         """The user's model and data, checked against each other, and the space derived from the
-        model (no float weights needed): ``(factory, model, data, example, space)``."""
+        model (no float weights needed), and its layer shapes: ``(factory, model, data, example, space, shapes)``."""
         if cfg.table.path:
             raise ConfigError("table: a user model's trials train; a table run looks metrics up: give one or the other")
         if cfg.model.factory is None:
@@ -231,7 +231,7 @@ class OwnModelTrial(BaseTrialKind):
         if not data.num_classes:  # the factory did not say: the model's outputs are the classes its labels must fit
             data = data.with_classes(outputs, "the model's outputs")
         layers, _ = trace_model(model, example, cfg.model.trace)
-        layer_shapes(model, data.input_shape)  # what the cost model measures: refused here, before any training
+        shapes = tuple(layer_shapes(model, data.input_shape))  # what the cost model measures: refused here, before any training
         floats = float_only_layers(model)
         if floats:
             print(f"warning: model: {len(floats)} layer(s) stay float and outside the cost, as nasq-ray quantizes and "
@@ -242,14 +242,14 @@ class OwnModelTrial(BaseTrialKind):
             groups = prune_groups(model, example, {L.name for L in layers if L.last}, [L.name for L in layers])
         space = ModelSpace(raw_space, layers, groups, data.input_shape, data.num_classes,
                            source=str(space_path))
-        return factory, model, data, example, space
+        return factory, model, data, example, space, shapes
 
     def space(self, cfg, raw_space: dict, space_path: Path) -> ModelSpace:
         return self.derive_space(cfg, raw_space, space_path)[4]
 
     def prepare(self, cfg, raw_space: dict, space_path: Path, objective: ObjectiveConfig) -> Prepared:
         check_training_cost(objective)
-        factory, model, data, example, space = self.derive_space(cfg, raw_space, space_path)
+        factory, model, data, example, space, shapes = self.derive_space(cfg, raw_space, space_path)
         made = float_weights(cfg, model, data.train, data.val, space.num_classes, data.input_shape, cfg.out_dir,
                              cfg.quiet)
         if not cfg.quiet and made.source != "cached":
@@ -262,7 +262,7 @@ class OwnModelTrial(BaseTrialKind):
             teacher = teacher_outputs(model, data.train)
         ctx = OwnContext(space=space, factory=factory, float_state=made.state, example=example, train=data.train,
                          val=data.val, max_epochs=cfg.search.max_epochs, objective=objective,
-                         shapes=tuple(layer_shapes(model, data.input_shape)), deltas=deltas, teacher_logits=teacher,
+                         shapes=shapes, deltas=deltas, teacher_logits=teacher,
                          seed=cfg.search.seed, threads=max(1, int(cfg.resources.cpus_per_trial)),
                          device=trial_device(cfg), results_dir=str(cfg.out_dir), float_val_acc=made.val_acc)
         return Prepared(self.name, space, objective, ctx, test=data.test)
