@@ -19,7 +19,7 @@ from .data import load_dataset
 from .errors import ConfigError, DataError, NasqError, SearchSpaceError, UnknownNameError
 from .models import build_model, measure_cost, register_op
 from .objective import ObjectiveConfig
-from .quant import QuantConfig, quantize_
+from .quant import LayerBits, QuantConfig, quantize_
 from .space.search_space import SearchSpace
 from .space.search_space import load_space
 
@@ -46,7 +46,7 @@ def run_search(config: ExperimentConfig | dict | str | os.PathLike | None = None
 
 
 __all__ = [
-    "ConfigError", "DataError", "ExperimentConfig", "NasqError", "ObjectiveConfig", "QuantConfig", "SearchSpace",
-    "SearchSpaceError", "UnknownNameError", "build_model", "load_dataset", "load_space", "measure_cost",
-    "quantize_", "register_op", "run_search",
+    "ConfigError", "DataError", "ExperimentConfig", "LayerBits", "NasqError", "ObjectiveConfig", "QuantConfig",
+    "SearchSpace", "SearchSpaceError", "UnknownNameError", "build_model", "from_dict", "load_dataset", "load_space",
+    "measure_cost", "quantize_", "register_op", "run_search",
 ]

@@ -10,12 +10,37 @@ import inspect
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 
-from .errors import ConfigError
+from .errors import ConfigError, NasqError
 
 
 def installed(group: str) -> dict[str, EntryPoint]:
     """The installed plug-ins of ``group`` by name (not yet loaded)."""
     return {ep.name: ep for ep in entry_points(group=group)}
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}" if str(e) else type(e).__name__
+
+
+def load_plugin(ep: EntryPoint, field: str):
+    """The object a plug-in's entry point names; one that cannot be imported raises a ``ConfigError``
+    naming ``field``, the plug-in and its entry point (the import's traceback: ``--verbose``)."""
+    try:
+        return ep.load()
+    except Exception as e:  # noqa: BLE001 - whatever the plug-in's import raises is the plug-in's fault
+        raise ConfigError(f"{field}: the plug-in '{ep.name}' (entry point {ep.value} of {ep.group}, from "
+                          f"{ep.dist.name if ep.dist else 'an unknown package'}) cannot be loaded: {_one_line(e)}") from e
+
+
+def call_plugin(factory: Callable, field: str, label: str, *args, **kwargs):
+    """``factory(*args, **kwargs)`` for a plug-in (``label``, e.g. ``searcher 'mine'``): what it raises
+    (but a nasq-ray error, which already names its field) becomes a ``ConfigError`` naming ``field``."""
+    try:
+        return factory(*args, **kwargs)
+    except NasqError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a plug-in that cannot start: its error, in one line
+        raise ConfigError(f"{field}: the plug-in {label} failed: {_one_line(e)}") from e
 
 
 class Lazy:
@@ -58,11 +83,12 @@ def check_args(factory: Callable, user_args: dict, field: str, label: str, skip:
 
 
 def call_factory(factory: Callable, user_args: dict, field: str, label: str, required: dict | None = None,
-                 offered: dict | None = None):
+                 offered: dict | None = None, plugin: str | None = None):
     """``factory(**required, **<those of offered it names>, **user_args)``: an offered keyword goes
     only to a factory that names it (a ``**kwargs`` of the factory's is for the user's arguments).
     Arguments the factory does not take raise a ``ConfigError`` naming ``field`` and ``label``
-    (e.g. ``searcher 'tpe'``)."""
+    (e.g. ``searcher 'tpe'``). ``plugin``: the field naming a plug-in's factory, whose errors are
+    then one line (see :func:`call_plugin`)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -77,4 +103,6 @@ def call_factory(factory: Callable, user_args: dict, field: str, label: str, req
         raise ConfigError(f"{field}: {label} does not accept {sorted(user_args)}: {e}") from None
     except ValueError:
         pass  # no signature to check against: the call itself will tell
+    if plugin:
+        return call_plugin(factory, plugin, label, **kwargs, **user_args)
     return factory(**kwargs, **user_args)

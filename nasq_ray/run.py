@@ -235,6 +235,10 @@ def _main(args: argparse.Namespace) -> int:
             return 130
         return 1 if _all_failed(result) else 0
     except NasqError as e:
+        if args.verbose and e.__cause__ is not None:  # a plug-in's own error: its traceback, for its author
+            import traceback
+
+            traceback.print_exception(e.__cause__, file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

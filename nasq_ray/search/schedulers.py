@@ -30,7 +30,7 @@ import numpy as np
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ..errors import ConfigError, unknown_name
-from ..plugins import call_factory, installed
+from ..plugins import call_factory, installed, load_plugin
 from ..objective import ObjectiveConfig, pareto_order
 from ..space.domains import Float, Int
 from ..space.search_space import SearchSpace
@@ -221,11 +221,14 @@ def build_scheduler(name: str, args: dict, *, metric: str, mode: str, max_t: int
     eps = installed(ENTRY_POINT_GROUP)
     if name not in eps:
         raise unknown_name("scheduler", name, scheduler_names())
-    sched = call_factory(eps[name].load(), args, "scheduler_args", f"scheduler '{name}'",
-                         offered=dict(metric=metric, mode=mode, max_t=max_t, seed=seed, objective=objective, space=space))
+    sched = call_factory(load_plugin(eps[name], "search.scheduler"), args, "scheduler_args", f"scheduler '{name}'",
+                         offered=dict(metric=metric, mode=mode, max_t=max_t, seed=seed, objective=objective, space=space),
+                         plugin="search.scheduler")
     if not isinstance(sched, TrialScheduler):
         raise ConfigError(f"scheduler '{name}': the factory returned {type(sched).__name__}; expected a "
                           "ray.tune.schedulers.TrialScheduler")
+    if getattr(sched, "metric", metric) is None:  # made without the run's metric (e.g. ASHAScheduler()): Tune's
+        sched.set_search_properties(metric, mode)  # own hook gives it, as for a metric set in TuneConfig
     return sched
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import ConfigError, unknown_name
-from ..plugins import installed
+from ..plugins import call_plugin, installed, load_plugin
 from .base import BaseTrialKind, Prepared, Reporter, trial_status
 
 ENTRY_POINT_GROUP = "nasq_ray.trials"
@@ -55,12 +55,25 @@ def get_trial_kind(name: str) -> BaseTrialKind:
     eps = installed(ENTRY_POINT_GROUP)
     if name not in eps:
         raise unknown_name("trial", name, trial_kind_names())
-    made = eps[name].load()
-    made = made() if callable(made) else made
+    made = load_plugin(eps[name], "trial")
+    made = call_plugin(made, "trial", f"trial kind '{name}'") if callable(made) else made
     if not isinstance(made, BaseTrialKind):
         raise ConfigError(f"trial '{name}': the plug-in gave {type(made).__name__}; expected a "
                           "nasq_ray.trials.BaseTrialKind")
+    if made.name != name:  # records, checkpoints and --resume name a trial's kind by its entry point
+        raise ConfigError(f"trial '{name}': the plug-in's kind {type(made).__name__} is named {made.name!r}; "
+                          f"allowed: its entry point's name, '{name}' (set name = '{name}' on the class)")
+    missing = [m for m in ("prepare", "run") if getattr(type(made), m) is getattr(BaseTrialKind, m)]
+    if missing:
+        raise ConfigError(f"trial '{name}': the plug-in's kind {type(made).__name__} does not define "
+                          f"{' and '.join(missing)}; a trial kind implements prepare(cfg, raw_space, space_path, "
+                          "objective) and run(config, context, report, state)")
     return made
+
+
+def _hook(name: str, method, *args):
+    """A kind's hook called: a plug-in's error (but a nasq-ray one) is one line naming the kind."""
+    return method(*args) if name in TRIAL_KINDS else call_plugin(method, "trial", f"trial kind '{name}'", *args)
 
 
 NETWORK_KINDS = ("trained", "dnas", "own_model", "supernet", "subnet", "finetune")  # the built-ins that train
@@ -79,8 +92,8 @@ def prepare(cfg, objective=None) -> tuple[BaseTrialKind, Prepared]:
         raise ConfigError(f"table.{table_fields[0]}: names a column of a table, and this run has none (trial kind "
                           f"'{name}'); give --table, or leave out table.{table_fields[0]}")
     kind = get_trial_kind(name)
-    prepared = kind.prepare(cfg, raw, path, objective if objective is not None else cfg.objective)
-    kind.check(cfg, prepared)
+    prepared = _hook(name, kind.prepare, cfg, raw, path, objective if objective is not None else cfg.objective)
+    _hook(name, kind.check, cfg, prepared)
     return kind, prepared
 
 
@@ -93,7 +106,7 @@ def run_space(cfg):
     name = kind_name_for(cfg, raw)
     if name == "trained" and cfg.search.mode == "oneshot":
         name = "subnet"  # what phase 2 searches: the training hyperparameters held at phase 1's
-    return get_trial_kind(name).space(cfg, raw, path)
+    return _hook(name, get_trial_kind(name).space, cfg, raw, path)
 
 
 def kind_name_for(cfg, raw_space: dict) -> str:

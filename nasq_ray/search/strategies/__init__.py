@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...errors import unknown_name
-from ...plugins import call_factory, installed
+from ...plugins import call_factory, installed, load_plugin
 from ._base import FINISHED, BaseStrategy
 from ._dnas import DNASStrategy
 from ._ehvi import EHVIStrategy
@@ -66,7 +66,7 @@ def get_searcher(name: str) -> Callable:
         return SEARCHERS[name]
     eps = plugin_searchers()
     if name in eps:
-        return eps[name].load()
+        return load_plugin(eps[name], "search.searcher")
     raise unknown_name("searcher", name, searcher_names())
 
 
@@ -81,7 +81,8 @@ def make_searcher(name: str, space, objective, seed: int = 0, budget: int | None
     offered = {k: v for k, v in (("budget", budget), ("cost_model", cost_model), ("sensitivity", sensitivity))
                if v is not None}
     return call_factory(get_searcher(name), kwargs, "searcher_args", f"searcher '{name}'",
-                        required=dict(space=space, objective=objective, seed=seed), offered=offered)
+                        required=dict(space=space, objective=objective, seed=seed), offered=offered,
+                        plugin=None if name in SEARCHERS else "search.searcher")
 
 
 __all__ = [
