@@ -8,7 +8,7 @@ import time
 import optuna
 from ray import tune
 
-from ..objective import ObjectiveConfig
+from ..objective import ObjectiveConfig, within_budget
 from ..results.console import json_line, progress_line
 from ..results.optuna_store import frozen_trial, log, open_study
 from ..results.records import BITS_METRIC, pareto_front
@@ -66,7 +66,8 @@ class ProgressCallback(tune.Callback):
         self._ended[trial.trial_id] = status
         acc, cost = m.get(self.objective.acc), m.get(self.objective.cost)
         if status == "complete" and isinstance(acc, (int, float)) and isinstance(cost, (int, float)):
-            self._points[trial.trial_id] = (float(acc), float(cost))
+            if within_budget(cost, self.objective):  # the front the results will show: none over --max-cost
+                self._points[trial.trial_id] = (float(acc), float(cost))
             score = m.get("score")
             if isinstance(score, (int, float)) and (self._best is None or score > self._best):
                 self._best = float(score)

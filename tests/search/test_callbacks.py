@@ -38,3 +38,12 @@ def test_after_a_resume_the_line_counts_the_trials_that_had_ended(capsys, monkey
     # it read "best score -  front 0" although two trials had finished before the interruption
     assert "[  2/4 done | 1 running |" in line and "best score 0.8600" in line and "front 2" in line, line
     assert cb.state([*done, c])["eta_s"] is None  # no trial has ended in this session: no pace to go by
+
+
+def test_the_front_it_counts_leaves_out_trials_over_the_cost_budget():
+    cb = ProgressCallback(3, ObjectiveConfig(max_cost=1.5), max_epochs=3)
+    trials = [_trial("a", "TERMINATED", epoch=3, score=0.9, val_acc=0.9, size_kb=2.0),  # over --max-cost
+              _trial("b", "TERMINATED", epoch=3, score=0.5, val_acc=0.6, size_kb=1.0),
+              _trial("c", "TERMINATED", epoch=3, score=0.4, val_acc=0.5, size_kb=0.5)]
+    assert cb.state(trials)["front_size"] == 2  # the results' front: b and c (it said 3)
+    assert ProgressCallback(3, ObjectiveConfig(), max_epochs=3).state(trials)["front_size"] == 3
