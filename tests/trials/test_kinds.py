@@ -110,7 +110,7 @@ def _readme_block(start: str) -> str:
 
 
 def test_the_readme_trial_kind_plugin_conforms_in_under_40_lines(tmp_path, monkeypatch):
-    code = _readme_block("# my_nas/kind.py")
+    code = _readme_block("# my_nas/my_nas/kind.py")
     assert len(code.strip().splitlines()) < 40
     (tmp_path / "readme_kind.py").write_text(code)  # importable, as an installed plug-in is
     monkeypatch.syspath_prepend(str(tmp_path))
