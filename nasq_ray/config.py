@@ -293,11 +293,15 @@ def load_yaml(path: str | Path, field: str = "config", error: type[NasqError] = 
     if not path.is_file():
         raise error(f"{field}: file '{path}' does not exist")
     try:
-        raw = yaml.load(path.read_text(), Loader=YamlLoader)  # noqa: S506 - a safe loader
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}:" if mark else ""
         raise error(f"{field}: {path}:{where} malformed YAML: {getattr(e, 'problem', None) or e}") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{field}: {path}: byte {e.start} is not UTF-8 text; allowed: a YAML file in UTF-8") from None
+    except RecursionError:
+        raise error(f"{field}: {path}: nested too deeply to read; allowed: a YAML mapping of sections") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -339,9 +343,9 @@ def with_checksum(text: str) -> str:
 
 def _check_unedited(saved: Path, raw: dict) -> None:
     first = saved.read_text(errors="replace").split("\n", 1)[0]
-    if not first.startswith(CHECKSUM_LINE):
-        return  # written before checksums, or the line was deleted: nothing to compare with
-    if first[len(CHECKSUM_LINE):].split(" ", 1)[0] != experiment_checksum(raw):
+    # a file without its checksum line (emptied, rewritten, the line deleted) cannot be told unedited: resumed
+    # as read, an emptied one ran the default experiment over the run's trials and relabelled them
+    if not first.startswith(CHECKSUM_LINE) or first[len(CHECKSUM_LINE):].split(" ", 1)[0] != experiment_checksum(raw):
         raise ConfigError(f"resume: {saved} was edited after the run started; --resume continues an experiment as it "
                           "ran (only its paths and quiet/verbose/log_format may change): undo the edit, or start a new "
                           f"run from it with --config {saved} --name NEW_NAME")
@@ -352,6 +356,9 @@ def saved_config(result_dir: str | Path, field: str, overrides: dict | None = No
     ``overrides`` (``address`` or top-level keys); ``field`` names the flag in the error."""
     folder = Path(result_dir).expanduser().resolve()
     saved = folder / "experiment.yaml"
+    if folder.is_file():
+        raise ConfigError(f"{field}: '{folder}' is a file; give the results folder of an earlier run (OUT/NAME, the "
+                          "folder that holds experiment.yaml)")
     if not folder.is_dir():
         raise ConfigError(f"{field}: '{folder}' does not exist; give the results folder of an earlier run (OUT/NAME)")
     if not saved.is_file():

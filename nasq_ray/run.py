@@ -148,7 +148,25 @@ def config_from_args(args: argparse.Namespace):
     if raw.get("verbose") is True and raw.get("quiet") is True:  # (one-shot phases run so, inside)
         raise ConfigError("quiet: true with verbose true; allowed: one of them (--verbose: Ray's logs as well, --quiet: "
                           "only the final summary)")
-    return from_dict(raw)
+    cfg = from_dict(raw)
+    _check_flags_apply(args, cfg)
+    return cfg
+
+
+def _check_flags_apply(args: argparse.Namespace, cfg) -> None:
+    """Flags of one kind of run given to another would be ignored without a word: refused."""
+    if cfg.search.mode != "oneshot":
+        for flag in ("supernet_epochs", "supernet_workers", "finetune_epochs"):
+            if getattr(args, flag) is not None:
+                name = "--" + flag.replace("_", "-")
+                raise ConfigError(f"search.{flag}: {name} applies to a one-shot search only; add --oneshot, or leave "
+                                  f"out {name}")
+        if cfg.trial in ("supernet", "subnet", "finetune"):
+            raise ConfigError(f"trial: '{cfg.trial}' trials are phases of a one-shot search, run by it; allowed: "
+                              "--oneshot (leave out --trial), or another kind")
+    if args.float_epochs is not None and cfg.model.factory is None:
+        raise ConfigError("model.float_epochs: --float-epochs sets the float training of your own model; give "
+                          "--model MODULE:CALLABLE, or leave out --float-epochs")
 
 
 def list_strategies() -> str:
@@ -282,12 +300,24 @@ def _all_failed(result) -> bool:
 
     failed = [r for r in result.records if r.status == "failed"]
     if not failed or len(failed) < len(result.records):
-        return False
-    reason = next((ln.strip() for ln in reversed(failed[0].error.splitlines()) if ln.strip()), "no error recorded")
+        return _none_finished(result)
+    error = failed[0].error or str(failed[0].metrics.get("fail_reason") or "")  # Ray's, or the trial's own report
+    reason = next((ln.strip() for ln in reversed(error.splitlines()) if ln.strip()), "no error recorded")
     if len(reason) > 200:
         reason = reason[:200].rsplit(" ", 1)[0] + " ..."
     print(f"error: every trial failed ({counted(len(failed), 'trial')}); the first one's error: {reason} "
           f"(all errors in {result.out_dir / 'trials.csv'})", file=sys.stderr)
+    return True
+
+
+def _none_finished(result) -> bool:
+    """A run that ended with no complete trial (cut by --time-budget before any trained its epochs): exit 1."""
+    from .results.console import counted
+
+    if not result.records or any(r.status == "complete" for r in result.records):
+        return False
+    print(f"error: no trial finished ({counted(len(result.records), 'trial')} started, none trained all its epochs); "
+          "give the search more time (--time-budget) or fewer epochs (--max-epochs)", file=sys.stderr)
     return True
 
 

@@ -92,6 +92,13 @@ def test_bad_space_file(capsys, tmp_path, case):
     (["--space", "nb201", "--objective", "linear"], "objective.target: needed with objective.cost macs"),
     (["--table", ""], "table.path: '' is not allowed"),
     (["--verbose", "--quiet"], "quiet: true with verbose true"),
+    # flags of another kind of run, ignored without a word before
+    (["--finetune-epochs", "3"], "search.finetune_epochs: --finetune-epochs applies to a one-shot search only"),
+    (["--supernet-workers", "2"], "search.supernet_workers: --supernet-workers applies to a one-shot search only"),
+    (["--float-epochs", "3"], "model.float_epochs: --float-epochs sets the float training of your own model"),
+    (["--trial", "subnet"], "trial: 'subnet' trials are phases of a one-shot search"),
+    (["--trial", "finetune"], "trial: 'finetune' trials are phases of a one-shot search"),
+    (["--config", "/dev/null/x.yaml"], "config: file '/dev/null/x.yaml' does not exist"),
 ])
 def test_bad_flag(capsys, tmp_path, argv, needle):
     rc, _, err = _run(capsys, [*argv, "--out", str(tmp_path / "out")])
@@ -170,13 +177,22 @@ def test_resume_of_a_folder_without_an_experiment(capsys, tmp_path):
 
 
 def test_resume_of_an_experiment_file_edited_to_a_bad_value_names_the_file(capsys, tmp_path):
-    from nasq_ray.config import ExperimentConfig
+    from nasq_ray.config import ExperimentConfig, with_checksum
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "experiment.yaml").write_text(ExperimentConfig(name="run").to_yaml().replace("form: mnas", "form: bogus"))
+    text = ExperimentConfig(name="run").to_yaml().replace("form: mnas", "form: bogus")
+    (run / "experiment.yaml").write_text(with_checksum(text))  # as if the run had written it so
     rc, _, err = _run(capsys, ["--resume", str(run)])
     _assert_one_line_error(rc, err, f"{run / 'experiment.yaml'}: objective.form: unknown name 'bogus'")
+    # without its checksum line (emptied, or the line deleted) it cannot be told unedited: refused (an emptied
+    # file resumed the default experiment over the run's trials and relabelled them)
+    for edited in ("", text):
+        (run / "experiment.yaml").write_text(edited)
+        rc, _, err = _run(capsys, ["--resume", str(run)])
+        _assert_one_line_error(rc, err, f"resume: {run / 'experiment.yaml'} was edited after the run started")
+    rc, _, err = _run(capsys, ["--resume", str(run / "experiment.yaml")])
+    _assert_one_line_error(rc, err, "is a file; give the results folder of an earlier run")
 
 
 def test_resume_refuses_flags_that_would_change_the_experiment(capsys, tmp_path):
@@ -375,3 +391,36 @@ def test_an_interrupt_outside_tunes_own_stop_names_the_resume_when_the_folder_ca
     rc, _, err = _run(capsys, ["--out", str(tmp_path), "--name", "shot"])
     assert rc == 130 and err.strip().splitlines() == [
         "interrupted; resume with:", f"  python -m nasq_ray.run --resume {tmp_path / 'shot'}"]
+
+
+def test_config_files_that_are_not_utf8_or_nested_too_deeply(capsys, tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes("search:\n  num_samples: 3  # caf\xe9\n".encode("latin-1"))
+    rc, _, err = _run(capsys, ["--config", str(tmp_path / "latin1.yaml"), "--out", str(tmp_path / "out")])
+    _assert_one_line_error(rc, err, "latin1.yaml: byte 31 is not UTF-8 text; allowed: a YAML file in UTF-8")
+    (tmp_path / "deep.yaml").write_text("[" * 5000 + "]" * 5000)
+    rc, _, err = _run(capsys, ["--config", str(tmp_path / "deep.yaml"), "--out", str(tmp_path / "out")])
+    _assert_one_line_error(rc, err, "deep.yaml: nested too deeply to read")
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_trial_failed_names_the_reason_a_trial_reported():
+    from types import SimpleNamespace
+
+    from nasq_ray.results.records import TrialRecord
+    from nasq_ray.run import _all_failed
+
+    rec = TrialRecord(trial_id="t1", config={}, metrics={"status": "failed", "fail_reason": "DataError: a label is -1"},
+                      status="failed")
+    result = SimpleNamespace(records=[rec], out_dir=__import__("pathlib").Path("/x"))
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _all_failed(result)
+    assert "the first one's error: DataError: a label is -1" in err.getvalue()  # it said "no error recorded"
+    cut = TrialRecord(trial_id="t2", config={}, metrics={"epoch": 1}, status="pruned")  # --time-budget cut it
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _all_failed(SimpleNamespace(records=[cut], out_dir=None))  # exit 1: no trial finished
+    assert err.getvalue().startswith("error: no trial finished (1 trial started")

@@ -127,5 +127,6 @@ def test_resume_refuses_an_edited_experiment_but_not_moved_paths(tmp_path):
     with pytest.raises(ConfigError, match=r"^resume: .*experiment.yaml was edited after the run started; .*--config"):
         saved_config(folder, "resume")
     assert saved_config(folder, "export").search.max_epochs == 10  # report and export read it as it is
-    saved.write_text(text.split("\n", 1)[1].replace("max_epochs: 8", "max_epochs: 10"))  # no checksum: no check
-    assert saved_config(folder, "resume").search.max_epochs == 10
+    saved.write_text(text.split("\n", 1)[1].replace("max_epochs: 8", "max_epochs: 10"))  # its checksum line deleted
+    with pytest.raises(ConfigError, match=r"^resume: .*experiment.yaml was edited after the run started"):
+        saved_config(folder, "resume")

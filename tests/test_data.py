@@ -775,3 +775,39 @@ def test_a_data_factorys_listed_labels_outside_its_classes_are_refused(made, nee
         load_user_data(made)
     assert needle in str(e.value) and "\n" not in str(e.value)
     assert load_user_data(lambda: {"train": _Labelled([0, 1, 2]), "val": _Labelled([2, 0])}).num_classes == 3
+
+
+class _Raising(torch.utils.data.Dataset):
+    """A Dataset whose ``__getitem__`` (or ``__len__``) is the user's code failing."""
+
+    def __init__(self, getitem=None, length=None):
+        self.getitem, self.length = getitem, length
+
+    def __len__(self):
+        if self.length is not None:
+            raise self.length
+        return 3
+
+    def __getitem__(self, i):
+        if self.getitem is not None:
+            raise self.getitem
+        return torch.zeros(1, 4, 4), i % 2
+
+
+@pytest.mark.parametrize("made, needle", [
+    (lambda: {"train": _Raising(IndexError("nope")), "val": _Raising()},
+     "['train'][0] raised IndexError: nope; expected an (input, label) item for every index"),
+    (lambda: {"train": _Raising(), "val": _Raising(), "test": _Raising(FileNotFoundError("no such file:\n  img_0.png"))},
+     "['test'][0] raised FileNotFoundError: no such file: img_0.png;"),
+    (lambda: {"train": _Raising(), "val": _Raising(length=RuntimeError("no index file"))},
+     ("len(", ")['val']) raised RuntimeError: no index file")),
+])
+def test_a_data_factorys_dataset_that_raises_is_named_in_one_line(made, needle):
+    from nasq_ray.data import load_user_data
+    from nasq_ray.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        load_user_data(made)
+    msg = str(e.value)
+    assert msg.startswith("data: ") and "\n" not in msg
+    assert all(part in msg for part in (needle if isinstance(needle, tuple) else (needle,))), msg

@@ -66,8 +66,33 @@ def _check_splits(made, label: str) -> None:
         if not (hasattr(ds, "__len__") and hasattr(ds, "__getitem__")):
             raise DataError(f"data: {label}['{split}'] is a {type(ds).__name__}; expected a map-style torch Dataset "
                             "(with __len__ and __getitem__)")
-        if len(ds) == 0:
+        if _size(ds, f"{label}['{split}']") == 0:
             raise DataError(f"data: {label}['{split}'] is empty")
+
+
+def _user_error(e: Exception) -> str:
+    """``Type: message`` of an error the user's code raised, on one line and cut to a readable length."""
+    text = " ".join(str(e).split())[:200]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _size(ds, where: str) -> int:
+    """``len(ds)``, or a DataError where the Dataset's ``__len__`` raises (it is the user's code)."""
+    try:
+        return len(ds)
+    except Exception as e:  # noqa: BLE001 - the user's Dataset failing is bad input, reported in one line
+        raise DataError(f"data: len({where}) raised {_user_error(e)}; expected the number of items of a map-style "
+                        "torch Dataset") from None
+
+
+def read_item(ds, i: int, where: str):
+    """``ds[i]``, or a DataError naming the item where the Dataset's ``__getitem__`` raises (it is the
+    user's code; ``where`` is ``factory()['split']``)."""
+    try:
+        return ds[i]
+    except Exception as e:  # noqa: BLE001 - the user's Dataset failing is bad input, reported in one line
+        raise DataError(f"data: {where}[{i}] raised {_user_error(e)}; expected an (input, label) item for every "
+                        "index 0 .. len - 1") from None
 
 
 def check_item(item, where: str) -> tuple[tuple[int, ...], int]:
@@ -98,8 +123,12 @@ def _count_classes(ds, label: str) -> int:
         return len(classes)
     targets = getattr(ds, "targets", None)
     if targets is not None:
-        return int(torch.as_tensor(targets).max()) + 1
-    top = max(check_item(ds[i], f"{label}['train'][{i}]")[1] for i in range(len(ds)))
+        try:
+            return int(torch.as_tensor(targets).max()) + 1
+        except (TypeError, ValueError, RuntimeError):
+            pass  # not a list of numbers: the items say the labels
+    where = f"{label}['train']"
+    top = max(check_item(read_item(ds, i, where), f"{where}[{i}]")[1] for i in range(len(ds)))
     return top + 1
 
 
@@ -137,7 +166,8 @@ def load_user_data(target, kwargs: dict | None = None, data_dir: str | None = No
     shapes = {}
     for split in SPLITS:
         if made.get(split) is not None:
-            shapes[split] = check_item(made[split][0], f"{factory.label}['{split}'][0]")[0]
+            where = f"{factory.label}['{split}']"
+            shapes[split] = check_item(read_item(made[split], 0, where), f"{where}[0]")[0]
     if len(set(shapes.values())) > 1:
         raise DataError(f"data: {factory.label}: the splits' inputs differ in shape ({shapes}); expected one shape")
     given = made.get("num_classes")

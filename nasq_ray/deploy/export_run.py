@@ -50,11 +50,14 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
         if not rows:
             raise ConfigError(f"trial: no trial '{trial}' in {folder / 'trials.csv'}")
     elif not pareto:
-        best = json.loads((folder / "best.json").read_text())["trial_id"] if (folder / "best.json").is_file() else None
+        best = _best_trial(folder / "best.json")
         rows = [r for r in rows if r["trial_id"] == best]
     if not rows:
         raise ConfigError(f"export: '{folder}' has no finished trial to export (no best trial, empty front)")
     out_dir = folder / "export"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"export: '{out_dir}' is a file; the models are written into a folder of that name: move the "
+                          "file away")
     out_dir.mkdir(exist_ok=True)
     summaries = []
     test = prep.test
@@ -110,6 +113,18 @@ def export_run(result_dir: str | Path, trial: str | None = None, pareto: bool = 
     return summaries
 
 
+def _best_trial(path: Path) -> str | None:
+    """The trial best.json names (None without the file)."""
+    if not path.is_file():
+        return None
+    try:
+        best = json.loads(path.read_text())["trial_id"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"export: {path} is damaged ({type(e).__name__}); it names the best trial as "
+                          "{\"trial_id\": ...}: export one with --trial ID (trials.csv lists them), or --pareto") from None
+    return str(best)
+
+
 def _phases(cfg):
     """``phase(name)``: trial kind, prepared inputs and experiment folder of the trials of a row's
     ``phase`` (None, or a phase the run does not have: the run's own), each phase prepared once,
@@ -120,12 +135,14 @@ def _phases(cfg):
 
     configs, default = {None: cfg}, None
     if cfg.search.mode == "oneshot":
-        from ..search.oneshot import PHASE3, phase_configs
+        from ..search.oneshot import PHASE3, phase_configs, phase_state
 
         _, p2, p3 = phase_configs(cfg)
         configs, default = {"oneshot": p2}, "oneshot"
         if (p3.out_dir / "trials.csv").is_file():
-            configs[PHASE3], default = p3, PHASE3
+            configs[PHASE3] = p3
+            if phase_state(cfg.out_dir).get(PHASE3) == "done":  # the folder's files are phase 3's once it ended
+                default = PHASE3
     prepared: dict = {}
 
     def phase(name):

@@ -182,6 +182,9 @@ def resume_search(result_dir: str | Path, **overrides) -> SearchResult:
     """Continue an interrupted experiment from its results folder: finished trials are kept,
     unfinished ones continue from their last checkpoint, the searcher's state is restored."""
     cfg = saved_config(result_dir, "resume", overrides)
+    if cfg.trial in ("supernet", "finetune"):  # a one-shot run's phase folder: the run resumes its phases in order
+        raise ConfigError(f"resume: '{cfg.out_dir}' is phase {1 if cfg.trial == 'supernet' else 3} of the one-shot run "
+                          f"in '{cfg.out_dir.parent}'; resume that run: --resume {cfg.out_dir.parent}")
     if cfg.search.mode == "oneshot":
         from .oneshot import run_oneshot
 

@@ -34,13 +34,24 @@ PHASE1, PHASE3 = "supernet", "finetune"
 STATE_FILE = "oneshot.json"
 
 
-def _phase_state(out: Path) -> dict:
+def phase_state(out: Path) -> dict:
+    """Which phases have finished (``oneshot.json``; none before phase 1 ends)."""
     path = out / STATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.exists():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        state = e
+    if not isinstance(state, dict) or not all(v == "done" for v in state.values()):
+        raise ConfigError(f"{STATE_FILE}: {path} is damaged ({type(state).__name__}); it lists the one-shot phases that "
+                          f"finished, e.g. {{\"{PHASE1}\": \"done\", \"search\": \"done\"}}: write what has finished, "
+                          "or delete it to resume each phase from its own saved state")
+    return state
 
 
 def _mark(out: Path, phase: str) -> None:
-    state = _phase_state(out)
+    state = phase_state(out)
     state[phase] = "done"
     (out / STATE_FILE).write_text(json.dumps(state) + "\n")
 
@@ -107,7 +118,7 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
 
         run_space(p1)
         check_data_dir_read(cfg.data)
-    state = _phase_state(out) if resuming else {}
+    state = phase_state(out) if resuming else {}
     if not resuming and tune.Tuner.can_restore(cfg.experiment_path):
         raise ConfigError(f"name: '{cfg.experiment_path}' already holds an experiment; choose another --name, "
                           f"or continue it with --resume {out}")
@@ -130,19 +141,30 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
     if state.get("search") != "done":
         _say(cfg, f"phase 2: searching {cfg.search.num_samples} sub-networks with inherited weights")
         # phase 2 runs in the one-shot run's folder: its experiment.yaml stays the one-shot run's throughout
-        r2 = _run_or_resume(p2, resuming and state.get(PHASE1) == "done",
+        r2 = _run_or_resume(p2, resuming,
                             functools.partial(run_search, record_config=False), resume_config)
         if r2.interrupted:
             return _stopped(r2, cfg, t0, "phase 2 (the search)")
         _mark(out, "search")
     if cfg.search.finetune_epochs > 0 and state.get(PHASE3) != "done":
-        _say(cfg, f"phase 3: fine-tuning the front (at most {cfg.search.finetune_top} models) for "
+        n = min(cfg.search.finetune_top, _front_size(out)) or 1  # what phase 3 fine-tunes (and counts: "2 of 3")
+        p3 = replace(p3, search=replace(p3.search, num_samples=n, warm_start=n))
+        _say(cfg, f"phase 3: fine-tuning {counted(n, 'model')} of the front for "
                   f"{counted(cfg.search.finetune_epochs, 'epoch')}")
-        r3 = _run_or_resume(p3, resuming and state.get("search") == "done", run_search, resume_config)
+        r3 = _run_or_resume(p3, resuming, run_search, resume_config)
         if r3.interrupted:
             return _stopped(r3, cfg, t0, "phase 3 (fine-tuning)")
         _mark(out, PHASE3)
     return _combined(cfg, p2, p3, t0)
+
+
+def _front_size(out: Path) -> int:
+    """Models in phase 2's front (``pareto.csv``), which phase 3 fine-tunes."""
+    path = out / "pareto.csv"
+    if not path.is_file():
+        return 0
+    with open(path) as f:
+        return max(0, sum(1 for line in f if line.strip()) - 1)
 
 
 def _say(cfg: ExperimentConfig, text: str) -> None:

@@ -78,20 +78,28 @@ LOCK_FILE = ".nasq-ray.lock"
 def folder_lock(folder: Path):
     """One driver at a time writes a results folder: two runs of one --name, or two --resume of one
     folder, had both run and left the folder mixed. A lock whose process is gone (kill -9) is taken over."""
-    folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
     for attempt in (0, 1):
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             break
         except FileExistsError:
-            host, _, pid = (lock.read_text(errors="replace").strip() + " ").partition(" ")
-            pid = pid.strip()
-            if attempt == 0 and host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            try:
+                text = lock.read_text(errors="replace")
+            except OSError:  # not a file (a folder of that name)
+                text = ""
+            host, _, pid = (text.strip() + " ").partition(" ")
+            host, pid = host if host.isprintable() else "", pid.strip()
+            pid = pid if pid.isdigit() else ""
+            if attempt == 0 and host == socket.gethostname() and pid and not _alive(int(pid)):
                 lock.unlink(missing_ok=True)  # stale: its driver was killed
                 continue
-            raise ConfigError(f"{folder}: another nasq-ray process (pid {pid or '?'} on {host or '?'}) is writing this "
-                              f"results folder; wait for it to end or stop it (if it is gone, delete {lock})") from None
+            raise ConfigError(f"{folder}: another nasq-ray process (pid {pid or '?'} on {host[:60] or '?'}) is writing "
+                              f"this results folder; wait for it to end or stop it (if it is gone, delete {lock})") from None
+        except OSError as e:  # a folder this user may not write: the run writes its results there
+            raise ConfigError(f"out: cannot write in '{folder}' ({type(e).__name__}: {e.strerror or e}); allowed: a "
+                              "results folder you can write (--out, or a copy of the run's folder to --resume)") from None
     os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
     os.close(fd)
     try:

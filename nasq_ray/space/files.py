@@ -37,6 +37,9 @@ def resolve_space_path(name_or_path: str | Path) -> Path:
                                f"a space YAML file, got {type(name_or_path).__name__}")
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
+        if p.is_dir():
+            raise SearchSpaceError(f"space: '{p}' is a folder; allowed: the path of a space YAML file, or a shipped "
+                                   f"space's name ({', '.join(shipped_spaces())})")
         if not p.is_file():
             raise SearchSpaceError(f"space: file '{p}' does not exist")
         return p

@@ -25,6 +25,14 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_finite(v) -> bool:
+    """A number that is not nan or infinite (YAML's ``.nan``, ``.inf``), nor an int too large for a float."""
+    try:
+        return _is_number(v) and math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 class _Parser:
     def __init__(self, source: str):
         self.source = source
@@ -48,6 +56,7 @@ class _Parser:
                 raise self.err(path, "empty choice list; give at least one value")
             for v in raw:
                 check(path, v)
+                self.finite(path, v)
             if all(_is_number(v) for v in raw):
                 return Ordinal(tuple(sorted(set(raw))))
             if all(isinstance(v, str) for v in raw):
@@ -61,10 +70,17 @@ class _Parser:
             if "low" not in raw or "high" not in raw:
                 raise self.err(path, "a range needs both 'low' and 'high'")
             lo, hi, log = raw["low"], raw["high"], raw.get("log", False)
-            if not (_is_number(lo) and _is_number(hi)) or lo > hi:
+            if not (_is_number(lo) and _is_number(hi)):
                 raise self.err(path, f"range low={lo!r} high={hi!r}: expected numbers with low <= high")
-            check(path, lo)
-            check(path, hi)
+            for v in (lo, hi):
+                check(path, v)
+                self.finite(path, v)
+            if lo > hi:
+                raise self.err(path, f"range low={lo!r} high={hi!r}: expected numbers with low <= high")
+            if not isinstance(log, bool):
+                raise self.err(f"{path}.log", f"{log!r} is not allowed; allowed: true, false")
+            if not _is_finite(hi - lo):
+                raise self.err(path, f"range low={lo!r} high={hi!r} is too wide; allowed: high - low a finite number")
             if log and lo <= 0:
                 raise self.err(path, f"a log range needs low > 0, got {lo}")
             if isinstance(lo, int) and isinstance(hi, int):
@@ -73,6 +89,7 @@ class _Parser:
         if raw is None:
             raise self.err(path, "missing value")
         check(path, raw)
+        self.finite(path, raw)
         return raw
 
     # value checks ------------------------------------------------------------------------
@@ -84,13 +101,23 @@ class _Parser:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise self.err(path, f"{v!r} is not allowed; allowed: integers >= 0")
 
+    def finite(self, path, v):
+        """Every number of a domain (a choice, a range's end, a fixed value) is finite: nan or inf
+        would reach training (a loss of nan) or sampling (an overflow)."""
+        if _is_number(v) and not _is_finite(v):
+            raise self.err(path, f"{v!r} is not allowed; allowed: finite numbers")
+
     def non_negative(self, path, v):
-        if not _is_number(v) or v < 0:
-            raise self.err(path, f"{v!r} is not allowed; allowed: numbers >= 0")
+        if not _is_finite(v) or v < 0:
+            raise self.err(path, f"{v!r} is not allowed; allowed: finite numbers >= 0")
 
     def positive(self, path, v):
-        if not _is_number(v) or v <= 0:
-            raise self.err(path, f"{v!r} is not allowed; allowed: numbers > 0")
+        if not _is_finite(v) or v <= 0:
+            raise self.err(path, f"{v!r} is not allowed; allowed: finite numbers > 0")
+
+    def momentum(self, path, v):
+        if not _is_finite(v) or not 0 <= v < 1:
+            raise self.err(path, f"{v!r} is not allowed; allowed: numbers in [0, 1), e.g. 0.9")
 
     def bits(self, path, v):
         try:
@@ -358,7 +385,7 @@ class SpaceParser:
         self._slot("train.weight_decay", p.domain("train.weight_decay", t["weight_decay"], p.non_negative), "train")
         self._slot("train.batch_size", p.domain("train.batch_size", t["batch_size"], p.positive_int), "train")
         uses_sgd = "sgd" in _values(opt)
-        mom = p.domain("train.momentum", t["momentum"], p.non_negative)
+        mom = p.domain("train.momentum", t["momentum"], p.momentum)
         self._slot("train.momentum", mom, "train", ("sgd",) if isinstance(opt, Choice) and uses_sgd else None)
 
     def _check_feasible(self) -> None:

@@ -392,3 +392,26 @@ def test_one_driver_at_a_time_writes_a_results_folder(tmp_path):
     (tmp_path / "run" / LOCK_FILE).write_text(f"{socket.gethostname()} {dead.pid}")  # a driver killed with -9
     with folder_lock(tmp_path / "run"):
         assert (tmp_path / "run" / LOCK_FILE).read_text().endswith(f" {os.getpid()}")
+
+
+def test_a_folder_the_driver_cannot_lock_is_one_line(tmp_path, monkeypatch):
+    from nasq_ray.errors import ConfigError
+    from nasq_ray.search.session import LOCK_FILE, folder_lock
+
+    (tmp_path / "run" / LOCK_FILE).mkdir(parents=True)  # a folder of the lock's name
+    with pytest.raises(ConfigError, match=r"another nasq-ray process \(pid \? on \?\)"):
+        with folder_lock(tmp_path / "run"):
+            pass
+    (tmp_path / "run" / LOCK_FILE).rmdir()
+    (tmp_path / "run" / LOCK_FILE).write_bytes(b"\x1b[2J\x00\xff garbage")  # no raw bytes in the message
+    with pytest.raises(ConfigError, match=r"\(pid \? on \?\)"):
+        with folder_lock(tmp_path / "run"):
+            pass
+
+    def refused(*a, **k):  # a read-only folder (root writes anywhere, so the refusal is simulated)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "open", refused)
+    with pytest.raises(ConfigError, match=r"^out: cannot write in '.*ro' \(PermissionError: Permission denied\)"):
+        with folder_lock(tmp_path / "ro"):
+            pass

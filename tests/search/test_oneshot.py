@@ -80,6 +80,24 @@ def test_a_one_shot_search_runs_its_three_phases_in_one_folder(ray_cluster, tmp_
     assert len([r for r in _rows(folder / "trials.csv") if r["phase"] == "oneshot"]) == 12
     assert json.loads((folder / "oneshot.json").read_text())["finetune"] == "done"
 
+    # bad input on the finished folder: one line, exit 2, nothing lost
+    files = {p: p.read_bytes() for p in folder.glob("*.csv")}
+    capsys.readouterr()
+    assert main(["--resume", str(folder / "finetune")]) == 2  # it resumed phase 3 alone, "interrupted" for ever
+    assert f"is phase 3 of the one-shot run in '{folder}'; resume that run" in capsys.readouterr().err
+    state = (folder / "oneshot.json").read_text()
+    (folder / "oneshot.json").write_text("[1, 2]")
+    assert main(["--resume", str(folder)]) == 2 and "oneshot.json is damaged (list)" in capsys.readouterr().err
+    (folder / "oneshot.json").write_text(state)
+    (folder / "best.json").write_text("{")
+    assert export_main([str(folder), "--format", "packed"]) == 2
+    assert "best.json is damaged (JSONDecodeError)" in capsys.readouterr().err
+    shutil.rmtree(folder / "export")
+    (folder / "export").write_text("")
+    assert export_main([str(folder), "--format", "packed", "--pareto"]) == 2
+    assert "export' is a file" in capsys.readouterr().err
+    assert files == {p: p.read_bytes() for p in folder.glob("*.csv")}
+
 
 def test_phase_1_resumes_after_a_sigkill_of_the_driver(tmp_path):
     args = ["--space", str(_space(tmp_path)), "--oneshot", "--supernet-epochs", "40", "--num-samples", "4",

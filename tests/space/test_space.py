@@ -446,6 +446,20 @@ YAML_CASES = [
     (lambda r: r["quant"].update(policy="auto", auto_sqnr_db="high"), "quant.auto_sqnr_db", ["'high'"]),
     (lambda r: r["quant"].update(policy="auto", auto_sqnr_db=[20, 30]), "quant.auto_sqnr_db", ["[20, 30]"]),
     (_set(["quant", "polcy"], "block"), "quant.polcy", ["unknown key", "did you mean 'policy'"]),
+    # every number of a domain is finite, in the key's natural range; a range's log is true or false
+    (_set(["train", "lr"], float("nan")), "train.lr", ["nan is not allowed", "finite numbers > 0"]),
+    (_set(["train", "lr"], [0.01, float("nan")]), "train.lr", ["nan is not allowed"]),
+    (_set(["train", "lr"], {"low": float("nan"), "high": 0.03}), "train.lr", ["nan is not allowed"]),
+    (_set(["train", "lr"], {"low": 0.003, "high": float("inf")}), "train.lr", ["inf is not allowed"]),
+    (_set(["train", "lr"], {"low": 0.003, "high": 0.03, "log": "maybe"}), "train.lr.log",
+     ["'maybe' is not allowed", "true, false"]),
+    (_set(["train", "momentum"], float("nan")), "train.momentum", ["nan is not allowed", "[0, 1)"]),
+    (_set(["train", "momentum"], 5), "train.momentum", ["5 is not allowed", "[0, 1)"]),
+    (_set(["train", "momentum"], [0.9, 1.0]), "train.momentum", ["1.0 is not allowed", "[0, 1)"]),
+    (_set(["train", "weight_decay"], [float("nan")]), "train.weight_decay", ["nan is not allowed", ">= 0"]),
+    (_set(["train", "weight_decay"], {"low": 0.0, "high": float("inf")}), "train.weight_decay",
+     ["inf is not allowed"]),
+    (_set(["train", "batch_size"], [32, 64.5]), "train.batch_size", ["64.5", "integers >= 1"]),
 ]
 
 
@@ -483,6 +497,24 @@ def test_yaml_missing_file(tmp_path):
     with pytest.raises(SearchSpaceError) as e:
         load_space(tmp_path / "absent.yaml")
     assert "absent.yaml" in one_line(e)
+
+
+def test_yaml_a_folder_is_not_a_space_file(tmp_path):
+    with pytest.raises(SearchSpaceError) as e:
+        load_space(tmp_path)
+    msg = one_line(e)
+    assert f"'{tmp_path}' is a folder" in msg and "space YAML file" in msg and "digits_small" in msg
+
+
+def test_abstract_space_numbers_are_finite_and_its_ranges_not_too_wide():
+    with pytest.raises(SearchSpaceError) as e:
+        SearchSpace({"params": {"x": [1.0, float("inf")]}})
+    assert "params.x: inf is not allowed; allowed: finite numbers" in one_line(e)
+    with pytest.raises(SearchSpaceError) as e:
+        SearchSpace({"params": {"x": {"low": -1e308, "high": 1e308}}})
+    assert "params.x: range low=-1e+308 high=1e+308 is too wide" in one_line(e)
+    sp = SearchSpace({"params": {"x": {"low": 0.5, "high": 2.0, "log": False}, "y": [0.0, 0.9]}})
+    assert 0.5 <= sp.sample(0)["x"] <= 2.0
 
 
 def test_image_space_on_flat_input():
