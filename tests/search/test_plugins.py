@@ -47,10 +47,10 @@ def scheduler(metric, mode, max_t):
     return MedianStoppingRule(time_attr="training_iteration", metric=metric, mode=mode, grace_period=1)
 '''
 
-def _readme_kind() -> str:
-    """The README's trial-kind plug-in, as a user would copy it."""
+def _readme_block(lang: str, first_line: str) -> str:
+    """A code block of the README, as a user would copy it."""
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    return re.search(r"```python\n(# my_nas/my_nas/kind.py.*?)```", text, re.S).group(1)
+    return re.search(rf"```{lang}\n({re.escape(first_line)}\n.*?)```", text, re.S).group(1)
 
 
 PYPROJECT = '''
@@ -69,11 +69,8 @@ optuna_raw = "nasq_demo:optuna_searcher"
 [project.entry-points."nasq_ray.schedulers"]
 demo_median = "nasq_demo:scheduler"
 
-[project.entry-points."nasq_ray.trials"]
-function = "nasq_demo_kind:FunctionTrial"
-
 [tool.setuptools]
-py-modules = ["nasq_demo", "nasq_demo_kind"]
+py-modules = ["nasq_demo"]
 '''
 
 DRIVER = '''
@@ -87,35 +84,53 @@ codes.append(main(["--space", "nb201", "--searcher", "optuna_raw", "--num-sample
                    "--name", "b", "--quiet"]))
 codes.append(main(["--space", "nb201", "--trial", "function", "--cost", "macs", "--num-samples", "5", "--out", out,
                    "--name", "c", "--quiet"]))
+codes.append(main(["--space", "nb201", "--searcher", "mutate_best", "--scheduler", "quick_asha", "--scheduler-arg",
+                   "grace_period=2", "--num-samples", "6", "--out", out, "--name", "d", "--quiet"]))
 sys.exit(max(codes))
 '''
 
 
 @pytest.fixture(scope="module")
 def plugin_site(tmp_path_factory):
+    """Three plug-in distributions installed: a demo, the README's package (its files as the README shows
+    them) and a broken one."""
     root = tmp_path_factory.mktemp("plugin")
     src = root / "src"
     src.mkdir()
     (src / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     (src / "nasq_demo.py").write_text(PLUGIN)
-    (src / "nasq_demo_kind.py").write_text(_readme_kind())
+    pkg = root / "my_nas"
+    (pkg / "my_nas").mkdir(parents=True)
+    (pkg / "pyproject.toml").write_text(_readme_block("toml", "# my_nas/pyproject.toml"))
+    (pkg / "my_nas" / "__init__.py").write_text("")
+    for module in ("strategy", "scheduler", "kind"):
+        (pkg / "my_nas" / f"{module}.py").write_text(_readme_block("python", f"# my_nas/my_nas/{module}.py"))
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "pyproject.toml").write_text(textwrap.dedent(BAD_PYPROJECT))
+    (bad / "nasq_bad.py").write_text(BAD_PLUGIN)
     site = root / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(src)], check=True, timeout=300)
+                    "--target", str(site), str(src), str(pkg), str(bad)], check=True, timeout=300)
     assert any(p.name.startswith("nasq_demo_plugin") and p.suffix == ".dist-info" for p in site.iterdir())
     return site
 
 
+def _site_env(site):
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
 def test_installed_plugins_are_listed_and_used(plugin_site, tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")])}
-    (tmp_path / "driver.py").write_text(DRIVER)
-    p = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "out")], env=env,
+    elsewhere = tmp_path / "elsewhere"  # no plug-in's source folder: each is imported as installed
+    elsewhere.mkdir()
+    (elsewhere / "driver.py").write_text(DRIVER)
+    p = subprocess.run([sys.executable, "driver.py", str(tmp_path / "out")], cwd=elsewhere, env=_site_env(plugin_site),
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "cheapfirst" in p.stdout and "plug-in (nasq_demo:CheapFirst)" in p.stdout
-    assert "optuna_raw" in p.stdout and "demo_median" in p.stdout
-    assert re.search(r"function\s+plug-in", p.stdout)
-    for name, n in (("a", 6), ("b", 4), ("c", 5)):
+    assert "optuna_raw" in p.stdout and "demo_median" in p.stdout and "quick_asha" in p.stdout
+    assert re.search(r"function\s+plug-in", p.stdout) and "plug-in (my_nas.strategy:MutateBest)" in p.stdout
+    for name, n in (("a", 6), ("b", 4), ("c", 5), ("d", 6)):
         with open(tmp_path / "out" / name / "trials.csv") as f:
             rows = list(csv.DictReader(f))
         assert len(rows) == n and all(r["status"] == "complete" for r in rows)
@@ -123,11 +138,6 @@ def test_installed_plugins_are_listed_and_used(plugin_site, tmp_path):
     with open(tmp_path / "out" / "a" / "trials.csv") as f:
         convs = [sum("conv" in r[f"edge_{k}"] for k in range(6)) for r in csv.DictReader(f)]
     assert sum(convs) / len(convs) < 6 * 2 / 5
-
-
-def _readme_block(lang: str, first_line: str) -> str:
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    return re.search(rf"```{lang}\n({re.escape(first_line)}\n.*?)```", text, re.S).group(1)
 
 
 BAD_PLUGIN = '''
@@ -205,15 +215,6 @@ prepare_fails = "nasq_bad:PrepareFails"
 py-modules = ["nasq_bad"]
 '''
 
-README_DRIVER = '''
-import sys
-from nasq_ray.run import main
-out = sys.argv[1]
-codes = [main(["--space", "nb201", "--searcher", "mutate_best", "--scheduler", "quick_asha", "--scheduler-arg",
-               "grace_period=2", "--num-samples", "6", "--out", out, "--name", "a", "--quiet"])]
-sys.exit(max(codes))
-'''
-
 BAD_DRIVER = '''
 import contextlib, io, json, sys
 from nasq_ray.run import main
@@ -228,46 +229,14 @@ print(json.dumps(cases))
 '''
 
 
-@pytest.fixture(scope="module")
-def readme_site(tmp_path_factory):
-    """The README's plug-in package, its files as the README shows them, beside a broken plug-in package."""
-    root = tmp_path_factory.mktemp("readme_plugin")
-    pkg = root / "my_nas"
-    (pkg / "my_nas").mkdir(parents=True)
-    (pkg / "pyproject.toml").write_text(_readme_block("toml", "# my_nas/pyproject.toml"))
-    (pkg / "my_nas" / "__init__.py").write_text("")
-    for module in ("strategy", "scheduler", "kind"):
-        (pkg / "my_nas" / f"{module}.py").write_text(_readme_block("python", f"# my_nas/my_nas/{module}.py"))
-    bad = root / "bad"
-    bad.mkdir()
-    (bad / "pyproject.toml").write_text(textwrap.dedent(BAD_PYPROJECT))
-    (bad / "nasq_bad.py").write_text(BAD_PLUGIN)
-    site = root / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(pkg), str(bad)], check=True, timeout=300)
-    return site
-
-
-def _site_env(site):
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-
-
-def test_the_readme_plugin_package_installs_and_runs_from_another_folder(readme_site, tmp_path):
-    elsewhere = tmp_path / "elsewhere"  # not the package's folder: it must be imported as installed
-    elsewhere.mkdir()
-    (elsewhere / "driver.py").write_text(README_DRIVER)
-    p = subprocess.run([sys.executable, "driver.py", str(tmp_path / "out")], cwd=elsewhere, env=_site_env(readme_site),
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-3000:]
-    with open(tmp_path / "out" / "a" / "trials.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6
+def test_the_readme_conformance_check_of_its_trial_kind_runs_as_written(plugin_site, tmp_path):
     check = _readme_block("python", "import nasq_ray as nq\nfrom nasq_ray.testing import check_trial_kind")
-    p = subprocess.run([sys.executable, "-c", check], cwd=elsewhere, env=_site_env(readme_site),
+    p = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=_site_env(plugin_site),
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
 
 
-def test_a_broken_plugin_is_one_line_and_exit_2_before_ray_starts(readme_site, tmp_path):
+def test_a_broken_plugin_is_one_line_and_exit_2_before_ray_starts(plugin_site, tmp_path):
     cases = {
         "missing_module": (["--searcher", "missing_module"], "search.searcher: the plug-in 'missing_module' (entry "
                            "point nasq_nowhere:Strategy of nasq_ray.searchers, from nasq-bad-plugin) cannot be loaded: "
@@ -288,7 +257,7 @@ def test_a_broken_plugin_is_one_line_and_exit_2_before_ray_starts(readme_site, t
 
     argv = {name: a for name, (a, _) in cases.items()}
     p = subprocess.run([sys.executable, "-c", BAD_DRIVER, json.dumps(argv), str(tmp_path / "out")],
-                       env=_site_env(readme_site), capture_output=True, text=True, timeout=300)
+                       env=_site_env(plugin_site), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     got = json.loads(p.stdout.strip().splitlines()[-1])
     for name, (_, needle) in cases.items():
