@@ -811,3 +811,12 @@ def test_a_data_factorys_dataset_that_raises_is_named_in_one_line(made, needle):
     msg = str(e.value)
     assert msg.startswith("data: ") and "\n" not in msg
     assert all(part in msg for part in (needle if isinstance(needle, tuple) else (needle,))), msg
+
+
+def test_targets_that_are_not_numbers_leave_the_classes_to_the_items():
+    from nasq_ray.data import load_user_data
+
+    class Named(_Raising):
+        targets = ["cat", "dog", "cat"]  # names, not class indices: the items' labels (0, 1, 0) say the classes
+
+    assert load_user_data(lambda: {"train": Named(), "val": _Raising()}).num_classes == 2
