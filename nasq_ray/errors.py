@@ -83,6 +83,13 @@ def as_sizes(shape) -> tuple[int, ...] | None:
     return tuple(int(s) for s in items) if ok else None
 
 
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of an error raised by code not nasq-ray's (a plug-in, a user's Dataset), on one
+    line and cut to ``limit`` characters (the type alone for an empty message)."""
+    text = " ".join(str(e).split())[:limit]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def unwritable(e: OSError) -> str:
     """One line for a folder or file a command cannot write (read-only, missing, full)."""
     where = e.filename or "its output"

@@ -10,16 +10,12 @@ import inspect
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 
-from .errors import ConfigError, NasqError
+from .errors import ConfigError, NasqError, one_line
 
 
 def installed(group: str) -> dict[str, EntryPoint]:
     """The installed plug-ins of ``group`` by name (not yet loaded)."""
     return {ep.name: ep for ep in entry_points(group=group)}
-
-
-def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}" if str(e) else type(e).__name__
 
 
 def load_plugin(ep: EntryPoint, field: str):
@@ -29,7 +25,7 @@ def load_plugin(ep: EntryPoint, field: str):
         return ep.load()
     except Exception as e:  # noqa: BLE001 - whatever the plug-in's import raises is the plug-in's fault
         raise ConfigError(f"{field}: the plug-in '{ep.name}' (entry point {ep.value} of {ep.group}, from "
-                          f"{ep.dist.name if ep.dist else 'an unknown package'}) cannot be loaded: {_one_line(e)}") from e
+                          f"{ep.dist.name if ep.dist else 'an unknown package'}) cannot be loaded: {one_line(e)}") from e
 
 
 def call_plugin(factory: Callable, field: str, label: str, *args, **kwargs):
@@ -40,7 +36,7 @@ def call_plugin(factory: Callable, field: str, label: str, *args, **kwargs):
     except NasqError:
         raise
     except Exception as e:  # noqa: BLE001 - a plug-in that cannot start: its error, in one line
-        raise ConfigError(f"{field}: the plug-in {label} failed: {_one_line(e)}") from e
+        raise ConfigError(f"{field}: the plug-in {label} failed: {one_line(e)}") from e
 
 
 class Lazy:

@@ -251,7 +251,7 @@ def _main(args: argparse.Namespace) -> int:
             print(f"interrupted: {result.finished} of {counted(result.requested, 'trial')} finished; resume with:\n"
                   f"  python -m nasq_ray.run --resume {result.out_dir}", file=sys.stderr)
             return 130
-        return 1 if _all_failed(result) else 0
+        return 1 if _all_failed(result) or _none_finished(result) else 0
     except NasqError as e:
         if args.verbose and e.__cause__ is not None:  # a plug-in's own error: its traceback, for its author
             import traceback
@@ -300,7 +300,7 @@ def _all_failed(result) -> bool:
 
     failed = [r for r in result.records if r.status == "failed"]
     if not failed or len(failed) < len(result.records):
-        return _none_finished(result)
+        return False
     error = failed[0].error or str(failed[0].metrics.get("fail_reason") or "")  # Ray's, or the trial's own report
     reason = next((ln.strip() for ln in reversed(error.splitlines()) if ln.strip()), "no error recorded")
     if len(reason) > 200:

@@ -407,7 +407,7 @@ def test_every_trial_failed_names_the_reason_a_trial_reported():
     from types import SimpleNamespace
 
     from nasq_ray.results.records import TrialRecord
-    from nasq_ray.run import _all_failed
+    from nasq_ray.run import _all_failed, _none_finished
 
     rec = TrialRecord(trial_id="t1", config={}, metrics={"status": "failed", "fail_reason": "DataError: a label is -1"},
                       status="failed")
@@ -422,5 +422,6 @@ def test_every_trial_failed_names_the_reason_a_trial_reported():
     cut = TrialRecord(trial_id="t2", config={}, metrics={"epoch": 1}, status="pruned")  # --time-budget cut it
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        assert _all_failed(SimpleNamespace(records=[cut], out_dir=None))  # exit 1: no trial finished
+        assert not _all_failed(SimpleNamespace(records=[cut], out_dir=None))
+        assert _none_finished(SimpleNamespace(records=[cut], out_dir=None))  # exit 1: no trial finished
     assert err.getvalue().startswith("error: no trial finished (1 trial started")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 from ..user_code import UserCallable
 
 SPLITS = ("train", "val", "test")
@@ -70,18 +70,12 @@ def _check_splits(made, label: str) -> None:
             raise DataError(f"data: {label}['{split}'] is empty")
 
 
-def _user_error(e: Exception) -> str:
-    """``Type: message`` of an error the user's code raised, on one line and cut to a readable length."""
-    text = " ".join(str(e).split())[:200]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
 def _size(ds, where: str) -> int:
     """``len(ds)``, or a DataError where the Dataset's ``__len__`` raises (it is the user's code)."""
     try:
         return len(ds)
     except Exception as e:  # noqa: BLE001 - the user's Dataset failing is bad input, reported in one line
-        raise DataError(f"data: len({where}) raised {_user_error(e)}; expected the number of items of a map-style "
+        raise DataError(f"data: len({where}) raised {one_line(e, 200)}; expected the number of items of a map-style "
                         "torch Dataset") from None
 
 
@@ -91,7 +85,7 @@ def read_item(ds, i: int, where: str):
     try:
         return ds[i]
     except Exception as e:  # noqa: BLE001 - the user's Dataset failing is bad input, reported in one line
-        raise DataError(f"data: {where}[{i}] raised {_user_error(e)}; expected an (input, label) item for every "
+        raise DataError(f"data: {where}[{i}] raised {one_line(e, 200)}; expected an (input, label) item for every "
                         "index 0 .. len - 1") from None
 
 

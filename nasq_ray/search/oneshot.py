@@ -160,11 +160,10 @@ def run_oneshot(cfg: ExperimentConfig, run_search, resume_config, resuming: bool
 
 def _front_size(out: Path) -> int:
     """Models in phase 2's front (``pareto.csv``), which phase 3 fine-tunes."""
+    from ..results.files import read_trials_table
+
     path = out / "pareto.csv"
-    if not path.is_file():
-        return 0
-    with open(path) as f:
-        return max(0, sum(1 for line in f if line.strip()) - 1)
+    return len(read_trials_table(path, "search.mode: oneshot")) if path.is_file() else 0
 
 
 def _say(cfg: ExperimentConfig, text: str) -> None:

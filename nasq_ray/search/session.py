@@ -156,10 +156,15 @@ def _alive_nodes() -> list[dict]:
     return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
 
 
+def _largest(nodes: list[dict]) -> dict[str, float]:
+    """The most CPUs and the most GPUs any one of ``nodes`` has (0 where none has any)."""
+    return {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in ("CPU", "GPU")}
+
+
 def largest_node_cpus() -> int:
     """CPUs of the largest node Ray has now (0 where none has any: a cluster whose workers have not
     joined yet)."""
-    return int(max((n.get("CPU", 0.0) for n in _alive_nodes()), default=0.0))
+    return int(_largest(_alive_nodes())["CPU"])
 
 
 def check_trials_fit(cfg: ExperimentConfig, private: bool, workers: int = 0) -> None:
@@ -167,7 +172,7 @@ def check_trials_fit(cfg: ExperimentConfig, private: bool, workers: int = 0) -> 
     ``workers`` such bundles); Ray waits for ever where no node can give them. On the private Ray of
     this run that is refused; on a cluster, which an autoscaler may grow, it is a warning."""
     nodes = _alive_nodes()
-    largest = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in ("CPU", "GPU")}
+    largest = _largest(nodes)
     total_cpus = sum(n.get("CPU", 0.0) for n in nodes)
     need = {"CPU": cfg.resources.cpus_per_trial, "GPU": cfg.resources.gpus_per_trial}
     if workers:
